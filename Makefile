@@ -1,0 +1,30 @@
+# The two set-up commands: `make demo` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	@scripts/demo.sh
+
+test: setup
+	$(PY) -m pytest -n 2 --dist loadgroup -q tests
+
+test-fast: setup
+	$(PY) -m pytest -n 2 -q -m "not slow and not interop" tests
+
+lint: setup
+	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff format --check src tests bench
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache build dist

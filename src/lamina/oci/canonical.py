@@ -1,0 +1,34 @@
+"""Canonical JSON: the one byte form lamina writes for every document it digests.
+
+Keys sorted, no insignificant whitespace, UTF-8 (not ``\\u`` escapes), integers only as
+integers. The same value always gives the same bytes, so the same image always gets the
+same digest (reproducible builds depend on it).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lamina.errors import InvalidFormat, LimitExceeded
+
+MAX_DOCUMENT_BYTES = 4 << 20  # manifests, indexes and configs (containers/image iolimits)
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def load_json_object(data: bytes, what: str, max_bytes: int = MAX_DOCUMENT_BYTES) -> dict[str, Any]:
+    """Parse a JSON document that must be an object; capped and with clear errors."""
+    if len(data) > max_bytes:
+        raise LimitExceeded(f"{what} is {len(data)} bytes, over the {max_bytes}-byte cap")
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidFormat(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidFormat(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value

@@ -1,0 +1,81 @@
+"""Platforms (image-spec image-index.md, "platform")."""
+
+from __future__ import annotations
+
+import platform as _host
+from dataclasses import dataclass
+from typing import Any
+
+from lamina.errors import InvalidArgument, InvalidFormat
+
+# uname -m -> GOARCH, the spelling OCI uses
+_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "i686": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str = ""
+    os_version: str = ""
+    os_features: tuple[str, ...] = ()
+
+    @classmethod
+    def host(cls) -> Platform:
+        machine = _host.machine()
+        arch = _ARCH.get(machine, machine)
+        return cls("linux", arch, "v8" if arch == "arm64" else "")
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """``os/arch[/variant]``, as ``--platform`` takes it."""
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise InvalidArgument(
+                f"invalid platform {text!r}", hint="use os/arch[/variant], e.g. linux/amd64"
+            )
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+
+    def matches(self, other: Platform) -> bool:
+        """True if an image for ``other`` runs on ``self`` (variant only checked when both set)."""
+        if (self.os, self.architecture) != (other.os, other.architecture):
+            return False
+        return not (self.variant and other.variant and self.variant != other.variant)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            out["variant"] = self.variant
+        if self.os_version:
+            out["os.version"] = self.os_version
+        if self.os_features:
+            out["os.features"] = list(self.os_features)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Platform:
+        if (
+            not isinstance(obj, dict)
+            or not isinstance(obj.get("os"), str)
+            or not isinstance(obj.get("architecture"), str)
+        ):
+            raise InvalidFormat("platform must have string os and architecture")
+        feats = obj.get("os.features") or []
+        return cls(
+            obj["os"],
+            obj["architecture"],
+            str(obj.get("variant") or ""),
+            str(obj.get("os.version") or ""),
+            tuple(str(f) for f in feats),
+        )
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)

@@ -1,0 +1,138 @@
+"""Contracts of the content store: blobs by digest, refs by name.
+
+Roles, in containerd's words:
+
+- :class:`Provider` reads blobs. Every read is verified: a reader that reaches EOF
+  checks size and digest and raises :class:`~lamina.errors.IntegrityError` on a
+  mismatch, so a blob damaged on disk is never silently served.
+- :class:`Ingester` writes blobs. An ingest streams into a temp file beside the blob
+  directory while hashing; on ``commit`` it checks the expected size and digest, fsyncs,
+  renames into place and fsyncs the directory. A mismatch, an exception or a killed
+  process leaves no blob behind (temp files of dead writers are swept by ``gc``).
+  Ingesting a blob that exists is a cheap no-op that still consumes and verifies the
+  input (so callers can stream without asking first), unless the caller checks ``has``.
+- :class:`RefStore` maps names (full references such as
+  ``docker.io/library/busybox:latest``) to descriptors of manifests or indexes.
+  Updates are atomic (write temp, fsync, rename) and serialised by a file lock, so
+  several ``lamina`` processes may tag and untag at once.
+- :class:`Store` is all three plus leases and garbage collection. ``gc`` marks from
+  every ref (walking manifests, indexes and their configs, layers and ``subject``) and
+  sweeps the rest. It takes the store's exclusive lock; every writer holds a
+  :meth:`Store.lease` (the shared side of that lock) from its first blob to its last ref
+  update, so gc never removes a blob that an import in another process is about to name.
+
+All methods are synchronous and thread-safe; async callers use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from lamina.oci.descriptor import Descriptor
+from lamina.oci.digest import Digest
+
+# Manifests, indexes and configs are read whole; cap them (CVE-2020-1702 class).
+MAX_METADATA_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class GCResult:
+    removed_blobs: int
+    removed_bytes: int
+    kept_blobs: int
+
+
+class BlobWriter(Protocol):
+    """An open ingest. Use as a context manager; leaving without ``commit`` aborts."""
+
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        ...
+
+    def commit(self, expected: Digest | None = None, size: int | None = None) -> BlobInfo:
+        """Verify, fsync and rename into place; returns the blob's digest and size.
+
+        Raises DigestMismatch / SizeMismatch (and removes the temp file) on a mismatch.
+        """
+        ...
+
+    def abort(self) -> None: ...
+
+    def __enter__(self) -> BlobWriter: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Provider(Protocol):
+    def has(self, digest: Digest) -> bool: ...
+
+    def info(self, digest: Digest) -> BlobInfo:
+        """Raises NotFound."""
+        ...
+
+    def open_blob(self, digest: Digest, size: int | None = None) -> BinaryIO:
+        """A verifying reader; raises NotFound. Reading to EOF checks size and digest."""
+        ...
+
+    def read_blob(self, digest: Digest, max_size: int = MAX_METADATA_BYTES) -> bytes:
+        """The whole (small) blob, verified; LimitExceeded if larger than max_size."""
+        ...
+
+    def blob_path(self, digest: Digest) -> str:
+        """Path of the blob file, for sendfile and hardlinks. The file is read-only."""
+        ...
+
+
+class Ingester(Protocol):
+    def writer(self, algorithm: str = "sha256") -> BlobWriter: ...
+
+    def ingest(
+        self,
+        stream: BinaryIO,
+        expected: Digest | None = None,
+        size: int | None = None,
+    ) -> BlobInfo:
+        """Copy a stream into the store (1 MiB chunks), verifying as it goes."""
+        ...
+
+    def put_bytes(self, data: bytes, expected: Digest | None = None) -> BlobInfo: ...
+
+
+class RefStore(Protocol):
+    def get_ref(self, name: str) -> Descriptor:
+        """Raises NotFound."""
+        ...
+
+    def set_ref(self, name: str, target: Descriptor) -> None: ...
+
+    def delete_ref(self, name: str) -> None:
+        """Raises NotFound."""
+        ...
+
+    def list_refs(self) -> dict[str, Descriptor]: ...
+
+
+class Store(Provider, Ingester, RefStore, Protocol):
+    root: str
+
+    def lease(self) -> AbstractContextManager[None]:
+        """Hold while creating blobs that refs will name; blocks only during gc."""
+        ...
+
+    def gc(self, dry_run: bool = False) -> GCResult: ...
+
+    def iter_blobs(self) -> Iterator[BlobInfo]: ...
+
+    def delete_blob(self, digest: Digest) -> None: ...
