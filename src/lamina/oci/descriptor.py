@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from lamina.errors import InvalidFormat
+from lamina.errors import InvalidArgument, InvalidFormat
 from lamina.oci.digest import Digest
 from lamina.oci.platform import Platform
 
@@ -80,6 +80,8 @@ class Descriptor:
             raise InvalidFormat(f"{what} lacks required field {exc.args[0]!r}") from exc
         except (TypeError, AttributeError) as exc:
             raise InvalidFormat(f"{what} has a malformed digest") from exc
+        except InvalidArgument as exc:
+            raise InvalidFormat(f"{what} has an invalid digest: {exc.message}") from exc
         if not isinstance(media_type, str) or type(size) is not int:
             raise InvalidFormat(f"{what} has a malformed mediaType or size")
         data = None
