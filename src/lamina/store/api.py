@@ -49,6 +49,8 @@ class GCResult:
     removed_blobs: int
     removed_bytes: int
     kept_blobs: int
+    # temp files of dead writers (killed ingests) swept from the ingest area
+    removed_temp_files: int = 0
 
 
 class BlobWriter(Protocol):

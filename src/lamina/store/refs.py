@@ -1,0 +1,123 @@
+"""The ref index: ``<root>/refs.json``, names to descriptors, replaced atomically.
+
+Writers read, modify and write the whole file under an exclusive flock on
+``locks/refs.lock`` (so concurrent updates from several processes never lose one), and
+replace it by rename after an fsync (so a crash leaves the old or the new file, never a
+torn one). Readers take no lock: rename(2) is atomic, a reader sees one whole version.
+
+File format (lamina's own, versioned)::
+
+    {"schemaVersion": 1, "refs": {"<name>": <descriptor JSON>, ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from lamina.errors import InvalidArgument, InvalidFormat, LaminaError
+from lamina.oci.descriptor import Descriptor
+from lamina.store.locks import exclusive
+
+SCHEMA_VERSION = 1
+MAX_REF_NAME = 4096
+
+T = TypeVar("T")
+
+
+def check_ref_name(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument("a ref name must be a non-empty string")
+    if len(name) > MAX_REF_NAME:
+        raise InvalidArgument(f"ref name is {len(name)} characters, over {MAX_REF_NAME}")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        raise InvalidArgument(f"ref name {name!r} contains control characters")
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class RefFile:
+    def __init__(self, root: str, lock_path: str) -> None:
+        self._dir = root
+        self._path = os.path.join(root, "refs.json")
+        # One fixed temp name: only the holder of the exclusive lock writes it, and a
+        # crash's leftover is simply truncated by the next writer.
+        self._tmp = os.path.join(root, "refs.json.tmp")
+        self._lock = lock_path
+
+    def read(self) -> dict[str, Descriptor]:
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return {}
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                raw = f.read()
+        finally:
+            os.close(fd)
+        return self._parse(raw)
+
+    def _parse(self, raw: bytes) -> dict[str, Descriptor]:
+        hint = f"restore {self._path} from a backup or remove it (all tags are lost)"
+        try:
+            doc: Any = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidFormat(f"ref index {self._path} is not valid JSON", hint=hint) from exc
+        if not isinstance(doc, dict) or doc.get("schemaVersion") != SCHEMA_VERSION:
+            raise InvalidFormat(
+                f"ref index {self._path} has an unknown format (want schemaVersion "
+                f"{SCHEMA_VERSION})",
+                hint=hint,
+            )
+        refs = doc.get("refs")
+        if not isinstance(refs, dict):
+            raise InvalidFormat(f"ref index {self._path} lacks a refs object", hint=hint)
+        out: dict[str, Descriptor] = {}
+        for name, value in refs.items():
+            try:
+                out[name] = Descriptor.from_json(value, f"ref {name!r}")
+            except LaminaError as exc:
+                raise InvalidFormat(
+                    f"ref index {self._path}: {exc.message}", hint=f"delete the ref {name!r}"
+                ) from exc
+        return out
+
+    def update(self, mutate: Callable[[dict[str, Descriptor]], tuple[bool, T]]) -> T:
+        """Run ``mutate`` on the current refs under the lock; write if it says it changed."""
+        with exclusive(self._lock, what="the ref index lock"):
+            refs = self.read()
+            changed, result = mutate(refs)
+            if changed:
+                self._write(refs)
+            return result
+
+    def _write(self, refs: dict[str, Descriptor]) -> None:
+        doc = {
+            "schemaVersion": SCHEMA_VERSION,
+            "refs": {name: refs[name].to_json() for name in sorted(refs)},
+        }
+        data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self._tmp, flags, 0o600)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(self._tmp, self._path)
+        fsync_dir(self._dir)
