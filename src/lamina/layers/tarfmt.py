@@ -1,0 +1,610 @@
+"""Tar headers, decoded and encoded, with no I/O.
+
+Formats read: POSIX ustar (``ustar\\0`` ``00``), GNU (``ustar  \\0``, base-256 numbers,
+``L``/``K`` long names), old v7 (no magic), POSIX.1-2001 PAX extended headers (``x``,
+and ``g`` which is parsed, capped and ignored). Formats written: ustar when every field
+fits, else ustar preceded by one PAX ``x`` header.
+
+Names are decoded as UTF-8 with ``surrogateescape``, so a name that is not UTF-8 comes
+back as the same bytes when encoded again (``os`` functions do the same on Linux).
+
+Everything here is hostile-input code: every length is checked before use, PAX records
+are parsed by a linear hand-written parser (CPython's regex parser had a ReDoS,
+CVE-2024-6232), and every payload is capped by ``Limits.max_header_bytes``.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsafe, Unsupported
+from lamina.layers.api import DEFAULT_LIMITS, Entry, EntryType, Limits
+
+BLOCK_SIZE = 512
+ZERO_BLOCK = bytes(BLOCK_SIZE)
+NUL = b"\0"
+
+USTAR_MAGIC = b"ustar\x0000"  # POSIX: magic "ustar\0" + version "00"
+GNU_MAGIC = b"ustar  \x00"  # GNU: magic "ustar " + version " \0"
+
+# type flags of the extended headers that modify the next entry
+PAX_LOCAL = b"x"
+PAX_LOCAL_SOLARIS = b"X"  # Solaris spelling of "x"; same content
+PAX_GLOBAL = b"g"
+GNU_LONGNAME = b"L"
+GNU_LONGLINK = b"K"
+EXTENDED_TYPES = frozenset({PAX_LOCAL, PAX_LOCAL_SOLARIS, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK})
+
+_TYPES: dict[bytes, EntryType] = {
+    b"0": EntryType.FILE,
+    b"\0": EntryType.FILE,  # old "regular file" (AREGTYPE)
+    b"7": EntryType.FILE,  # contiguous file: a regular file everywhere that matters
+    b"1": EntryType.HARDLINK,
+    b"2": EntryType.SYMLINK,
+    b"3": EntryType.CHAR,
+    b"4": EntryType.BLOCK,
+    b"5": EntryType.DIR,
+    b"6": EntryType.FIFO,
+}
+_UNSUPPORTED_TYPES = {
+    b"S": "GNU sparse file",
+    b"D": "GNU dump directory",
+    b"M": "GNU multi-volume continuation",
+    b"N": "GNU old long name",
+    b"V": "GNU volume label",
+}
+
+_MAX_OCTAL_7 = 0o7777777  # 8-byte field: 7 digits + NUL
+_MAX_OCTAL_11 = 0o77777777777  # 12-byte field: 11 digits + NUL
+_MAX_PAX_NUMBER_DIGITS = 20  # 2**63 has 19 digits; longer is hostile
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def cstr(field: bytes) -> bytes:
+    """A NUL-terminated field (the field may also be full, without a NUL)."""
+    end = field.find(NUL)
+    return field if end < 0 else field[:end]
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def parse_number(field: bytes, offset: int = 0) -> int:
+    """A numeric header field: octal text, or GNU base-256 when the high bit is set."""
+    if field and field[0] & 0x80:
+        # GNU base-256: 0x80 marks a positive number in the remaining bytes, 0xff a
+        # negative one in two's complement over the whole field.
+        if field[0] & 0x40:
+            return int.from_bytes(field, "big", signed=True)
+        return int.from_bytes(bytes([field[0] & 0x3F]) + field[1:], "big")
+    text = cstr(field).strip(b" ")
+    if not text:
+        return 0
+    if text.translate(None, b"01234567"):
+        raise InvalidFormat(f"corrupt tar header at offset {offset}: bad number {text!r}")
+    return int(text, 8)
+
+
+def is_zero_block(block: bytes) -> bool:
+    return block == ZERO_BLOCK
+
+
+# --------------------------------------------------------------------------- headers
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """One decoded 512-byte header block, with its fields as the block holds them."""
+
+    name: bytes  # ustar prefix already joined
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: int
+    typeflag: bytes  # one byte
+    linkname: bytes
+    uname: bytes
+    gname: bytes
+    devmajor: int
+    devminor: int
+    format: str  # "ustar" | "gnu" | "v7"
+
+    @property
+    def is_extended(self) -> bool:
+        return self.typeflag in EXTENDED_TYPES
+
+
+def _checksum_ok(block: bytes, stored: int) -> bool:
+    # The checksum is the sum of the block with its own field read as 8 spaces. POSIX
+    # says unsigned bytes; some old tars (Sun, early GNU) summed signed chars: accept both.
+    unsigned = sum(block) - sum(block[148:156]) + 8 * 0x20
+    if unsigned == stored:
+        return True
+    high = sum(1 for b in block[:148] if b >= 0x80) + sum(1 for b in block[156:] if b >= 0x80)
+    return unsigned - 256 * high == stored
+
+
+def decode_header(block: bytes, offset: int = 0) -> Header:
+    """Decode one header block (not a zero block). Raises InvalidFormat if corrupt."""
+    if len(block) != BLOCK_SIZE:
+        raise InvalidFormat(f"truncated tar header at offset {offset}")
+    corrupt = f"corrupt tar header at offset {offset}"
+    try:
+        stored = parse_number(block[148:156], offset)
+    except InvalidFormat:
+        raise InvalidFormat(corrupt, hint="the layer is damaged or is not a tar") from None
+    if not _checksum_ok(block, stored):
+        raise InvalidFormat(corrupt, hint="the layer is damaged or is not a tar")
+
+    magic = block[257:265]
+    if magic == USTAR_MAGIC or magic[:6] == b"ustar\0":
+        fmt = "ustar"
+    elif magic == GNU_MAGIC:
+        fmt = "gnu"
+    else:
+        fmt = "v7"
+
+    name = cstr(block[0:100])
+    if fmt == "ustar":
+        prefix = cstr(block[345:500])
+        if prefix:
+            name = prefix + b"/" + name
+    typeflag = block[156:157]
+    if fmt == "v7":
+        uname = gname = b""
+        devmajor = devminor = 0
+    else:
+        uname = cstr(block[265:297])
+        gname = cstr(block[297:329])
+        devmajor = parse_number(block[329:337], offset)
+        devminor = parse_number(block[337:345], offset)
+    size = parse_number(block[124:136], offset)
+    if size < 0:
+        raise InvalidFormat(f"{corrupt}: negative size {size}")
+    return Header(
+        name=name,
+        mode=parse_number(block[100:108], offset),
+        uid=parse_number(block[108:116], offset),
+        gid=parse_number(block[116:124], offset),
+        size=size,
+        mtime=parse_number(block[136:148], offset),
+        typeflag=typeflag,
+        linkname=cstr(block[157:257]),
+        uname=uname,
+        gname=gname,
+        devmajor=devmajor,
+        devminor=devminor,
+        format=fmt,
+    )
+
+
+def padding(size: int) -> int:
+    return -size % BLOCK_SIZE
+
+
+# --------------------------------------------------------------------------- PAX
+
+
+def parse_pax(data: bytes, offset: int = 0) -> dict[str, bytes]:
+    """Parse PAX extended header records ``"%d %s=%s\\n"`` (POSIX.1-2001, pax "Extended
+    Header"). Linear: each record's length is read, checked, and jumped over.
+
+    Keys are text; values stay bytes (xattr values are binary). A later record with the
+    same key wins, as POSIX says.
+    """
+    records: dict[str, bytes] = {}
+    pos = 0
+    end = len(data)
+    bad = f"corrupt PAX header at offset {offset}"
+    while pos < end:
+        space = data.find(b" ", pos, min(end, pos + 12))
+        if space <= pos:
+            raise InvalidFormat(f"{bad}: record without a length")
+        digits = data[pos:space]
+        if digits.translate(None, b"0123456789"):
+            raise InvalidFormat(f"{bad}: bad record length {digits!r}")
+        length = int(digits)
+        stop = pos + length
+        if length < len(digits) + 3 or stop > end or data[stop - 1] != 0x0A:
+            raise InvalidFormat(f"{bad}: record length {length} does not match its record")
+        key, eq, value = data[space + 1 : stop - 1].partition(b"=")
+        if not eq or not key:
+            raise InvalidFormat(f"{bad}: record without a key")
+        try:
+            records[key.decode("utf-8")] = value
+        except UnicodeDecodeError:
+            raise InvalidFormat(f"{bad}: key is not UTF-8") from None
+        pos = stop
+    return records
+
+
+def _pax_int(key: str, value: bytes, offset: int) -> int:
+    if not value or len(value) > _MAX_PAX_NUMBER_DIGITS or value.translate(None, b"0123456789"):
+        raise InvalidFormat(f"corrupt PAX header at offset {offset}: bad {key} {value[:32]!r}")
+    return int(value)
+
+
+def _pax_time_ns(value: bytes, offset: int) -> int:
+    """A PAX time, ``[-]seconds[.fraction]``, in nanoseconds (fraction truncated)."""
+    negative = value.startswith(b"-")
+    body = value[1:] if negative else value
+    secs, dot, frac = body.partition(b".")
+    if (
+        not secs
+        or len(secs) > _MAX_PAX_NUMBER_DIGITS
+        or secs.translate(None, b"0123456789")
+        or (dot and (not frac or frac.translate(None, b"0123456789")))
+    ):
+        raise InvalidFormat(f"corrupt PAX header at offset {offset}: bad mtime {value[:32]!r}")
+    ns = int(secs) * 1_000_000_000 + int((frac[:9] or b"0").ljust(9, b"0"))
+    return -ns if negative else ns
+
+
+def _unpercent(text: str) -> str:
+    """libarchive %-encodes xattr names in ``LIBARCHIVE.xattr.*`` keys."""
+    if "%" not in text:
+        return text
+    raw = _raw(text)
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0x25:  # "%"
+            pair = raw[i + 1 : i + 3]
+            if len(pair) != 2 or pair.translate(None, b"0123456789abcdefABCDEF"):
+                raise InvalidFormat(f"bad %-encoding in xattr name {text[:64]!r}")
+            out.append(int(pair, 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return _text(bytes(out))
+
+
+# --------------------------------------------------------------------------- names
+
+
+def clean_name(raw: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Clean a member name into lamina's path form (see :mod:`lamina.layers.api`).
+
+    Leading ``/`` and ``./``, repeated ``/``, ``.`` components and a trailing ``/`` go;
+    ``..`` anywhere is refused (Unsafe), as are NUL (InvalidFormat) and names or
+    components over the limits (LimitExceeded). The root itself gives ``""``.
+    """
+    if "\0" in raw:
+        raise InvalidFormat(f"tar member name {raw[:64]!r} contains NUL")
+    parts = [p for p in raw.split("/") if p and p != "."]
+    if ".." in parts:
+        raise Unsafe(
+            f"tar member {raw[:256]!r} has a '..' component",
+            hint="the layer tries to write outside its root; do not use this image",
+        )
+    if len(parts) > limits.max_depth:
+        raise LimitExceeded(f"tar member {raw[:64]!r}... is {len(parts)} directories deep")
+    name = "/".join(parts)
+    if len(name) > limits.max_name_bytes or any(
+        len(p) > limits.max_component_bytes // 4 for p in parts
+    ):
+        # cheap test first (a str is at most 4 bytes per char), exact test in bytes next
+        raw_name = _raw(name)
+        if len(raw_name) > limits.max_name_bytes:
+            raise LimitExceeded(
+                f"tar member name is {len(raw_name)} bytes, over the {limits.max_name_bytes} limit"
+            )
+        for p in parts:
+            if len(_raw(p)) > limits.max_component_bytes:
+                raise LimitExceeded(
+                    f"tar member {name[:64]!r}... has a component over"
+                    f" {limits.max_component_bytes} bytes"
+                )
+    return name
+
+
+# --------------------------------------------------------------------------- entries
+
+_EMPTY_XATTRS: Mapping[str, bytes] = MappingProxyType({})
+
+
+def build_entry(
+    hdr: Header,
+    pax: Mapping[str, bytes],
+    *,
+    longname: bytes | None = None,
+    longlink: bytes | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    offset: int = 0,
+) -> Entry | None:
+    """Merge a header with the PAX records and GNU long names that preceded it.
+
+    Returns None for an entry that names the root directory itself (the reader skips
+    it); a root entry of any other type is refused (CVE-2021-29136: a symlink replacing
+    the root redirected later writes to the host).
+    """
+    kind = _TYPES.get(hdr.typeflag)
+    if kind is None:
+        what = _UNSUPPORTED_TYPES.get(hdr.typeflag)
+        if what is not None:
+            raise Unsupported(
+                f"tar entry type {hdr.typeflag.decode('latin-1')!r} ({what}) is not supported",
+                hint="rebuild the layer without sparse files or multi-volume tar features",
+            )
+        raise Unsupported(
+            f"unknown tar entry type {hdr.typeflag!r} at offset {offset}",
+            hint="lamina reads files, links, directories, devices and fifos only",
+        )
+    if any(k.startswith("GNU.sparse.") for k in pax):
+        raise Unsupported(
+            "PAX sparse files are not supported",
+            hint="rebuild the layer without --sparse (OCI layers SHOULD NOT use sparse files)",
+        )
+
+    raw_name = pax.get("path") or longname or hdr.name
+    if hdr.typeflag == b"\0" and raw_name.endswith(b"/"):
+        kind = EntryType.DIR  # old tars marked directories by a trailing slash only
+    name = clean_name(_text(raw_name), limits)
+    if not name:
+        if kind is EntryType.DIR:
+            return None
+        raise Unsafe(
+            f"tar entry {_text(raw_name)!r} would replace the root directory with a"
+            f" {kind.name.lower()}",
+            hint="the layer is hostile (CVE-2021-29136); do not use this image",
+        )
+
+    raw_link = pax.get("linkpath") or longlink or hdr.linkname
+    linkname = ""
+    if kind is EntryType.HARDLINK:
+        linkname = clean_name(_text(raw_link), limits)
+        if not linkname:
+            raise Unsafe(f"hardlink {name!r} points at the root directory")
+    elif kind is EntryType.SYMLINK:
+        if NUL in raw_link:
+            raise InvalidFormat(f"symlink {name!r} has a NUL in its target")
+        if not raw_link:
+            raise InvalidFormat(f"symlink {name!r} has an empty target")
+        if len(raw_link) > limits.max_name_bytes:
+            raise LimitExceeded(f"symlink {name!r} has a target over {limits.max_name_bytes} bytes")
+        linkname = _text(raw_link)
+
+    size = hdr.size
+    uid, gid = hdr.uid, hdr.gid
+    mtime_ns = hdr.mtime * 1_000_000_000
+    uname, gname = hdr.uname, hdr.gname
+    devmajor, devminor = hdr.devmajor, hdr.devminor
+    xattrs: dict[str, bytes] = {}
+    for key, value in pax.items():
+        if key == "size":
+            size = _pax_int(key, value, offset)
+        elif key == "uid":
+            uid = _pax_int(key, value, offset)
+        elif key == "gid":
+            gid = _pax_int(key, value, offset)
+        elif key == "mtime":
+            mtime_ns = _pax_time_ns(value, offset)
+        elif key == "uname":
+            uname = value
+        elif key == "gname":
+            gname = value
+        elif key == "SCHILY.devmajor":
+            devmajor = _pax_int(key, value, offset)
+        elif key == "SCHILY.devminor":
+            devminor = _pax_int(key, value, offset)
+        elif key.startswith("SCHILY.xattr."):
+            xattrs[key[13:]] = value
+        elif key.startswith("LIBARCHIVE.xattr."):
+            try:
+                decoded = binascii.a2b_base64(value, strict_mode=True) if value else b""
+            except binascii.Error:
+                raise InvalidFormat(f"bad base64 in {key[:80]!r} of {name!r}") from None
+            xattrs[_unpercent(key[17:])] = decoded
+    for xname in xattrs:
+        if not xname or "\0" in xname:
+            raise InvalidFormat(f"tar entry {name!r} has an invalid xattr name {xname[:64]!r}")
+
+    if kind is not EntryType.FILE:
+        size = 0
+    if kind not in (EntryType.CHAR, EntryType.BLOCK):
+        devmajor = devminor = 0
+    if uid < 0 or gid < 0:
+        raise InvalidFormat(f"tar entry {name!r} has a negative uid or gid")
+    return Entry(
+        name=name,
+        type=kind,
+        mode=hdr.mode & 0o7777,
+        uid=uid,
+        gid=gid,
+        size=size,
+        mtime_ns=mtime_ns,
+        linkname=linkname,
+        uname=_text(uname),
+        gname=_text(gname),
+        devmajor=devmajor,
+        devminor=devminor,
+        xattrs=MappingProxyType(xattrs) if xattrs else _EMPTY_XATTRS,
+    )
+
+
+# --------------------------------------------------------------------------- encoding
+
+_TYPEFLAG = {kind: kind.value.encode() for kind in EntryType}
+
+
+def _oct(value: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, value)
+
+
+def _block(  # noqa: PLR0917 -- positional on purpose: called once per entry on the hot path
+    name: bytes,
+    prefix: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    size: int,
+    mtime: int,
+    typeflag: bytes,
+    linkname: bytes,
+    uname: bytes,
+    gname: bytes,
+    devmajor: int,
+    devminor: int,
+) -> bytes:
+    blk = bytearray(
+        b"".join(
+            (
+                name.ljust(100, NUL),
+                _oct(mode, 8),
+                _oct(uid, 8),
+                _oct(gid, 8),
+                _oct(size, 12),
+                _oct(mtime, 12),
+                b"        ",
+                typeflag,
+                linkname.ljust(100, NUL),
+                USTAR_MAGIC,
+                uname.ljust(32, NUL),
+                gname.ljust(32, NUL),
+                _oct(devmajor, 8),
+                _oct(devminor, 8),
+                prefix.ljust(155, NUL),
+                bytes(12),
+            )
+        )
+    )
+    blk[148:156] = b"%06o\0 " % sum(blk)
+    return bytes(blk)
+
+
+def _split_ustar(name: bytes) -> tuple[bytes, bytes] | None:
+    """(prefix, name) fitting ustar's 155 + 100 bytes, or None."""
+    if len(name) <= 100:
+        return b"", name
+    cut = name.rfind(b"/", 0, min(len(name) - 1, 156))
+    if cut <= 0 or len(name) - cut - 1 > 100:
+        return None
+    return name[:cut], name[cut + 1 :]
+
+
+def pax_record(key: str, value: bytes) -> bytes:
+    body = b" " + key.encode("utf-8") + b"=" + value + b"\n"
+    # the length counts its own digits: grow until it is stable
+    n = len(body) + 1
+    while len(str(n)) + len(body) != n:
+        n = len(str(n)) + len(body)
+    return str(n).encode() + body
+
+
+def _is_clean(name: str) -> bool:
+    s = "/" + name + "/"
+    return not ("//" in s or "/./" in s or "/../" in s or "\0" in s)
+
+
+def encode_entry(entry: Entry) -> bytes:
+    """The header block(s) for one entry: a ustar header, preceded by a PAX header when
+    a field does not fit ustar. Deterministic: the same Entry gives the same bytes.
+
+    Sub-second mtimes are dropped (integer seconds are written); uname and gname are
+    written as given.
+    """
+    name = entry.name
+    if not _is_clean(name):
+        raise InvalidArgument(f"tar entry name {name!r} is not a clean relative path")
+    if entry.mode & ~0o7777 or entry.mode < 0:
+        raise InvalidArgument(f"tar entry {name!r} has mode {entry.mode:#o} beyond 0o7777")
+    kind = entry.type
+    size = entry.size if kind is EntryType.FILE else 0
+    if size < 0 or entry.uid < 0 or entry.gid < 0:
+        raise InvalidArgument(f"tar entry {name!r} has a negative size, uid or gid")
+    pax: list[bytes] = []
+
+    binary = False  # a name that is not UTF-8 needs "hdrcharset=BINARY" (POSIX pax)
+    raw_name = _raw(name + "/" if kind is EntryType.DIR else name)
+    split = _split_ustar(raw_name) if name.isascii() else None
+    if split is None:
+        pax.append(pax_record("path", raw_name))
+        split = b"", raw_name[:100]
+        binary = not _is_utf8(raw_name)
+
+    raw_link = b""
+    if kind is EntryType.HARDLINK or kind is EntryType.SYMLINK:
+        if not entry.linkname or "\0" in entry.linkname:
+            raise InvalidArgument(f"tar entry {name!r} has an empty or NUL link target")
+        raw_link = _raw(entry.linkname)
+        if len(raw_link) > 100 or not entry.linkname.isascii():
+            pax.append(pax_record("linkpath", raw_link))
+            binary = binary or not _is_utf8(raw_link)
+            raw_link = raw_link[:100]
+
+    if size > _MAX_OCTAL_11:
+        pax.append(pax_record("size", b"%d" % size))
+        size = 0
+    uid, gid = entry.uid, entry.gid
+    if uid > _MAX_OCTAL_7:
+        pax.append(pax_record("uid", b"%d" % uid))
+        uid = 0
+    if gid > _MAX_OCTAL_7:
+        pax.append(pax_record("gid", b"%d" % gid))
+        gid = 0
+    uname, gname = _raw(entry.uname), _raw(entry.gname)
+    if len(uname) > 32 or not entry.uname.isascii():
+        pax.append(pax_record("uname", uname))
+        uname = b""
+    if len(gname) > 32 or not entry.gname.isascii():
+        pax.append(pax_record("gname", gname))
+        gname = b""
+    mtime = entry.mtime_ns // 1_000_000_000
+    if mtime < 0 or mtime > _MAX_OCTAL_11:
+        pax.append(pax_record("mtime", b"%d" % mtime))
+        mtime = 0
+    devmajor, devminor = entry.devmajor, entry.devminor
+    if kind is not EntryType.CHAR and kind is not EntryType.BLOCK:
+        devmajor = devminor = 0
+    elif not (0 <= devmajor <= _MAX_OCTAL_7 and 0 <= devminor <= _MAX_OCTAL_7):
+        raise InvalidArgument(f"device {name!r} has numbers {devmajor},{devminor} out of range")
+    if entry.xattrs:
+        for xname in sorted(entry.xattrs):
+            if not xname or "\0" in xname or "=" in xname:
+                raise InvalidArgument(f"tar entry {name!r} has an invalid xattr name {xname!r}")
+            pax.append(pax_record("SCHILY.xattr." + xname, bytes(entry.xattrs[xname])))
+
+    header = _block(
+        split[1],
+        split[0],
+        entry.mode,
+        uid,
+        gid,
+        size,
+        mtime,
+        _TYPEFLAG[kind],
+        raw_link,
+        uname[:32],
+        gname[:32],
+        devmajor,
+        devminor,
+    )
+    if not pax:
+        return header
+    if binary:
+        pax.insert(0, pax_record("hdrcharset", b"BINARY"))
+    payload = b"".join(pax)
+    pax_header = _block(
+        b"././@PaxHeader", b"", 0o644, 0, 0, len(payload), 0, PAX_LOCAL, b"", b"", b"", 0, 0
+    )
+    return b"".join((pax_header, payload, bytes(padding(len(payload))), header))
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
