@@ -1,0 +1,539 @@
+"""Shared plumbing of the image archive formats (OCI image layout, docker-archive).
+
+- :class:`LoadedImage` is what every loader returns: one name (or ``None``) per image.
+- :func:`walk_image` follows an image from its root descriptor through indexes and
+  manifests to configs and layers, checking that every blob is in the store. Exporters
+  use it to list what to copy; importers use it to refuse an incomplete image before
+  any ref names it.
+- :class:`ArchiveOut` writes a deterministic tar (sorted by the caller, uid/gid 0, mtime
+  ``SOURCE_DATE_EPOCH`` or 0) straight to a file or stdout, streaming blob content from
+  the store's verifying reader.
+- :func:`scan_archive` reads an archive tar in one pass: every ``blobs/<alg>/<hex>``
+  member is ingested verified against its name, every other regular file is spooled into
+  the store by its own digest (tar order is not guaranteed, so nothing can wait for
+  ``manifest.json``), and the small metadata files are kept in memory under a 4 MiB cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol, cast
+
+import isal.igzip as isal_igzip
+import zstandard
+
+from lamina.errors import (
+    IntegrityError,
+    InvalidArgument,
+    InvalidFormat,
+    LimitExceeded,
+    NotFound,
+    Unsafe,
+)
+from lamina.layers import tarfmt
+from lamina.layers.api import Entry, EntryType, Limits
+from lamina.layers.tarstream import TarWriter, read_entries
+from lamina.oci import mediatypes as mt
+from lamina.oci.canonical import MAX_DOCUMENT_BYTES
+from lamina.oci.descriptor import Descriptor
+from lamina.oci.digest import ALGORITHMS, Digest
+from lamina.oci.manifest import Index, Manifest, parse_document
+from lamina.oci.reference import Reference
+from lamina.store.api import Store
+
+CHUNK = 1 << 20
+# Nested indexes deeper than this are hostile or broken (content addressing rules out cycles).
+MAX_INDEX_DEPTH = 8
+# The small files an archive names itself with.
+METADATA_NAMES = frozenset({"oci-layout", "index.json", "manifest.json", "repositories"})
+# An archive is not decompressed, so its byte count is bounded by the file itself; the
+# layer cap (64 GiB) would refuse big multi-image saves for no safety gain.
+ARCHIVE_LIMITS = Limits(max_layer_bytes=1 << 42)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedImage:
+    """One image a loader put in the store: ``name`` is the full reference it was tagged
+    with (``docker.io/library/busybox:latest``), or ``None`` when the archive did not name
+    it (the caller shows ``descriptor.digest`` instead)."""
+
+    name: str | None
+    descriptor: Descriptor
+
+
+# ---------------------------------------------------------------------------------------
+# walking an image in the store
+
+
+@dataclass(frozen=True, slots=True)
+class ImageManifest:
+    """One image manifest reached from a root, with its config and layers."""
+
+    descriptor: Descriptor
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+
+
+@dataclass(slots=True)
+class ImageClosure:
+    """Everything reachable from one root descriptor.
+
+    ``blobs`` holds every descriptor whose blob must be copied, in walk order (root
+    first), keyed by digest; ``manifests`` the image manifests found; ``external`` the
+    layers left out because they live at their ``urls`` (image-layout.md: blobs
+    "fulfilled externally" may be absent).
+    """
+
+    blobs: dict[Digest, Descriptor] = field(default_factory=dict)
+    manifests: list[ImageManifest] = field(default_factory=list)
+    external: list[Descriptor] = field(default_factory=list)
+
+
+def is_foreign(desc: Descriptor) -> bool:
+    return desc.media_type in (
+        mt.OCI_LAYER_NONDIST,
+        mt.OCI_LAYER_NONDIST_GZIP,
+        mt.OCI_LAYER_NONDIST_ZSTD,
+        mt.DOCKER_LAYER_FOREIGN_GZIP,
+    )
+
+
+def read_document(store: Store, desc: Descriptor) -> Manifest | Index | None:
+    """The manifest or index ``desc`` points at (None for any other media type)."""
+    if desc.media_type not in mt.MANIFEST_TYPES and desc.media_type not in mt.INDEX_TYPES:
+        return None
+    data = store.read_blob(desc.digest, MAX_DOCUMENT_BYTES)
+    try:
+        return parse_document(data, desc.media_type)
+    except InvalidFormat as exc:
+        raise InvalidFormat(
+            f"{desc.media_type} {desc.digest}: {exc.message}", hint=exc.hint
+        ) from exc
+
+
+def _require(store: Store, desc: Descriptor, role: str) -> None:
+    try:
+        info = store.info(desc.digest)
+    except NotFound as exc:
+        raise NotFound(
+            f"image is incomplete: {role} {desc.digest} is missing (MANIFEST_BLOB_UNKNOWN)",
+            hint="the source does not hold every blob of the image; export it again in full",
+        ) from exc
+    if info.size != desc.size:
+        raise IntegrityError(
+            f"{role} {desc.digest} is {info.size} bytes, but its descriptor says {desc.size}"
+        )
+
+
+def walk_image(store: Store, root: Descriptor, *, allow_external: bool = True) -> ImageClosure:
+    """Follow ``root`` (a manifest or an index) to every blob it needs; all must be present.
+
+    Raises NotFound naming the first missing digest. Descriptors of unknown media types
+    in an index are required but not opened (image-spec: unknown types MUST NOT be errors).
+    """
+    closure = ImageClosure()
+    _walk(store, root, closure, "manifest", 0, allow_external=allow_external)
+    return closure
+
+
+def _walk(
+    store: Store,
+    desc: Descriptor,
+    closure: ImageClosure,
+    role: str,
+    depth: int,
+    *,
+    allow_external: bool,
+) -> None:
+    if desc.digest in closure.blobs:
+        return
+    if depth > MAX_INDEX_DEPTH:
+        raise LimitExceeded(f"indexes nested deeper than {MAX_INDEX_DEPTH} levels")
+    _require(store, desc, role)
+    closure.blobs[desc.digest] = desc
+    doc = read_document(store, desc)
+    if isinstance(doc, Index):
+        for child in doc.manifests:
+            _walk(store, child, closure, "manifest", depth + 1, allow_external=allow_external)
+    elif isinstance(doc, Manifest):
+        config, layers = doc.config, doc.layers
+        _require(store, config, "config")
+        closure.blobs.setdefault(config.digest, config)
+        for layer in layers:
+            if allow_external and layer.urls and is_foreign(layer) and not store.has(layer.digest):
+                closure.external.append(layer)
+                continue
+            _require(store, layer, "layer")
+            closure.blobs.setdefault(layer.digest, layer)
+        closure.manifests.append(ImageManifest(desc, config, tuple(layers)))
+
+
+# ---------------------------------------------------------------------------------------
+# writing archives
+
+
+def source_date_epoch() -> int:
+    """Archive mtimes: ``SOURCE_DATE_EPOCH`` when set (reproducible-builds.org), else 0."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"SOURCE_DATE_EPOCH={raw!r} is not an integer", hint="set it to Unix seconds"
+        ) from exc
+    return max(value, 0)
+
+
+@contextlib.contextmanager
+def open_output(dest: str) -> Iterator[BinaryIO]:
+    """A binary stream for ``dest``: stdout for ``-``, else a temp file beside ``dest``
+    that is fsynced and renamed over it only when the body finishes without error."""
+    if dest == "-":
+        out = sys.stdout.buffer
+        yield out
+        out.flush()
+        return
+    parent = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(parent):
+        raise NotFound(f"directory {parent} does not exist", hint="create it first")
+    fd, tmp = tempfile.mkstemp(prefix=".lamina-", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class _VerifiedStream:
+    """Reads exactly ``size`` bytes of a blob through the store's verifying reader and
+    makes sure the reader reaches EOF (which is where the store checks the digest)."""
+
+    def __init__(self, store: Store, desc: Descriptor) -> None:
+        self._f = store.open_blob(desc.digest, desc.size)
+        self._left = desc.size
+        self._desc = desc
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if n < 0 else min(n, self._left)
+        data = self._f.read(want)
+        if not data:
+            raise IntegrityError(f"blob {self._desc.digest} ended early")
+        self._left -= len(data)
+        if self._left == 0 and self._f.read(1):
+            raise IntegrityError(f"blob {self._desc.digest} is longer than {self._desc.size}")
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class ArchiveOut:
+    """A deterministic tar of an archive's files: uid/gid 0, no user names, mtime
+    ``SOURCE_DATE_EPOCH`` or 0, files 0644, directories 0755. Callers add members in
+    sorted order; each directory is added once, before its files."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._tar = TarWriter(stream)
+        self._mtime_ns = source_date_epoch() * 1_000_000_000
+        self._dirs: set[str] = set()
+
+    def _ensure_parents(self, name: str) -> None:
+        parent = posixpath.dirname(name)
+        if parent and parent not in self._dirs:
+            self._ensure_parents(parent)
+            self._dirs.add(parent)
+            self._tar.add(Entry(parent, EntryType.DIR, mode=0o755, mtime_ns=self._mtime_ns))
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self.add_stream(name, len(data), _BytesReader(data))
+
+    def add_stream(self, name: str, size: int, stream: _Readable) -> None:
+        self._ensure_parents(name)
+        entry = Entry(name, EntryType.FILE, mode=0o644, size=size, mtime_ns=self._mtime_ns)
+        # TarWriter only calls read(n); any reader will do.
+        self._tar.add(entry, cast(BinaryIO, stream))
+
+    def add_blob(self, name: str, store: Store, desc: Descriptor) -> None:
+        """Copy a blob from the store, verified against ``desc`` while it streams."""
+        reader = _VerifiedStream(store, desc)
+        try:
+            self.add_stream(name, desc.size, reader)
+        finally:
+            reader.close()
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+class _Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        end = len(self._data) if n < 0 else min(len(self._data), self._pos + n)
+        out = bytes(self._data[self._pos : end])
+        self._pos = end
+        return out
+
+
+def blob_path(digest: Digest) -> str:
+    """``blobs/<alg>/<encoded>``: safe, since a Digest is validated on construction."""
+    return f"blobs/{digest.algorithm}/{digest.encoded}"
+
+
+def digest_from_blob_path(name: str) -> Digest | None:
+    """The digest a ``blobs/<alg>/<encoded>`` path names, or None for any other path."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] != "blobs" or parts[1] not in ALGORITHMS:
+        return None
+    try:
+        return Digest(parts[1], parts[2])
+    except InvalidArgument:
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# reading archives
+
+
+@dataclass(slots=True)
+class ArchiveScan:
+    """What one pass over an archive tar found.
+
+    ``metadata`` maps the names in :data:`METADATA_NAMES` to their (capped) bytes;
+    ``files`` maps every other regular file's clean path to the digest and size it was
+    stored under; ``links`` maps symlink and hardlink paths to the clean path they point at.
+    """
+
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, tuple[Digest, int]] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, path: str) -> tuple[Digest, int]:
+        """The stored digest and size of an archive path, following the archive's own links."""
+        clean = clean_archive_path(path)
+        for _ in range(16):
+            if clean in self.files:
+                return self.files[clean]
+            target = self.links.get(clean)
+            if target is None:
+                raise NotFound(
+                    f"archive has no file {path!r}", hint="the archive is incomplete or damaged"
+                )
+            clean = target
+        raise InvalidFormat(f"archive path {path!r} is a chain of more than 16 links")
+
+
+def clean_archive_path(path: str) -> str:
+    """A relative, normalised path inside the archive; raises Unsafe for escapes.
+
+    manifest.json paths come from outside: ``../x`` or ``/etc/passwd`` must never name
+    anything but a member of this archive (research §4, path traversal).
+    """
+    if not path or "\x00" in path or path.startswith("/"):
+        raise Unsafe(f"archive path {path!r} is absolute or empty")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise Unsafe(f"archive path {path!r} escapes the archive")
+        parts.append(part)
+    if not parts:
+        raise Unsafe(f"archive path {path!r} names the archive root")
+    return "/".join(parts)
+
+
+def _read_capped(stream: _Readable, size: int, name: str) -> bytes:
+    if size > MAX_DOCUMENT_BYTES:
+        raise LimitExceeded(
+            f"{name} is {size} bytes, over the {MAX_DOCUMENT_BYTES}-byte cap",
+            hint="this is not a real image archive, or a hostile one",
+        )
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        data = stream.read(min(left, CHUNK))
+        if not data:
+            raise InvalidFormat(f"archive member {name} is truncated")
+        chunks.append(data)
+        left -= len(data)
+    return b"".join(chunks)
+
+
+def scan_archive(store: Store, stream: BinaryIO, *, spool_other: bool) -> ArchiveScan:
+    """Read an archive tar once, putting its content into the store as it streams.
+
+    ``blobs/<alg>/<hex>`` members are ingested verified against their own name (a
+    mismatch raises DigestMismatch and leaves no blob). With ``spool_other``, every other
+    regular file (docker-archive layer tars and configs, which only ``manifest.json``
+    explains) is ingested under its computed digest. Legacy ``<id>/json`` and
+    ``<id>/VERSION`` files carry nothing lamina needs and are skipped.
+    The caller holds ``store.lease()``.
+    """
+    scan = ArchiveScan()
+    for entry, content in read_entries(stream, ARCHIVE_LIMITS):
+        name = entry.name
+        if entry.type is EntryType.DIR:
+            continue
+        if entry.type in (EntryType.SYMLINK, EntryType.HARDLINK):
+            target = entry.linkname
+            if entry.type is EntryType.SYMLINK:
+                # A symlink's target is relative to its own directory.
+                if target.startswith("/"):
+                    raise Unsafe(f"archive symlink {name} points outside the archive")
+                target = posixpath.join(posixpath.dirname(name), target)
+            scan.links[name] = clean_archive_path(target)
+            continue
+        if entry.type is not EntryType.FILE:
+            raise InvalidFormat(f"archive member {name} is a {entry.type.name.lower()}")
+        if name in METADATA_NAMES:
+            scan.metadata[name] = _read_capped(content, entry.size, name)
+            continue
+        digest = digest_from_blob_path(name)
+        if digest is not None:
+            # image-layout.md: blob content MUST match the digest its path names.
+            info = store.ingest(content, digest, entry.size)  # type: ignore[arg-type]
+            scan.files[name] = (info.digest, info.size)
+        elif spool_other and not _legacy_noise(name):
+            info = store.ingest(content, None, entry.size)  # type: ignore[arg-type]
+            scan.files[name] = (info.digest, info.size)
+    return scan
+
+
+def _legacy_noise(name: str) -> bool:
+    base = posixpath.basename(name)
+    return "/" in name and base in ("json", "VERSION")
+
+
+def list_member_names(path: str, wanted: set[str]) -> set[str]:
+    """Which of ``wanted`` are member names of the tar file at ``path``.
+
+    Walks the headers only and seeks over the content, so a 10 GB archive costs a few
+    reads. A compressed or non-seekable file is InvalidFormat.
+    """
+    found: set[str] = set()
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError as exc:
+        raise NotFound(f"{path} does not exist") from exc
+    with f:
+        if sniff_compression(f.read(8)):
+            raise InvalidFormat(
+                f"{path} is compressed; image archives are plain tars",
+                hint="decompress it first (gunzip, zstd -d)",
+            )
+        f.seek(0)
+        long_name: bytes | None = None
+        pax_path: bytes | None = None
+        while True:
+            offset = f.tell()
+            block = f.read(tarfmt.BLOCK_SIZE)
+            if len(block) < tarfmt.BLOCK_SIZE or block == tarfmt.ZERO_BLOCK:
+                return found
+            hdr = tarfmt.decode_header(block, offset)
+            body = hdr.size + tarfmt.padding(hdr.size)
+            if hdr.typeflag in (tarfmt.PAX_LOCAL, tarfmt.PAX_LOCAL_SOLARIS, tarfmt.GNU_LONGNAME):
+                if hdr.size > MAX_DOCUMENT_BYTES:
+                    raise LimitExceeded(f"tar extended header at offset {offset} is too big")
+                data = f.read(body)[: hdr.size]
+                if hdr.typeflag == tarfmt.GNU_LONGNAME:
+                    long_name = tarfmt.cstr(data)
+                else:
+                    pax_path = tarfmt.parse_pax(data, offset).get("path", pax_path)
+                continue
+            raw = pax_path if pax_path is not None else long_name or hdr.name
+            long_name = pax_path = None
+            name = raw.decode("utf-8", "surrogateescape").lstrip("/")
+            while name.startswith("./"):
+                name = name[2:]
+            if name in wanted and hdr.typeflag in (b"0", b"\0", b"7"):
+                found.add(name)
+            f.seek(body, os.SEEK_CUR)
+
+
+def sniff_compression(head: bytes) -> str:
+    """``gzip``, ``zstd`` or ``""`` (uncompressed) from a blob's first bytes."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return ""
+
+
+def open_decompressed(stream: BinaryIO, kind: str) -> BinaryIO:
+    """A reader of the uncompressed bytes of ``stream`` (itself for ``kind == ""``)."""
+    if kind == "":
+        return stream
+    if kind == "gzip":
+        gz = isal_igzip.IGzipFile(fileobj=stream, mode="rb")  # type: ignore[no-untyped-call]
+        return cast(BinaryIO, gz)
+    if kind == "zstd":
+        dctx = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+        return cast(BinaryIO, dctx.stream_reader(stream, read_across_frames=True))
+    raise InvalidFormat(f"unknown layer compression {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# names
+
+
+def normalize_name(text: str) -> str:
+    """The full, normalised form of a reference (``busybox`` ->
+    ``docker.io/library/busybox:latest``); InvalidReference if it does not parse."""
+    return str(Reference.parse(text))
+
+
+def full_name(ref: Reference) -> str:
+    return str(ref)
+
+
+def tag_of(ref: Reference) -> str | None:
+    return ref.tag
+
+
+def repo_tag(ref: Reference) -> str | None:
+    """The short ``RepoTags`` form docker prints and writes (``busybox:latest``,
+    ``example.com/app:1``); None for a reference without a tag."""
+    if ref.tag is None:
+        return None
+    return f"{ref.familiar_name}:{ref.tag}"
+
+
+def name_with_tag(repository: str, tag: str) -> str:
+    """``repository`` (any tag or digest on it dropped) with ``tag``, normalised."""
+    ref = Reference.parse(repository, default_tag=None)
+    return str(Reference(ref.registry, ref.repository, tag))
+
+
+def open_source(src: str) -> BinaryIO:
+    """Open an archive file (``-`` is stdin) for one streaming pass."""
+    if src == "-":
+        return sys.stdin.buffer
+    try:
+        return open(src, "rb")
+    except FileNotFoundError as exc:
+        raise NotFound(f"{src} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise InvalidArgument(f"{src} is a directory, not an archive file") from exc
