@@ -23,7 +23,7 @@ import stat
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO
 
 from lamina.errors import (
     Conflict,
@@ -285,9 +285,9 @@ class LocalStore:
             os.close(fd)
             raise
 
-    def open_blob(self, digest: Digest, size: int | None = None) -> BinaryIO:
-        """A verifying reader (a :class:`VerifyingReader`); see verify.py."""
-        return cast(BinaryIO, self._open_verifying(digest, size))
+    def open_blob(self, digest: Digest, size: int | None = None) -> VerifyingReader:
+        """A verifying reader; see verify.py."""
+        return self._open_verifying(digest, size)
 
     def read_blob(
         self, digest: Digest, max_size: int = MAX_METADATA_BYTES, *, size: int | None = None
@@ -335,20 +335,21 @@ class LocalStore:
     # -- RefStore ------------------------------------------------------------------------
 
     def get_ref(self, name: str) -> Descriptor:
-        try:
-            return self._refs.read()[name]
-        except KeyError:
-            raise NotFound(f"ref {name!r} not found", hint=_REFS_HINT) from None
+        target = self._refs.get(name)
+        if target is None:
+            raise NotFound(f"ref {name!r} not found", hint=_REFS_HINT)
+        return target
 
     def set_ref(self, name: str, target: Descriptor) -> None:
         check_ref_name(name)
         if not isinstance(target, Descriptor):
             raise InvalidArgument(f"a ref must name a Descriptor, got {type(target).__name__}")
+        value = target.to_json()
 
-        def mutate(refs: dict[str, Descriptor]) -> tuple[bool, None]:
-            if refs.get(name) == target:
+        def mutate(refs: dict[str, Any]) -> tuple[bool, None]:
+            if refs.get(name) == value:
                 return False, None
-            refs[name] = target
+            refs[name] = value
             return True, None
 
         # Under a lease: a gc that marked before this update would sweep what it names.
@@ -356,7 +357,7 @@ class LocalStore:
             self._refs.update(mutate)
 
     def delete_ref(self, name: str) -> None:
-        def mutate(refs: dict[str, Descriptor]) -> tuple[bool, None]:
+        def mutate(refs: dict[str, Any]) -> tuple[bool, None]:
             if refs.pop(name, None) is None:
                 raise NotFound(f"ref {name!r} not found", hint=_REFS_HINT)
             return True, None

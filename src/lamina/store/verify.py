@@ -6,7 +6,8 @@ the consumer never asks for EOF (tar readers stop at the end-of-archive blocks).
 probes for one extra byte, so a blob longer than its descriptor fails too. Once a check
 has failed every later read raises the same error.
 
-It is an :class:`io.RawIOBase`, so it can be wrapped in :class:`io.BufferedReader`; its
+It is an :class:`io.RawIOBase` (and a ``typing.BinaryIO``), so it can be wrapped in
+:class:`io.BufferedReader`; its
 ``read(n)`` loops until ``n`` bytes or the end, as file consumers expect. It offers no
 ``fileno`` and no ``seek``: either would let a consumer bypass the check.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from typing import Any, BinaryIO
 
 from lamina.errors import DigestMismatch, IntegrityError, SizeMismatch
 from lamina.oci.digest import Digest, Hasher
@@ -24,7 +25,7 @@ CHUNK = 1 << 20
 DAMAGED_HINT = "the stored copy is damaged: delete the blob, then pull or import it again"
 
 
-class VerifyingReader(io.RawIOBase):
+class VerifyingReader(io.RawIOBase, BinaryIO):
     def __init__(self, fd: int, digest: Digest, size: int, name: str = "") -> None:
         super().__init__()
         self._fd = fd
@@ -39,6 +40,10 @@ class VerifyingReader(io.RawIOBase):
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def mode(self) -> str:
+        return "rb"
 
     @property
     def digest(self) -> Digest:
