@@ -358,7 +358,11 @@ def clean_archive_path(path: str) -> str:
         if part in ("", "."):
             continue
         if part == "..":
-            raise Unsafe(f"archive path {path!r} escapes the archive")
+            # skopeo links <id>/layer.tar -> ../<diffid>.tar: fine while it stays inside.
+            if not parts:
+                raise Unsafe(f"archive path {path!r} escapes the archive")
+            parts.pop()
+            continue
         parts.append(part)
     if not parts:
         raise Unsafe(f"archive path {path!r} names the archive root")

@@ -22,6 +22,7 @@ order:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -350,7 +351,12 @@ def _ingest_from_dir(store: Store, root: str, desc: Descriptor, depth: int) -> N
                 hint="the layout does not hold every blob of the image; export it again",
             ) from exc
         except OSError as exc:
-            raise Unsafe(f"cannot open blob {path} safely: {exc.strerror}") from exc
+            if exc.errno == errno.ELOOP:
+                raise Unsafe(
+                    f"blob {path} is a symlink; lamina does not follow links in a layout",
+                    hint="copy the layout with its blobs as plain files (cp -L)",
+                ) from exc
+            raise InvalidFormat(f"cannot open blob {path}: {exc.strerror}") from exc
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise InvalidFormat(f"blob {path} is not a regular file")
