@@ -1,0 +1,110 @@
+"""Dockerfile word processing: quotes, escapes, variable expansion, splitting."""
+
+from __future__ import annotations
+
+import pytest
+
+from lamina.errors import InvalidArgument
+from lamina.oci.shellwords import process_word, split_quoted, split_words
+
+ENV = {"A": "apple", "E": "", "S": "one two", "P": "/usr/bin"}
+
+WORDS: list[tuple[str, str]] = [
+    ("plain", "plain"),
+    ("$A", "apple"),
+    ("${A}", "apple"),
+    ("x${A}y", "xappley"),
+    ("$A.txt", "apple.txt"),
+    ("$UNSET", ""),
+    ("a$UNSET-b", "a-b"),
+    ("'$A'", "$A"),
+    ('"$A"', "apple"),
+    ('"a b"', "a b"),
+    ("a\\ b", "a b"),
+    ("\\$A", "$A"),
+    ('"\\$A"', "$A"),
+    ('"\\"q\\""', '"q"'),
+    ('"a\\nb"', "a\\nb"),  # in double quotes, \ escapes only " $ and \
+    ("'a\\nb'", "a\\nb"),
+    ("a\\nb", "anb"),  # outside quotes \ escapes anything
+    ("trailing\\", "trailing"),
+    ("$", "$"),
+    ("a$", "a$"),
+    ("$-x", "$-x"),
+    ("${A:-d}", "apple"),
+    ("${E:-d}", "d"),
+    ("${E-d}", ""),
+    ("${U-d}", "d"),
+    ("${U:-$A}", "apple"),
+    ("${A:+alt}", "alt"),
+    ("${E:+alt}", ""),
+    ("${E+alt}", "alt"),
+    ("${U+alt}", ""),
+    ("${A:?msg}", "apple"),
+    ("${P}:/sbin", "/usr/bin:/sbin"),
+    ("one two", "one two"),  # process_word keeps whitespace
+    ("$S", "one two"),
+    ("''", ""),
+    ("\"a\"'b'c", "abc"),
+]
+
+
+@pytest.mark.parametrize(("text", "want"), WORDS)
+def test_process_word(text: str, want: str) -> None:
+    assert process_word(text, ENV) == want
+
+
+SPLITS: list[tuple[str, list[str]]] = [
+    ("80 443", ["80", "443"]),
+    ("  80\t443  ", ["80", "443"]),
+    ("$S", ["one", "two"]),  # unquoted expansion splits
+    ('"$S"', ["one two"]),  # quoted does not
+    ("a'b c'd", ["ab cd"]),
+    ("'' x", ["", "x"]),  # an empty quoted word is a word
+    ("$UNSET x", ["x"]),  # an empty expansion is not
+    ("${U:-8 9}", ["8", "9"]),
+    ("a\\ b c", ["a b", "c"]),
+    ("", []),
+]
+
+
+@pytest.mark.parametrize(("text", "want"), SPLITS)
+def test_split_words(text: str, want: list[str]) -> None:
+    assert split_words(text, ENV) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("'open", "single quote"),
+        ('"open', "double quote"),
+        ("${A", "missing"),
+        ("${}", "no variable name"),
+        ("${A:=x}", "unsupported modifier"),
+        ("${A#x}", "unsupported modifier"),
+        ("${U:?must be set}", "U: must be set"),
+        ("${E:?}", "E: is not set or empty"),
+        ("${U?}", "U: is not set"),
+    ],
+)
+def test_errors(text: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        process_word(text, ENV)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ('k=v k2="v 2"', ["k=v", 'k2="v 2"']),
+        ("a='x y' b=z", ["a='x y'", "b=z"]),
+        ('a="q\\" x" b', ['a="q\\" x"', "b"]),
+        ("a\\ b c", ["a\\ b", "c"]),
+        ("'it''s' x", ["'it''s'", "x"]),
+        ("", []),
+        ("  ", []),
+        ('""', ['""']),
+        ("end\\", ["end"]),
+    ],
+)
+def test_split_quoted(text: str, want: list[str]) -> None:
+    assert split_quoted(text) == want
