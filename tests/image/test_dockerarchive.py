@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import BuiltImage, Containerd, build_image, skopeo
 
+from conftest import BuiltImage, Containerd, build_image, skopeo
 from lamina.errors import (
     DigestMismatch,
     InvalidFormat,
@@ -22,6 +24,7 @@ from lamina.image.dockerarchive import (
     detect_archive_format,
     export_docker_archive,
     import_docker_archive,
+    load_archive,
 )
 from lamina.image.layout import export_oci_layout, import_oci_layout
 from lamina.oci import mediatypes as mt
@@ -457,3 +460,86 @@ def test_detect_format(store: LocalStore, image: BuiltImage, tmp_path: Path) -> 
         detect_archive_format(str(tmp_path / "empty"))
     with pytest.raises(NotFound):
         detect_archive_format(str(tmp_path / "nope.tar"))
+
+
+# ---------------------------------------------------------------------------- load_archive
+
+
+def test_load_archive_any_format(
+    store: LocalStore, image: BuiltImage, tmp_path: Path, tar_bytes: TarMaker
+) -> None:
+    pairs = [(image.ref, image.descriptor)]
+    export_oci_layout(store, pairs, str(tmp_path / "dir"), as_tar=False)
+    export_oci_layout(store, pairs, str(tmp_path / "oci.tar"), as_tar=True)
+    export_docker_archive(store, pairs, str(tmp_path / "docker.tar"))
+    export_docker_archive(store, pairs, str(tmp_path / "legacy.tar"), legacy=True)
+    expected = {
+        "dir": "oci-dir",
+        "oci.tar": "oci-layout",
+        "docker.tar": "oci-layout",
+        "legacy.tar": "docker-archive",
+    }
+    for name, kind in expected.items():
+        target = LocalStore(tmp_path / f"store-{name}")
+        found, [loaded] = load_archive(target, str(tmp_path / name))
+        assert found == kind == detect_archive_format(str(tmp_path / name))
+        assert loaded.name == "example.com/test/app:1"
+        if kind != "docker-archive":
+            assert loaded.descriptor.digest == image.descriptor.digest
+        assert target.get_ref("example.com/test/app:1") == loaded.descriptor
+    plain = tmp_path / "plain.tar"
+    plain.write_bytes(tar_bytes([("hello", b"hi")]))
+    with pytest.raises(InvalidFormat, match="neither"):
+        load_archive(LocalStore(tmp_path / "nothing"), str(plain))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_load_archive_from_stdin(
+    store: LocalStore, other_store: LocalStore, image: BuiltImage, tmp_path: Path, legacy: bool
+) -> None:
+    src = tmp_path / "save.tar"
+    export_docker_archive(store, [(image.ref, image.descriptor)], str(src), legacy=legacy)
+    script = (
+        "import sys\n"
+        "from lamina.store.local import LocalStore\n"
+        "from lamina.image.dockerarchive import load_archive\n"
+        "kind, loaded = load_archive(LocalStore(sys.argv[1]), '-')\n"
+        "print(kind, loaded[0].name)\n"
+    )
+    with src.open("rb") as stdin:
+        out = subprocess.run(
+            [sys.executable, "-c", script, other_store.root],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    kind = "docker-archive" if legacy else "oci-layout"
+    assert out.split() == [kind, "example.com/test/app:1"]
+
+
+def test_progress_counts_the_bytes(
+    store: LocalStore, other_store: LocalStore, image: BuiltImage, tmp_path: Path
+) -> None:
+    calls: list[tuple[int, int | None]] = []
+
+    def progress(advance: int, total: int | None = None) -> None:
+        calls.append((advance, total))
+
+    dest = tmp_path / "save.tar"
+    export_docker_archive(store, [(image.ref, image.descriptor)], str(dest), progress=progress)
+    blob_bytes = image.manifest.config.size + sum(layer.size for layer in image.manifest.layers)
+    assert calls[0] == (0, blob_bytes)
+    assert sum(a for a, _ in calls) == dest.stat().st_size
+    calls.clear()
+    load_archive(other_store, str(dest), progress=progress)
+    assert calls[0] == (0, dest.stat().st_size)
+    assert sum(a for a, _ in calls) == dest.stat().st_size
+    calls.clear()
+    layout = tmp_path / "layout"
+    export_oci_layout(
+        store, [(image.ref, image.descriptor)], str(layout), progress=progress, as_tar=False
+    )
+    total = blob_bytes + image.descriptor.size
+    assert calls[0] == (0, total)
+    assert sum(a for a, _ in calls) == total

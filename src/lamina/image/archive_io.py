@@ -21,7 +21,7 @@ import os
 import posixpath
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, cast
 
@@ -43,6 +43,7 @@ from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import ALGORITHMS, Digest
+from lamina.oci.layout import blob_relpath
 from lamina.oci.manifest import Index, Manifest, parse_document
 from lamina.oci.reference import Reference
 from lamina.store.api import Store
@@ -248,8 +249,8 @@ class ArchiveOut:
     ``SOURCE_DATE_EPOCH`` or 0, files 0644, directories 0755. Callers add members in
     sorted order; each directory is added once, before its files."""
 
-    def __init__(self, stream: BinaryIO) -> None:
-        self._tar = TarWriter(stream)
+    def __init__(self, stream: BinaryIO, progress: Progress | None = None) -> None:
+        self._tar = TarWriter(_CountingSink(stream, progress) if progress else stream)
         self._mtime_ns = source_date_epoch() * 1_000_000_000
         self._dirs: set[str] = set()
 
@@ -261,7 +262,9 @@ class ArchiveOut:
             self._tar.add(Entry(parent, EntryType.DIR, mode=0o755, mtime_ns=self._mtime_ns))
 
     def add_bytes(self, name: str, data: bytes) -> None:
-        self.add_stream(name, len(data), _BytesReader(data))
+        self._ensure_parents(name)
+        entry = Entry(name, EntryType.FILE, mode=0o644, size=len(data), mtime_ns=self._mtime_ns)
+        self._tar.add_bytes(entry, data)
 
     def add_stream(self, name: str, size: int, stream: _Readable) -> None:
         self._ensure_parents(name)
@@ -285,21 +288,51 @@ class _Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
 
-class _BytesReader:
-    def __init__(self, data: bytes) -> None:
-        self._data = memoryview(data)
-        self._pos = 0
+# Called as progress(advance_bytes) and, once a total is known, progress(0, total=n).
+Progress = Callable[..., None]
+
+
+class CountingReader:
+    """Passes reads through and reports their sizes to ``progress``."""
+
+    def __init__(self, stream: BinaryIO, progress: Progress | None) -> None:
+        self._stream = stream
+        self._progress = progress
 
     def read(self, n: int = -1, /) -> bytes:
-        end = len(self._data) if n < 0 else min(len(self._data), self._pos + n)
-        out = bytes(self._data[self._pos : end])
-        self._pos = end
-        return out
+        data = self._stream.read(n)
+        if self._progress is not None and data:
+            self._progress(len(data))
+        return data
+
+    def readinto(self, buf: bytearray | memoryview, /) -> int:
+        got = int(self._stream.readinto(buf))  # type: ignore[attr-defined]
+        if self._progress is not None and got:
+            self._progress(got)
+        return got
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _CountingSink:
+    def __init__(self, stream: BinaryIO, progress: Progress | None) -> None:
+        self._stream = stream
+        self._progress = progress
+
+    def write(self, data: bytes, /) -> int:
+        self._stream.write(data)
+        if self._progress is not None:
+            self._progress(len(data))
+        return len(data)
 
 
 def blob_path(digest: Digest) -> str:
     """``blobs/<alg>/<encoded>``: safe, since a Digest is validated on construction."""
-    return f"blobs/{digest.algorithm}/{digest.encoded}"
+    return blob_relpath(digest)
 
 
 def digest_from_blob_path(name: str) -> Digest | None:
@@ -531,13 +564,20 @@ def name_with_tag(repository: str, tag: str) -> str:
     return str(Reference(ref.registry, ref.repository, tag))
 
 
-def open_source(src: str) -> BinaryIO:
-    """Open an archive file (``-`` is stdin) for one streaming pass."""
+@contextlib.contextmanager
+def source_stream(src: str, progress: Progress | None = None) -> Iterator[BinaryIO]:
+    """An archive file (``-`` is stdin, left open) for one streaming pass; ``progress``
+    first gets the file size as ``total``, then the bytes as they are read."""
     if src == "-":
-        return sys.stdin.buffer
+        yield cast(BinaryIO, CountingReader(sys.stdin.buffer, progress))
+        return
     try:
-        return open(src, "rb")
+        f = open(src, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError as exc:
         raise NotFound(f"{src} does not exist") from exc
     except IsADirectoryError as exc:
         raise InvalidArgument(f"{src} is a directory, not an archive file") from exc
+    with f:
+        if progress is not None:
+            progress(0, total=os.fstat(f.fileno()).st_size)
+        yield cast(BinaryIO, CountingReader(f, progress))

@@ -26,7 +26,7 @@ what lamina keeps.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,31 +34,41 @@ from typing import Any
 
 from lamina.errors import (
     DigestMismatch,
+    IntegrityError,
     InvalidArgument,
     InvalidFormat,
-    NotFound,
 )
 from lamina.image.archive_io import (
     CHUNK,
+    MAX_INDEX_DEPTH,
     ArchiveOut,
     ArchiveScan,
     LoadedImage,
+    Progress,
     blob_path,
     is_foreign,
     list_member_names,
     normalize_name,
     open_decompressed,
     open_output,
-    open_source,
     read_document,
     repo_tag,
     scan_archive,
     sniff_compression,
+    source_stream,
     walk_image,
 )
-from lamina.image.layout import index_document, index_entry, layout_header
+from lamina.image.layout import (
+    import_oci_layout,
+    index_document,
+    index_entry,
+    layout_entries,
+    layout_header,
+    tag_layout_images,
+)
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES, canonical_json, load_json_object
+from lamina.oci.config import ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest, Digester
 from lamina.oci.layout import INDEX_FILE
@@ -66,6 +76,7 @@ from lamina.oci.layout import OCI_LAYOUT_FILE as LAYOUT_FILE
 from lamina.oci.manifest import Index, Manifest
 from lamina.oci.platform import Platform
 from lamina.oci.reference import Reference
+from lamina.oci.selection import select_manifest
 from lamina.store.api import Store
 
 MANIFEST_FILE = "manifest.json"
@@ -93,20 +104,27 @@ def export_docker_archive(
     *,
     legacy: bool = False,
     platform: Platform | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Write ``images`` as one ``docker save`` tar at ``dest`` (``-`` is stdout).
 
     An image given as an index is saved as its manifest for ``platform`` (default: the
     host's), since docker-archive holds one platform per image. Images sharing a manifest
-    share one ``manifest.json`` entry with several ``RepoTags``.
+    share one ``manifest.json`` entry with several ``RepoTags``. ``progress`` gets the
+    bytes as they are written (and, for the OCI flavour, the total first).
     """
     if not images:
         raise InvalidArgument("no images to export")
     want = platform or Platform.host()
     with store.lease():
         saved = _collect(store, images, want)
+        if progress is not None and not legacy:
+            blobs = {
+                d.digest: d.size for i in saved for d in (i.manifest.config, *i.manifest.layers)
+            }
+            progress(0, total=sum(blobs.values()))
         with open_output(dest) as out:
-            tar = ArchiveOut(out)
+            tar = ArchiveOut(out, progress)
             if legacy:
                 _write_legacy(store, tar, saved)
             else:
@@ -140,42 +158,19 @@ def _collect(
 
 
 def _select_platform(store: Store, desc: Descriptor, want: Platform) -> Descriptor:
-    for _ in range(8):
+    for _ in range(MAX_INDEX_DEPTH):
         doc = read_document(store, desc)
         if isinstance(doc, Manifest):
             return desc
         if not isinstance(doc, Index):
             raise InvalidArgument(f"{desc.digest} ({desc.media_type}) is not an image")
-        candidates = [
-            m
-            for m in doc.manifests
-            if m.media_type in mt.MANIFEST_TYPES or m.media_type in mt.INDEX_TYPES
-        ]
-        matching = [m for m in candidates if m.platform is None or want.matches(m.platform)]
-        if not matching:
-            raise NotFound(
-                f"index {desc.digest} has no manifest for {want}",
-                hint="choose another platform",
-            )
-        desc = matching[0]
+        desc = select_manifest(doc, want)
     raise InvalidFormat(f"indexes under {desc.digest} nest too deeply")
 
 
 def _diff_ids(config: bytes) -> tuple[Digest, ...]:
     # image-spec config.md: rootfs.diff_ids is REQUIRED, one per layer, in order.
-    obj = load_json_object(config, "image config")
-    rootfs = obj.get("rootfs")
-    if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids"), list):
-        raise InvalidFormat("image config has no rootfs.diff_ids")
-    out: list[Digest] = []
-    for raw in rootfs["diff_ids"]:
-        if not isinstance(raw, str):
-            raise InvalidFormat("image config has a malformed diff_id")
-        try:
-            out.append(Digest.parse(raw))
-        except InvalidArgument as exc:
-            raise InvalidFormat(f"image config has an invalid diff_id {raw!r}") from exc
-    return tuple(out)
+    return ImageConfig.parse(config).diff_ids
 
 
 def legacy_layer_ids(diff_ids: Sequence[Digest], config: Digest) -> list[str]:
@@ -311,14 +306,18 @@ def _legacy_json(layer_id: str, parent: str, config: bytes, top: bool) -> bytes:
 class _DiffIdReader:
     """Reads an uncompressed layer from its stored (maybe compressed) blob, hashing it."""
 
-    def __init__(self, store: Store, layer: Descriptor) -> None:
+    def __init__(self, store: Store, layer: Descriptor, *, hash_it: bool = True) -> None:
         self._raw = store.open_blob(layer.digest, layer.size)
         self._plain = open_decompressed(self._raw, mt.LAYER_COMPRESSION.get(layer.media_type, ""))
         self.digester = Digester()
+        self._hash_it = hash_it
+        self.size = 0
 
     def read(self, n: int = -1, /) -> bytes:
         data = self._plain.read(n)
-        self.digester.update(data)
+        self.size += len(data)
+        if self._hash_it:
+            self.digester.update(data)
         return data
 
     def finish(self) -> None:
@@ -340,35 +339,39 @@ def _add_uncompressed_layer(
         tar.add_blob(name, store, layer)
         return
     # A tar header needs the size before the content, and only decompressing tells it:
-    # pass 1 counts (and checks the diff_id), pass 2 streams. Nothing is held or staged.
-    counter = _DiffIdReader(store, layer)
+    # pass 1 counts, pass 2 streams and checks the diff_id (a mismatch raises, and
+    # open_output then drops the partial archive). Nothing is held in memory or staged.
+    counter = _DiffIdReader(store, layer, hash_it=False)
     try:
         while counter.read(CHUNK):
             pass
         counter.finish()
     finally:
         counter.close()
-    if counter.digester.digest() != diff_id:
-        raise DigestMismatch(
-            f"layer {layer.digest} decompresses to {counter.digester.digest()}, "
-            f"but the config says diff_id {diff_id}"
-        )
     reader = _DiffIdReader(store, layer)
     try:
-        tar.add_stream(name, counter.digester.size, reader)
+        tar.add_stream(name, counter.size, reader)
+        if reader.read(1):
+            raise IntegrityError(f"layer {layer.digest} grew while being saved")
         reader.finish()
     finally:
         reader.close()
-    if reader.digester.digest() != diff_id:
-        raise DigestMismatch(f"layer {layer.digest} changed while being saved")
+    got = reader.digester.digest()
+    if got != diff_id:
+        raise DigestMismatch(
+            f"layer {layer.digest} decompresses to {got}, but the config says diff_id {diff_id}"
+        )
 
 
 # ---------------------------------------------------------------------------------------
 # import
 
 
-def import_docker_archive(store: Store, src: str) -> list[LoadedImage]:
-    """Load every image of a ``docker save`` tar (either flavour; ``-`` is stdin).
+def import_docker_archive(
+    store: Store, src: str, *, progress: Progress | None = None
+) -> list[LoadedImage]:
+    """Load every image of a ``docker save`` tar (either flavour; ``-`` is stdin) through
+    its ``manifest.json``.
 
     Raises InvalidFormat for a malformed ``manifest.json`` or config, Unsafe for a path
     leaving the archive, NotFound for a missing file, DigestMismatch when a layer does
@@ -377,31 +380,66 @@ def import_docker_archive(store: Store, src: str) -> list[LoadedImage]:
     if os.path.isdir(src):
         raise InvalidArgument(f"{src} is a directory; a docker archive is a tar file")
     with store.lease():
-        with contextlib.closing(open_source(src)) as stream:
+        with source_stream(src, progress) as stream:
             scan = scan_archive(store, stream, spool_other=True)
-        raw = scan.metadata.get(MANIFEST_FILE)
-        if raw is None:
-            raise InvalidFormat(
-                f"{src} is not a docker archive: it has no {MANIFEST_FILE}",
-                hint="for an OCI image layout use the oci format",
-            )
-        prepared = [_prepare(store, scan, item, i) for i, item in enumerate(_entries(raw))]
-        loaded: list[LoadedImage] = []
-        for manifest, names in prepared:
-            data = manifest.to_bytes()
-            store.put_bytes(data, Digest.from_bytes(data))
-            desc = manifest.to_descriptor()
-            for name in names:
-                store.set_ref(name, desc)
-                loaded.append(LoadedImage(name, desc))
-            if not names:
-                loaded.append(LoadedImage(None, desc))
-        return loaded
+        return _load_docker_scan(store, scan, src)
+
+
+def load_archive(
+    store: Store,
+    src: str,
+    *,
+    ref_name: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[str, list[LoadedImage]]:
+    """Load any image archive in one pass: an OCI layout directory or tar, or a docker
+    archive; ``-`` reads a tar from stdin. Returns the format found (as
+    :func:`detect_archive_format` names it) and the images.
+
+    The format is decided after the pass, from the members seen: ``oci-layout`` with
+    ``index.json`` is read as an OCI layout (it has the full manifests, even when a
+    ``manifest.json`` is there too), else ``manifest.json`` as a docker archive.
+    ``ref_name`` names tag-only OCI entries (see :mod:`lamina.image.layout`).
+    """
+    if os.path.isdir(src):
+        return "oci-dir", import_oci_layout(store, src, ref_name=ref_name, progress=progress)
+    with store.lease():
+        with source_stream(src, progress) as stream:
+            scan = scan_archive(store, stream, spool_other=True)
+        if LAYOUT_FILE in scan.metadata and INDEX_FILE in scan.metadata:
+            entries = layout_entries(scan, src)
+            return "oci-layout", tag_layout_images(store, entries, ref_name)
+        if MANIFEST_FILE in scan.metadata:
+            return "docker-archive", _load_docker_scan(store, scan, src)
+        raise InvalidFormat(
+            f"{src} is neither an OCI image layout nor a docker archive",
+            hint="expected oci-layout + index.json, or manifest.json, at the top of the tar",
+        )
+
+
+def _load_docker_scan(store: Store, scan: ArchiveScan, src: str) -> list[LoadedImage]:
+    raw = scan.metadata.get(MANIFEST_FILE)
+    if raw is None:
+        raise InvalidFormat(
+            f"{src} is not a docker archive: it has no {MANIFEST_FILE}",
+            hint="for an OCI image layout use the oci format",
+        )
+    # Every entry is checked (config, files, diff_ids) before any manifest or ref is written.
+    prepared = [_prepare(store, scan, item, i) for i, item in enumerate(_entries(raw))]
+    loaded: list[LoadedImage] = []
+    for manifest, names in prepared:
+        data = manifest.to_bytes()
+        store.put_bytes(data, Digest.from_bytes(data))
+        desc = manifest.to_descriptor()
+        for name in names:
+            store.set_ref(name, desc)
+            loaded.append(LoadedImage(name, desc))
+        if not names:
+            loaded.append(LoadedImage(None, desc))
+    return loaded
 
 
 def _entries(raw: bytes) -> list[dict[str, Any]]:
-    import json
-
     try:
         value = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -27,22 +27,25 @@ import os
 import stat
 import tempfile
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from lamina.errors import InvalidArgument, InvalidFormat, LaminaError, NotFound, Unsafe
 from lamina.image.archive_io import (
     CHUNK,
     MAX_INDEX_DEPTH,
     ArchiveOut,
+    ArchiveScan,
+    CountingReader,
     LoadedImage,
+    Progress,
     blob_path,
     full_name,
     is_foreign,
     name_with_tag,
     open_output,
-    open_source,
     read_document,
     scan_archive,
+    source_stream,
     tag_of,
     walk_image,
 )
@@ -98,6 +101,7 @@ def export_oci_layout(
     dest: str,
     *,
     as_tar: bool,
+    progress: Progress | None = None,
 ) -> None:
     """Write ``images`` (each a reference, or None, and the descriptor of its manifest or
     index) as an OCI image layout: a directory at ``dest``, or a tar file (``-`` is stdout).
@@ -105,7 +109,8 @@ def export_oci_layout(
     Every blob is copied through the store's verifying reader. A directory that already
     holds a layout is added to: entries with the same ``ref.name`` are replaced (as
     skopeo does), and blobs already there are kept. Raises NotFound if a blob of an image
-    is missing from the store, before anything is written.
+    is missing from the store, before anything is written. ``progress`` gets the total
+    blob bytes, then the bytes as they are written.
     """
     if not images:
         raise InvalidArgument("no images to export")
@@ -116,9 +121,11 @@ def export_oci_layout(
             for digest, blob in walk_image(store, desc).blobs.items():
                 blobs.setdefault(digest, blob)
             entries.append(index_entry(ref, desc))
+        if progress is not None:
+            progress(0, total=sum(b.size for b in blobs.values()))
         if as_tar:
             with open_output(dest) as out:
-                tar = ArchiveOut(out)
+                tar = ArchiveOut(out, progress)
                 for digest in sorted(blobs, key=blob_path):
                     tar.add_blob(blob_path(digest), store, blobs[digest])
                 tar.add_bytes(INDEX_FILE, index_document([e.to_json() for e in entries]))
@@ -129,15 +136,19 @@ def export_oci_layout(
                 raise InvalidArgument(
                     "an OCI layout directory cannot go to stdout", hint="use a tar"
                 )
-            _export_dir(store, blobs, entries, dest)
+            _export_dir(store, blobs, entries, dest, progress)
 
 
 def _export_dir(
-    store: Store, blobs: Mapping[Digest, Descriptor], entries: Sequence[Descriptor], dest: str
+    store: Store,
+    blobs: Mapping[Digest, Descriptor],
+    entries: Sequence[Descriptor],
+    dest: str,
+    progress: Progress | None,
 ) -> None:
     existing = _open_existing_layout(dest)
     for digest in sorted(blobs, key=blob_path):
-        _copy_blob(store, blobs[digest], dest)
+        _copy_blob(store, blobs[digest], dest, progress)
     replaced_tags = {e.annotations.get(ANNOTATION_REF_NAME) for e in entries} - {None}
     replaced_names = {e.annotations.get(ANNOTATION_IMAGE_NAME) for e in entries} - {None}
     kept: list[Mapping[str, Any]] = []
@@ -182,7 +193,7 @@ def _open_existing_layout(dest: str) -> dict[str, Any] | None:
     return existing
 
 
-def _copy_blob(store: Store, desc: Descriptor, dest: str) -> None:
+def _copy_blob(store: Store, desc: Descriptor, dest: str, progress: Progress | None) -> None:
     path = os.path.join(dest, blob_path(desc.digest))
     parent = os.path.dirname(path)
     os.makedirs(parent, mode=0o755, exist_ok=True)
@@ -195,6 +206,8 @@ def _copy_blob(store: Store, desc: Descriptor, dest: str) -> None:
         with os.fdopen(fd, "wb") as out, store.open_blob(desc.digest, desc.size) as src:
             while chunk := src.read(CHUNK):
                 out.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)
@@ -229,14 +242,21 @@ def _write_atomic(directory: str, name: str, data: bytes) -> None:
 # import
 
 
-def import_oci_layout(store: Store, src: str, *, ref_name: str | None = None) -> list[LoadedImage]:
+def import_oci_layout(
+    store: Store,
+    src: str,
+    *,
+    ref_name: str | None = None,
+    progress: Progress | None = None,
+) -> list[LoadedImage]:
     """Load every image of the OCI layout at ``src`` (a directory, a tar, or ``-`` for a
     tar on stdin) into the store and tag the named ones (see the module docstring).
 
     Every blob is verified against its digest on the way in. Nothing is tagged unless
     every image in ``index.json`` is complete: a missing manifest, config or layer raises
     NotFound naming the digest. Blobs ingested before an error stay unreferenced until
-    the next ``gc``; no unverified byte is ever admitted.
+    the next ``gc``; no unverified byte is ever admitted. ``progress(n)`` is called with
+    the bytes read as they stream.
     """
     with store.lease():
         if os.path.isdir(src):
@@ -245,30 +265,45 @@ def import_oci_layout(store: Store, src: str, *, ref_name: str | None = None) ->
             _check_layout_header(header, src)
             entries = _index_entries(index, src)
             for entry in entries:
-                _ingest_from_dir(store, src, entry, 0)
+                _ingest_from_dir(store, src, entry, 0, progress)
         else:
-            with contextlib.closing(open_source(src)) as stream:
+            with source_stream(src, progress) as stream:
                 scan = scan_archive(store, stream, spool_other=False)
-            if LAYOUT_FILE not in scan.metadata:
-                raise InvalidFormat(
-                    f"{src} is not an OCI image layout: it has no {LAYOUT_FILE} file",
-                    hint="for a docker save archive use the docker-archive format",
-                )
-            _check_layout_header(scan.metadata[LAYOUT_FILE], src)
-            if INDEX_FILE not in scan.metadata:
-                raise InvalidFormat(f"{src} is not an OCI image layout: it has no {INDEX_FILE}")
-            entries = _index_entries(scan.metadata[INDEX_FILE], src)
-        # Validate every image before naming any (a half-loaded archive tags nothing).
-        for entry in entries:
-            walk_image(store, entry)
-        loaded: list[LoadedImage] = []
-        for entry in entries:
-            name = image_name(entry.annotations, ref_name)
-            target = Descriptor(entry.media_type, entry.digest, entry.size, platform=entry.platform)
-            if name is not None:
-                store.set_ref(name, target)
-            loaded.append(LoadedImage(name, target))
-        return loaded
+            entries = layout_entries(scan, src)
+        return tag_layout_images(store, entries, ref_name)
+
+
+def layout_entries(scan: ArchiveScan, src: str) -> list[Descriptor]:
+    """The ``index.json`` entries of a scanned layout tar, after checking ``oci-layout``."""
+    if LAYOUT_FILE not in scan.metadata:
+        raise InvalidFormat(
+            f"{src} is not an OCI image layout: it has no {LAYOUT_FILE} file",
+            hint="for a docker save archive use the docker-archive format",
+        )
+    _check_layout_header(scan.metadata[LAYOUT_FILE], src)
+    if INDEX_FILE not in scan.metadata:
+        raise InvalidFormat(f"{src} is not an OCI image layout: it has no {INDEX_FILE}")
+    return _index_entries(scan.metadata[INDEX_FILE], src)
+
+
+def tag_layout_images(
+    store: Store, entries: Sequence[Descriptor], ref_name: str | None
+) -> list[LoadedImage]:
+    """Check that every image is complete in the store, then tag the named ones.
+
+    The caller holds ``store.lease()``. Every image is validated before any is named, so
+    a half-loaded archive tags nothing.
+    """
+    for entry in entries:
+        walk_image(store, entry)
+    names = [image_name(entry.annotations, ref_name) for entry in entries]
+    loaded: list[LoadedImage] = []
+    for entry, name in zip(entries, names, strict=True):
+        target = Descriptor(entry.media_type, entry.digest, entry.size, platform=entry.platform)
+        if name is not None:
+            store.set_ref(name, target)
+        loaded.append(LoadedImage(name, target))
+    return loaded
 
 
 def image_name(annotations: Mapping[str, str], ref_name: str | None = None) -> str | None:
@@ -334,7 +369,9 @@ def _read_small(directory: str, name: str) -> bytes:
     return data
 
 
-def _ingest_from_dir(store: Store, root: str, desc: Descriptor, depth: int) -> None:
+def _ingest_from_dir(
+    store: Store, root: str, desc: Descriptor, depth: int, progress: Progress | None
+) -> None:
     """Ingest ``desc`` and, for manifests and indexes, what it names, from a layout dir."""
     if depth > MAX_INDEX_DEPTH:
         raise InvalidFormat(f"indexes in {root} nest deeper than {MAX_INDEX_DEPTH} levels")
@@ -361,10 +398,10 @@ def _ingest_from_dir(store: Store, root: str, desc: Descriptor, depth: int) -> N
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise InvalidFormat(f"blob {path} is not a regular file")
             # image-layout.md: blob content MUST match its digest; ingest verifies both.
-            store.ingest(f, desc.digest, desc.size)
+            store.ingest(cast(BinaryIO, CountingReader(f, progress)), desc.digest, desc.size)
     doc = read_document(store, desc)
     children = doc.manifests if isinstance(doc, Index) else ()
     if isinstance(doc, Manifest):
         children = (doc.config, *doc.layers)
     for child in children:
-        _ingest_from_dir(store, root, child, depth + 1)
+        _ingest_from_dir(store, root, child, depth + 1, progress)
