@@ -1,0 +1,161 @@
+"""The ``lamina`` command: parse, pick the command module, run it, turn errors into exits.
+
+Start-up time is a feature (``lamina run`` must add little over bare runc), so this
+module imports only argparse and the error taxonomy; each command's module, and the
+library behind it, is imported when that command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from lamina.errors import LaminaError
+
+# command -> (module in lamina.cli, function); the function takes the parsed namespace
+# and returns the exit code.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "import": ("images_cmd", "cmd_import"),
+    "images": ("images_cmd", "cmd_images"),
+    "inspect": ("images_cmd", "cmd_inspect"),
+    "history": ("images_cmd", "cmd_history"),
+    "tag": ("images_cmd", "cmd_tag"),
+    "rmi": ("images_cmd", "cmd_rmi"),
+    "prune": ("images_cmd", "cmd_prune"),
+    "save": ("transfer_cmd", "cmd_save"),
+    "load": ("transfer_cmd", "cmd_load"),
+    "unpack": ("transfer_cmd", "cmd_unpack"),
+    "bootstrap": ("transfer_cmd", "cmd_bootstrap"),
+}
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lamina",
+        description="A daemonless container-image toolkit.",
+    )
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="state directory (default: $LAMINA_ROOT, /var/lib/lamina for root, "
+        "else $XDG_DATA_HOME/lamina)",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("import", help="import a rootfs directory or tarball as an image")
+    p.add_argument("source", help="a directory, or a tar file (plain, gzip or zstd); - for stdin")
+    p.add_argument("-t", "--tag", dest="ref", required=True, help="name of the new image")
+    p.add_argument(
+        "-c",
+        "--change",
+        action="append",
+        default=[],
+        help="apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, ...)",
+    )
+    p.add_argument("-m", "--message", default=None, help="history comment")
+    p.add_argument("--platform", default=None, help="os/arch of the image (default: host)")
+    p.add_argument(
+        "--compression", choices=["gzip", "zstd", "none"], default="gzip", help="layer compression"
+    )
+    _add_json(p)
+
+    p = sub.add_parser("images", help="list images")
+    p.add_argument("-q", "--quiet", action="store_true", help="print image IDs only")
+    p.add_argument("--digests", action="store_true", help="show manifest digests")
+    _add_json(p)
+
+    p = sub.add_parser("inspect", help="show an image's manifest and config")
+    p.add_argument("refs", nargs="+", metavar="REF")
+    p.add_argument("--raw", choices=["manifest", "config"], default=None, help="print one document")
+
+    p = sub.add_parser("history", help="show an image's history")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+    _add_json(p)
+
+    p = sub.add_parser("tag", help="give an image another name")
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("target", metavar="TARGET")
+
+    p = sub.add_parser("rmi", help="remove image names (and blobs no name needs, with prune)")
+    p.add_argument("refs", nargs="+", metavar="REF")
+    p.add_argument("-f", "--force", action="store_true", help="remove every name of an image ID")
+    _add_json(p)
+
+    p = sub.add_parser("prune", help="delete blobs that no image needs")
+    p.add_argument("--dry-run", action="store_true", help="report only")
+    _add_json(p)
+
+    p = sub.add_parser("save", help="write images to an OCI layout or a docker-archive tar")
+    p.add_argument("refs", nargs="+", metavar="REF")
+    p.add_argument("-o", "--output", required=True, help="destination path (- for stdout)")
+    p.add_argument(
+        "--format",
+        choices=["oci", "oci-dir", "docker", "docker-legacy"],
+        default="docker",
+        help="oci: OCI layout tar; oci-dir: OCI layout directory; docker: docker save tar "
+        "(also an OCI layout); docker-legacy: the pre-25 docker save layout",
+    )
+
+    p = sub.add_parser("load", help="load images from an OCI layout or a docker-archive tar")
+    p.add_argument("-i", "--input", required=True, help="tar file, OCI layout directory, or -")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress progress")
+    _add_json(p)
+
+    p = sub.add_parser("unpack", help="unpack an image's layers into a plain directory")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("dest", metavar="DIR")
+    _add_json(p)
+
+    p = sub.add_parser("bootstrap", help="make a base image without a registry")
+    p.add_argument("kind", choices=["busybox"], help="busybox: from the host's busybox-static")
+    p.add_argument("-t", "--tag", dest="ref", required=True, help="name of the new image")
+    _add_json(p)
+
+    return parser
+
+
+def _load(command: str) -> Callable[[argparse.Namespace], int]:
+    module_name, func_name = COMMANDS[command]
+    module = importlib.import_module(f"lamina.cli.{module_name}")
+    func: Callable[[argparse.Namespace], int] = getattr(module, func_name)
+    return func
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from lamina import __version__
+
+        print(f"lamina {__version__}")
+        return 0
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return 4
+    try:
+        return _load(args.command)(args)
+    except LaminaError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `lamina images | head`: the reader left; not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

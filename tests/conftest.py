@@ -1,0 +1,57 @@
+"""Fixtures shared by every test package: stores, the busybox base, the lamina CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lamina.image.bases import make_busybox_rootfs
+from lamina.store.local import LocalStore
+
+REPO = Path(__file__).resolve().parent.parent
+LAMINA = [sys.executable, "-m", "lamina.cli.main"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root filesystem from Debian's busybox-static (made once per session)."""
+    root = tmp_path_factory.mktemp("busybox") / "rootfs"
+    make_busybox_rootfs(str(root))
+    return root
+
+
+Lamina = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def lamina(tmp_path: Path) -> Lamina:
+    """Run the real `lamina` command with its own --root; returns the finished process.
+
+    `check=True` (the default) fails the test with the command's stderr when it exits
+    non-zero; pass `check=False` to look at a failure.
+    """
+    root = tmp_path / "lamina-root"
+
+    def run(*args: str, check: bool = True, input: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.run(
+            [*LAMINA, "--root", str(root), *args],
+            capture_output=True, text=True, input=input, env=full_env, timeout=300,
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(f"lamina {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    run.root = root  # type: ignore[attr-defined]
+    return run
