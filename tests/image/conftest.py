@@ -23,7 +23,8 @@ from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import canonical_json
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
-from lamina.oci.manifest import Manifest
+from lamina.oci.manifest import Index, Manifest
+from lamina.oci.platform import Platform
 from lamina.oci.reference import Reference
 from lamina.store.local import LocalStore
 
@@ -32,7 +33,7 @@ Tree = Mapping[str, bytes | str | None]
 
 
 @dataclass(frozen=True)
-class TestImage:
+class BuiltImage:
     ref: Reference
     descriptor: Descriptor  # of the manifest
     manifest: Manifest
@@ -72,7 +73,7 @@ def build_image(
     compression: str = "gzip",
     cmd: Sequence[str] = ("/bin/sh",),
     tag: bool = True,
-) -> TestImage:
+) -> BuiltImage:
     """Put a small image into ``store`` (layers, config, manifest) and tag it ``name``."""
     descs: list[Descriptor] = []
     diff_ids: list[Digest] = []
@@ -106,7 +107,35 @@ def build_image(
     ref = Reference.parse(name)
     if tag:
         store.set_ref(str(ref), desc)
-    return TestImage(ref, desc, manifest, tuple(diff_ids), tuple(tars))
+    return BuiltImage(ref, desc, manifest, tuple(diff_ids), tuple(tars))
+
+
+def build_index(
+    store: LocalStore, name: str = "example.com/multi:1"
+) -> tuple[Reference, Descriptor]:
+    amd = build_image(store, "example.com/amd:1", [{"arch": b"amd64"}], tag=False)
+    arm = build_image(store, "example.com/arm:1", [{"arch": b"arm64"}], tag=False)
+    index = Index(
+        manifests=(
+            Descriptor(
+                amd.descriptor.media_type,
+                amd.descriptor.digest,
+                amd.descriptor.size,
+                platform=Platform("linux", "amd64"),
+            ),
+            Descriptor(
+                arm.descriptor.media_type,
+                arm.descriptor.digest,
+                arm.descriptor.size,
+                platform=Platform("linux", "arm64", "v8"),
+            ),
+        )
+    )
+    store.put_bytes(index.to_bytes())
+    desc = index.to_descriptor()
+    ref = Reference.parse(name)
+    store.set_ref(str(ref), desc)
+    return ref, desc
 
 
 @pytest.fixture
@@ -120,7 +149,7 @@ def other_store(tmp_path: Path) -> LocalStore:
 
 
 @pytest.fixture
-def image(store: LocalStore) -> TestImage:
+def image(store: LocalStore) -> BuiltImage:
     return build_image(
         store,
         layers=[

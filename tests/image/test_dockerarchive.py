@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BuiltImage, Containerd, build_image, skopeo
+from conftest import BuiltImage, Containerd, build_image, build_index, skopeo
 from lamina.errors import (
     DigestMismatch,
     InvalidFormat,
@@ -29,7 +29,8 @@ from lamina.image.dockerarchive import (
 from lamina.image.layout import export_oci_layout, import_oci_layout
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import canonical_json
-from lamina.oci.manifest import Manifest
+from lamina.oci.manifest import Index, Manifest
+from lamina.oci.platform import Platform
 from lamina.store.local import LocalStore
 
 TarMaker = Callable[[Sequence[tuple[str, bytes]]], bytes]
@@ -543,3 +544,26 @@ def test_progress_counts_the_bytes(
     total = blob_bytes + image.descriptor.size
     assert calls[0] == (0, total)
     assert sum(a for a, _ in calls) == total
+
+
+def test_index_saves_one_platform(
+    store: LocalStore, other_store: LocalStore, tmp_path: Path
+) -> None:
+    ref, desc = build_index(store)
+    index = Index.parse(store.read_blob(desc.digest))
+    for platform, entry in (
+        (Platform("linux", "amd64"), index.manifests[0]),
+        (Platform("linux", "arm64", "v8"), index.manifests[1]),
+    ):
+        dest = tmp_path / f"{platform.architecture}.tar"
+        export_docker_archive(store, [(ref, desc)], str(dest), platform=platform)
+        files = members(dest)
+        [item] = json.loads(files["manifest.json"])
+        manifest = Manifest.parse(store.read_blob(entry.digest))
+        assert item["Config"] == f"blobs/sha256/{manifest.config.digest.encoded}"
+        [loaded] = load_archive(LocalStore(tmp_path / platform.architecture), str(dest))[1]
+        assert loaded.descriptor.digest == entry.digest
+    with pytest.raises(NotFound, match="s390x"):
+        export_docker_archive(
+            store, [(ref, desc)], str(tmp_path / "x.tar"), platform=Platform("linux", "s390x")
+        )

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import BuiltImage, Containerd, build_image, run, skopeo
 
+from conftest import BuiltImage, Containerd, build_image, build_index, run, skopeo
 from lamina.errors import (
     DigestMismatch,
     InvalidArgument,
@@ -24,7 +24,10 @@ from lamina.errors import (
     Unsupported,
 )
 from lamina.image.layout import export_oci_layout, image_name, import_oci_layout
+from lamina.oci import mediatypes as mt
+from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
+from lamina.oci.manifest import Index, Manifest
 from lamina.oci.reference import Reference
 from lamina.store.local import LocalStore
 
@@ -485,3 +488,57 @@ def test_reference_with_digest_only(store: LocalStore, image: BuiltImage, tmp_pa
     [entry] = index_of(dest)["manifests"]
     assert entry["annotations"] == {CTR_NAME: str(ref)}
     assert entry["digest"] == str(image.descriptor.digest)
+
+
+# ---------------------------------------------------------------------------- indexes, foreign
+
+
+@pytest.mark.interop
+def test_index_round_trip(store: LocalStore, other_store: LocalStore, tmp_path: Path) -> None:
+    ref, desc = build_index(store)
+    dest = tmp_path / "layout"
+    export_oci_layout(store, [(ref, desc)], str(dest), as_tar=False)
+    raw = json.loads(skopeo("inspect", "--raw", f"oci:{dest}:1"))
+    assert len(raw["manifests"]) == 2
+    assert len(list((dest / "blobs" / "sha256").iterdir())) == 7  # index + 2 x 3
+    copy = tmp_path / "copy"
+    skopeo("copy", "--all", f"oci:{dest}:1", f"oci:{copy}:1")
+    [loaded] = import_oci_layout(other_store, str(copy))
+    assert loaded.descriptor.digest == desc.digest
+    assert loaded.descriptor.media_type == "application/vnd.oci.image.index.v1+json"
+
+
+def test_incomplete_index_is_refused(
+    store: LocalStore, other_store: LocalStore, tmp_path: Path
+) -> None:
+    ref, desc = build_index(store)
+    dest = tmp_path / "layout"
+    export_oci_layout(store, [(ref, desc)], str(dest), as_tar=False)
+    index = Index.parse((dest / "blobs" / "sha256" / desc.digest.encoded).read_bytes())
+    arm = index.manifests[1].digest
+    (dest / "blobs" / "sha256" / arm.encoded).unlink()
+    with pytest.raises(NotFound, match=arm.encoded):
+        import_oci_layout(other_store, str(dest))
+    assert other_store.list_refs() == {}
+
+
+def test_foreign_layer_without_blob(
+    store: LocalStore, other_store: LocalStore, tmp_path: Path
+) -> None:
+    """image-layout.md: blobs fulfilled externally (non-distributable, with urls) may be
+    absent from a layout; lamina exports and loads such an image without them."""
+    img = build_image(store, "example.com/win:1", [{"a": b"a"}, {"b": b"b"}], tag=False)
+    foreign = Descriptor(
+        mt.OCI_LAYER_NONDIST_GZIP,
+        Digest.from_bytes(b"somewhere else"),
+        14,
+        urls=("https://example.com/layer.tar.gz",),
+    )
+    manifest = Manifest(config=img.manifest.config, layers=(img.manifest.layers[0], foreign))
+    store.put_bytes(manifest.to_bytes())
+    desc = manifest.to_descriptor()
+    dest = tmp_path / "layout"
+    export_oci_layout(store, [(img.ref, desc)], str(dest), as_tar=False)
+    assert not (dest / "blobs" / "sha256" / foreign.digest.encoded).exists()
+    [loaded] = import_oci_layout(other_store, str(dest))
+    assert loaded.descriptor.digest == desc.digest
