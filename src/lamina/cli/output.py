@@ -55,7 +55,9 @@ def time_ago(created: datetime | None, now: float | None = None) -> str:
             return f"{int(seconds // span)} {unit} ago"
         if seconds >= span:
             return f"About a{'n' if unit == 'hours' else ''} {unit[:-1]} ago"
-    return f"{int(seconds)} seconds ago" if seconds >= 1 else "Less than a second ago"
+    if seconds < 1:
+        return "Less than a second ago"
+    return "1 second ago" if int(seconds) == 1 else f"{int(seconds)} seconds ago"
 
 
 def iso(created: datetime | None) -> str | None:

@@ -43,8 +43,11 @@ def unpack_image(
         os.makedirs(dest, mode=0o755)
     entries = files = size = whiteouts = 0
     for layer, diff_id in zip(layers, diff_ids, strict=True):
-        with open_layer(store, layer, diff_id, limits) as stream:
+        stream = open_layer(store, layer, diff_id, limits)
+        try:
             stats = apply_layer(stream, dest, mode="tree", limits=limits)
+        finally:
+            stream.close()
         entries += stats.entries
         files += stats.files
         size += stats.bytes

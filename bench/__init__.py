@@ -1,0 +1,1 @@
+"""lamina's benchmarks: ratios against the peer tools, measured in the same run."""

@@ -1,0 +1,20 @@
+"""`make bench`: run every benchmark; each prints a one-line summary and writes
+bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import layers
+
+BENCHES = {"layers": layers.main}
+
+
+def main() -> None:
+    chosen = sys.argv[1:] or list(BENCHES)
+    for name in chosen:
+        BENCHES[name]()
+
+
+if __name__ == "__main__":
+    main()
