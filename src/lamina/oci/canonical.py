@@ -10,15 +10,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lamina.errors import InvalidFormat, LimitExceeded
+from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded
 
 MAX_DOCUMENT_BYTES = 4 << 20  # manifests, indexes and configs (containers/image iolimits)
 
 
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    try:
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"value cannot be written as canonical JSON: {exc}") from exc
+    return text.encode("utf-8")
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (RFC 8259) and Go do not.
+    raise InvalidFormat(f"{name} is not valid in JSON")
 
 
 def load_json_object(data: bytes, what: str, max_bytes: int = MAX_DOCUMENT_BYTES) -> dict[str, Any]:
@@ -26,9 +35,11 @@ def load_json_object(data: bytes, what: str, max_bytes: int = MAX_DOCUMENT_BYTES
     if len(data) > max_bytes:
         raise LimitExceeded(f"{what} is {len(data)} bytes, over the {max_bytes}-byte cap")
     try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json.loads(data, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidFormat(f"{what} is not valid JSON: {exc}") from exc
+    except InvalidFormat as exc:
+        raise InvalidFormat(f"{what} is not valid JSON: {exc.message}") from exc
     if not isinstance(value, dict):
         raise InvalidFormat(f"{what} must be a JSON object, got {type(value).__name__}")
     return value

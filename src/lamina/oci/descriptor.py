@@ -14,6 +14,7 @@ from lamina.oci.digest import Digest
 from lamina.oci.platform import Platform
 
 _NO_ANNOTATIONS: Mapping[str, str] = MappingProxyType({})
+_MAX_SIZE = (1 << 63) - 1  # descriptor.md: size is an int64
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,8 @@ class Descriptor:
             raise InvalidFormat("descriptor has no mediaType")
         if self.size < 0:
             raise InvalidFormat(f"descriptor of {self.digest} has negative size {self.size}")
+        if self.size > _MAX_SIZE:
+            raise InvalidFormat(f"descriptor of {self.digest} has size {self.size}, over int64")
         # descriptor.md "Embedded content": data MUST match size and digest.
         if self.data is not None:
             if len(self.data) != self.size:

@@ -69,13 +69,13 @@ class Platform:
         ):
             raise InvalidFormat("platform must have string os and architecture")
         feats = obj.get("os.features") or []
-        return cls(
-            obj["os"],
-            obj["architecture"],
-            str(obj.get("variant") or ""),
-            str(obj.get("os.version") or ""),
-            tuple(str(f) for f in feats),
-        )
+        if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
+            raise InvalidFormat("platform os.features must be a list of strings")
+        variant = obj.get("variant") or ""
+        os_version = obj.get("os.version") or ""
+        if not isinstance(variant, str) or not isinstance(os_version, str):
+            raise InvalidFormat("platform variant and os.version must be strings")
+        return cls(obj["os"], obj["architecture"], variant, os_version, tuple(feats))
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
