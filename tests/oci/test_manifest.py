@@ -63,6 +63,7 @@ VALID_MANIFESTS: list[tuple[str, dict[str, Any], str | None, str]] = [
     ("oci, typed in JSON only", manifest_obj(), None, mt.OCI_MANIFEST),
     ("oci, typed by caller only", manifest_obj(mediaType=None), mt.OCI_MANIFEST, mt.OCI_MANIFEST),
     ("untyped defaults to oci", manifest_obj(mediaType=None), None, mt.OCI_MANIFEST),
+    ("empty caller type says nothing", manifest_obj(mediaType=None), "", mt.OCI_MANIFEST),
     (
         "docker schema2",
         manifest_obj(

@@ -88,6 +88,7 @@ def _resolve_media_type(
     declared = obj.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise InvalidFormat(f"{what} field 'mediaType' must be a string")
+    given = given or None  # an empty Content-Type says nothing
     if given is not None and given not in allowed:
         if given in DOCKER_SCHEMA1_TYPES:
             _check_schema_version({"schemaVersion": 1}, what)
