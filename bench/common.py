@@ -43,12 +43,18 @@ class Contender:
         return max(s.max_rss_kb for s in self.samples) / 1024
 
 
-def run_timed(cmd: str | Sequence[str], *, shell: bool = False, cwd: str | None = None,
-              env: dict[str, str] | None = None) -> Sample:
+def run_timed(
+    cmd: str | Sequence[str],
+    *,
+    shell: bool = False,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Sample:
     """Run one command; wall time and the peak RSS of the largest process in its tree."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, shell=shell, cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, shell=shell, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, rusage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
@@ -67,8 +73,11 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def interleave(rounds: int, contenders: dict[str, Callable[[], Sample]],
-               before: Callable[[str], None] | None = None) -> dict[str, Contender]:
+def interleave(
+    rounds: int,
+    contenders: dict[str, Callable[[], Sample]],
+    before: Callable[[str], None] | None = None,
+) -> dict[str, Contender]:
     out = {name: Contender(name) for name in contenders}
     for r in range(rounds):
         for name, fn in contenders.items():
@@ -76,13 +85,17 @@ def interleave(rounds: int, contenders: dict[str, Callable[[], Sample]],
                 before(name)
             sample = fn()
             out[name].samples.append(sample)
-            print(f"  round {r + 1} {name:<28} {sample.seconds:7.2f}s  "
-                  f"peak RSS {sample.max_rss_kb / 1024:6.1f} MB", file=sys.stderr)
+            print(
+                f"  round {r + 1} {name:<28} {sample.seconds:7.2f}s  "
+                f"peak RSS {sample.max_rss_kb / 1024:6.1f} MB",
+                file=sys.stderr,
+            )
     return out
 
 
-def report(bench: str, results: dict[str, Contender], baseline: str,
-           extra: dict[str, object] | None = None) -> dict[str, object]:
+def report(
+    bench: str, results: dict[str, Contender], baseline: str, extra: dict[str, object] | None = None
+) -> dict[str, object]:
     base = results[baseline].median
     rows = {
         name: {
@@ -119,7 +132,10 @@ def debian_tree() -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     print(f"making a Debian minbase tree with debootstrap from {mirror} ...", file=sys.stderr)
-    subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(tmp), mirror],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["debootstrap", "--variant=minbase", "bookworm", str(tmp), mirror],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     tmp.rename(tree)
     return tree

@@ -42,12 +42,18 @@ def lamina(tmp_path: Path) -> Lamina:
     """
     root = tmp_path / "lamina-root"
 
-    def run(*args: str, check: bool = True, input: str | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, check: bool = True, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, **(env or {})}
         proc = subprocess.run(
             [*LAMINA, "--root", str(root), *args],
-            capture_output=True, text=True, input=input, env=full_env, timeout=300,
+            capture_output=True,
+            text=True,
+            input=input,
+            env=full_env,
+            timeout=300,
+            check=False,
         )
         if check and proc.returncode != 0:
             pytest.fail(f"lamina {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")

@@ -23,7 +23,9 @@ from lamina.store.api import Store
 EPOCH = 1_700_000_000
 
 
-def import_busybox(store: Store, rootfs: str, name: str = "docker.io/library/busybox:latest") -> Descriptor:
+def import_busybox(
+    store: Store, rootfs: str, name: str = "docker.io/library/busybox:latest"
+) -> Descriptor:
     """Import a busybox rootfs (see lamina.image.bases) as an image; returns its manifest."""
     return import_rootfs(
         store, rootfs, name, changes=['CMD ["sh"]'], source_date_epoch=EPOCH
@@ -39,7 +41,12 @@ class RandomImage:
 
 
 def _random_name(rng: random.Random) -> str:
-    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789_-.") for _ in range(rng.randint(1, 12))).strip(".") or "x"
+    return (
+        "".join(
+            rng.choice("abcdefghijklmnopqrstuvwxyz0123456789_-.") for _ in range(rng.randint(1, 12))
+        ).strip(".")
+        or "x"
+    )
 
 
 def make_random_image(
@@ -77,7 +84,11 @@ def make_random_image(
             if parent and parent not in merged:
                 continue
             path = f"{parent}/{_random_name(rng)}" if parent else _random_name(rng)
-            if path.rpartition("/")[2].startswith(".wh.") or path in entries or merged.get(path, b"") is None:
+            if (
+                path.rpartition("/")[2].startswith(".wh.")
+                or path in entries
+                or merged.get(path, b"") is None
+            ):
                 continue
             kind = rng.random()
             if kind < 0.2:
@@ -95,13 +106,17 @@ def make_random_image(
         # parents of new entries must exist in this layer or below
         ordered = sorted(entries.items())
 
-        def produce(writer: TarWriter, ordered: Sequence[tuple[str, tuple[Entry, bytes]]] = ordered) -> None:
+        def produce(
+            writer: TarWriter, ordered: Sequence[tuple[str, tuple[Entry, bytes]]] = ordered
+        ) -> None:
             for _, (entry, data) in ordered:
                 writer.add_bytes(entry, data)
 
         layer = write_layer(store, produce, compression)
         written.append(layer)
-        config = config.with_layer(layer.diff_id, History(created="2023-11-14T22:13:20Z", created_by=f"layer {index}"))
+        config = config.with_layer(
+            layer.diff_id, History(created="2023-11-14T22:13:20Z", created_by=f"layer {index}")
+        )
     with store.lease():
         descriptor, _ = build_image(store, written, config, name)
     return RandomImage(descriptor, tuple(written), merged)

@@ -59,11 +59,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _image_row(name: str, image: img.Image) -> dict[str, Any]:
-    ref = Reference.parse(name)
+    ref = None if img.is_dangling(name) else Reference.parse(name)
     return {
-        "name": name,
-        "repository": ref.familiar_name,
-        "tag": ref.tag or "<none>",
+        "name": name if ref else None,
+        "repository": ref.familiar_name if ref else "<none>",
+        "tag": (ref.tag or "<none>") if ref else "<none>",
         "id": str(image.id),
         "digest": str(image.descriptor.digest),
         "created": iso(parse_rfc3339(image.config.created or "")),
@@ -86,9 +86,11 @@ def cmd_images(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if args.digests else []) + [
-        "IMAGE ID", "CREATED", "SIZE"
-    ]
+    headers = (
+        ["REPOSITORY", "TAG"]
+        + (["DIGEST"] if args.digests else [])
+        + ["IMAGE ID", "CREATED", "SIZE"]
+    )
     table = []
     for (_, image), row in zip(listed, rows, strict=True):
         table.append(
@@ -138,9 +140,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     store = open_store(args)
     image = img.resolve(store, args.ref)
-    layers = {layer_diff: layer for layer_diff, layer in zip(
-        image.config.diff_ids, image.manifest.layers, strict=False)}
-    rows = []
+    layers = {
+        layer_diff: layer
+        for layer_diff, layer in zip(image.config.diff_ids, image.manifest.layers, strict=False)
+    }
+    rows: list[dict[str, Any]] = []
     # Newest first, like docker history; a layer row shows its layer's size.
     for hist, diff_id in reversed(image.config.layer_history()):
         layer = layers.get(diff_id) if diff_id is not None else None
@@ -189,7 +193,8 @@ def cmd_rmi(args: argparse.Namespace) -> int:
         for name in img.untag(store, text, force=args.force):
             removed.append(name)
             if not args.json:
-                print(f"Untagged: {Reference.parse(name).familiar()}")
+                shown = name if img.is_dangling(name) else Reference.parse(name).familiar()
+                print(f"Untagged: {shown}")
     if args.json:
         print_json({"untagged": removed})
     return 0

@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("load", help="load images from an OCI layout or a docker-archive tar")
     p.add_argument("-i", "--input", required=True, help="tar file, OCI layout directory, or -")
     p.add_argument("-q", "--quiet", action="store_true", help="suppress progress")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="repository for OCI layout entries that carry only a tag (e.g. myapp)",
+    )
     _add_json(p)
 
     p = sub.add_parser("unpack", help="unpack an image's layers into a plain directory")

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from lamina.store.local import LocalStore, default_root
@@ -49,8 +49,14 @@ def time_ago(created: datetime | None, now: float | None = None) -> str:
     seconds = (now if now is not None else time.time()) - created.timestamp()
     if seconds < 0:
         return "Less than a second ago"
-    for unit, span in (("years", 31536000), ("months", 2592000), ("weeks", 604800),
-                       ("days", 86400), ("hours", 3600), ("minutes", 60)):
+    for unit, span in (
+        ("years", 31536000),
+        ("months", 2592000),
+        ("weeks", 604800),
+        ("days", 86400),
+        ("hours", 3600),
+        ("minutes", 60),
+    ):
         if seconds >= 2 * span:
             return f"{int(seconds // span)} {unit} ago"
         if seconds >= span:
@@ -61,17 +67,22 @@ def time_ago(created: datetime | None, now: float | None = None) -> str:
 
 
 def iso(created: datetime | None) -> str | None:
-    return created.astimezone(timezone.utc).isoformat() if created else None
+    return created.astimezone(UTC).isoformat() if created else None
 
 
 class Progress(Protocol):
-    def __call__(self, advance: int, total: int | None = None, description: str | None = None) -> None: ...
+    def __call__(
+        self, advance: int, total: int | None = None, description: str | None = None
+    ) -> None: ...
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None = None, enabled: bool = True) -> Iterator[Progress]:
+def progress_bar(
+    description: str, total: int | None = None, enabled: bool = True
+) -> Iterator[Progress]:
     """A rich progress bar on stderr when it is a terminal; a no-op otherwise."""
     if not enabled or not sys.stderr.isatty():
+
         def nothing(advance: int, total: int | None = None, description: str | None = None) -> None:
             return None
 
@@ -79,13 +90,24 @@ def progress_bar(description: str, total: int | None = None, enabled: bool = Tru
         return
     from rich.console import Console
     from rich.progress import (
-        BarColumn, DownloadColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn,
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TimeRemainingColumn,
         TransferSpeedColumn,
+    )
+    from rich.progress import (
+        Progress as RichProgress,
     )
 
     with RichProgress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
     ) as bar:
         task = bar.add_task(description, total=total)
 

@@ -9,25 +9,29 @@ import tempfile
 from lamina.cli.output import open_store, print_json, progress_bar
 from lamina.errors import InvalidArgument
 from lamina.image import images as img
+from lamina.oci.descriptor import Descriptor
 from lamina.oci.reference import Reference
+
+
+def _save_name(text: str, image: img.Image) -> Reference | None:
+    """The name to save under: the one the user typed if it names the image, else the
+    image's first name, else None (an unnamed image given by ID)."""
+    try:
+        if img.normalize(text) in image.names:
+            return Reference.parse(text)
+    except InvalidArgument:
+        pass
+    names = [n for n in image.names if not img.is_dangling(n)]
+    return Reference.parse(names[0]) if names else None
 
 
 def cmd_save(args: argparse.Namespace) -> int:
     store = open_store(args)
-    chosen: list[tuple[Reference, img.Image]] = []
-    for text in args.refs:
-        image = img.resolve(store, text)
-        # Save under the name the user gave when it is a name; under the image's own
-        # first name when they gave an ID.
-        try:
-            ref = Reference.parse(text)
-            if img.normalize(text) not in image.names:
-                raise InvalidArgument("not a name")
-        except InvalidArgument:
-            if not image.names:
-                raise InvalidArgument(f"image {text} has no name to save it under") from None
-            ref = Reference.parse(image.names[0])
-        chosen.append((ref, image))
+    chosen = [
+        (_save_name(text, image), image)
+        for text in args.refs
+        for image in [img.resolve(store, text)]
+    ]
     if args.format in ("oci", "oci-dir"):
         from lamina.image.layout import export_oci_layout
 
@@ -37,15 +41,18 @@ def cmd_save(args: argparse.Namespace) -> int:
             args.output,
             as_tar=args.format == "oci",
         )
-    else:
-        from lamina.image.dockerarchive import export_docker_archive
+        return 0
+    from lamina.image.dockerarchive import export_docker_archive
 
-        export_docker_archive(
-            store,
-            [(ref, image.descriptor) for ref, image in chosen],
-            args.output,
-            legacy=args.format == "docker-legacy",
-        )
+    named: list[tuple[Reference, Descriptor]] = []
+    for (ref, image), text in zip(chosen, args.refs, strict=True):
+        if ref is None:
+            raise InvalidArgument(
+                f"image {text} has no name, and a docker archive needs one",
+                hint=f"tag it first (lamina tag {text} NAME) or save with --format oci",
+            )
+        named.append((ref, image.descriptor))
+    export_docker_archive(store, named, args.output, legacy=args.format == "docker-legacy")
     return 0
 
 
@@ -53,8 +60,15 @@ def cmd_load(args: argparse.Namespace) -> int:
     from lamina.image.dockerarchive import load_archive
 
     store = open_store(args)
-    with progress_bar(f"loading {args.input}", enabled=not (args.quiet or args.json)) as progress:
-        kind, loaded = load_archive(store, args.input, progress=progress)
+    ref_name = img.normalize(args.name) if args.name else None
+    with (
+        store.lease(),
+        progress_bar(f"loading {args.input}", enabled=not (args.quiet or args.json)) as progress,
+    ):
+        kind, loaded = load_archive(store, args.input, ref_name=ref_name, progress=progress)
+        for item in loaded:
+            if item.name is None:
+                store.set_ref(img.dangling_name(item.descriptor.digest), item.descriptor)
     if args.json:
         print_json(
             {
@@ -112,8 +126,9 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             source_date_epoch=int(epoch) if epoch else None,
         )
     if args.json:
-        print_json({"name": result.name, "digest": str(result.manifest.digest),
-                    "id": str(result.image_id)})
+        print_json(
+            {"name": result.name, "digest": str(result.manifest.digest), "id": str(result.image_id)}
+        )
     else:
         print(str(result.image_id))
     return 0

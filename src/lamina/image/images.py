@@ -23,6 +23,19 @@ from lamina.store.api import Store
 
 _HEX = frozenset("0123456789abcdef")
 
+# A loaded image nobody named (an OCI layout entry with only a tag, as `docker load`
+# leaves `<none>:<none>`) is kept under this ref so that gc spares it and its ID
+# resolves; user input never normalises to it.
+DANGLING_PREFIX = "@"
+
+
+def dangling_name(digest: Digest) -> str:
+    return f"{DANGLING_PREFIX}{digest}"
+
+
+def is_dangling(name: str) -> bool:
+    return name.startswith(DANGLING_PREFIX)
+
 
 @dataclass(frozen=True, slots=True)
 class Image:
@@ -142,6 +155,9 @@ def tag(store: Store, source: str, target: str) -> str:
     image = resolve(store, source)
     key = normalize(target)
     store.set_ref(key, image.descriptor)
+    dangling = dangling_name(image.descriptor.digest)
+    if dangling in image.names:
+        store.delete_ref(dangling)
     return key
 
 

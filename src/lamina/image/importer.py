@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 from lamina.errors import InvalidArgument, NotFound
@@ -47,7 +47,7 @@ class ImportResult:
 
 def rfc3339(epoch: float) -> str:
     """UTC, seconds precision, ``Z`` suffix: the form Docker and BuildKit write."""
-    return datetime.fromtimestamp(int(epoch), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _tree_producer(source: str, clamp_ns: int | None) -> Callable[[TarWriter], None]:
@@ -62,9 +62,10 @@ def _tar_producer(stream: BinaryIO, clamp_ns: int | None) -> Callable[[TarWriter
     # malformed or hostile archive is refused here, before it becomes a layer.
     def produce(writer: TarWriter) -> None:
         for entry, content in read_entries(open_decompressed(stream, None, DEFAULT_LIMITS)):
+            clamped = entry
             if clamp_ns is not None and entry.mtime_ns > clamp_ns:
-                entry = replace(entry, mtime_ns=clamp_ns)
-            writer.add(entry, content)
+                clamped = replace(entry, mtime_ns=clamp_ns)
+            writer.add(clamped, content)
 
     return produce
 
@@ -134,6 +135,6 @@ def import_rootfs(
             created_by="",
             comment=message if message is not None else f"Imported from {label}",
         )
-        config = replace(config.with_layer(layer.diff_id, history))
+        config = config.with_layer(layer.diff_id, history)
         manifest, image_id = build_image(store, [layer], config, name)
     return ImportResult(name, manifest, image_id, layer.descriptor, layer.diff_id)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from lamina.layers.api import DEFAULT_LIMITS, Limits
-from lamina.layers.pipeline import LayerSink, verified_layer_stream
+from lamina.layers.pipeline import LayerSink, VerifiedLayerStream, verified_layer_stream
 from lamina.layers.tarstream import TarWriter
 from lamina.oci import mediatypes as mt
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
-from lamina.store.api import Store
+from lamina.store.api import BlobWriter, Store
 
 Progress = Callable[..., None]
 
@@ -33,8 +32,8 @@ class LayerWritten:
 class _Counting:
     """Forwards writes to the store's ingest and reports progress."""
 
-    def __init__(self, out: BinaryIO | object, progress: Progress | None) -> None:
-        self._write = out.write  # type: ignore[attr-defined]
+    def __init__(self, out: BlobWriter, progress: Progress | None) -> None:
+        self._write = out.write
         self._progress = progress
 
     def write(self, data: bytes | memoryview) -> int:
@@ -76,7 +75,7 @@ def open_layer(
     layer: Descriptor,
     diff_id: Digest | None,
     limits: Limits = DEFAULT_LIMITS,
-) -> BinaryIO:
+) -> VerifiedLayerStream:
     """The uncompressed tar stream of a stored layer.
 
     The blob is verified against its descriptor and the tar against ``diff_id`` as they
