@@ -567,3 +567,78 @@ def test_index_saves_one_platform(
         export_docker_archive(
             store, [(ref, desc)], str(tmp_path / "x.tar"), platform=Platform("linux", "s390x")
         )
+
+
+BIG_LAYER_SCRIPT = """
+import os, resource, sys
+import isal.igzip as igzip
+from lamina.image.dockerarchive import export_docker_archive, load_archive
+from lamina.image.layout import export_oci_layout
+from lamina.layers.api import Entry, EntryType
+from lamina.layers.tarstream import TarWriter
+from lamina.oci import mediatypes as mt
+from lamina.oci.canonical import canonical_json
+from lamina.oci.descriptor import Descriptor
+from lamina.oci.digest import Digester
+from lamina.oci.manifest import Manifest
+from lamina.oci.reference import Reference
+from lamina.store.local import LocalStore
+
+base, size = sys.argv[1], int(sys.argv[2])
+store = LocalStore(os.path.join(base, "s"))
+plain = Digester()
+with store.writer() as blob:
+    gz = igzip.IGzipFile(fileobj=blob, mode="wb", compresslevel=1, mtime=0)
+
+    class Sink:
+        def write(self, data):
+            plain.update(data)
+            gz.write(data)
+
+    class Source:
+        left = size
+        chunk = (os.urandom(1 << 15) + bytes(3 << 15)) * 8
+
+        def read(self, n):
+            n = min(n, self.left, len(self.chunk))
+            self.left -= n
+            return self.chunk[:n]
+
+    tw = TarWriter(Sink())
+    tw.add(Entry("big", EntryType.FILE, size=size), Source())
+    tw.close()
+    gz.close()
+    info = blob.commit()
+config = canonical_json({"architecture": "amd64", "os": "linux",
+    "rootfs": {"type": "layers", "diff_ids": [str(plain.digest())]}})
+cinfo = store.put_bytes(config)
+manifest = Manifest(config=Descriptor(mt.OCI_CONFIG, cinfo.digest, cinfo.size),
+    layers=(Descriptor(mt.OCI_LAYER_GZIP, info.digest, info.size),))
+store.put_bytes(manifest.to_bytes())
+ref = Reference.parse("example.com/big:1")
+images = [(ref, manifest.to_descriptor())]
+export_oci_layout(store, images, os.path.join(base, "oci.tar"), as_tar=True)
+export_docker_archive(store, images, os.path.join(base, "legacy.tar"), legacy=True)
+kinds = []
+for name in ("oci.tar", "legacy.tar"):
+    target = LocalStore(os.path.join(base, "store-" + name))
+    kind, loaded = load_archive(target, os.path.join(base, name))
+    kinds.append(kind)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, *kinds)
+"""
+
+
+@pytest.mark.slow
+def test_big_layer_streams(tmp_path: Path) -> None:
+    """A 256 MiB layer goes out and in (both flavours) without being held in memory."""
+    size = 256 << 20
+    out = subprocess.run(
+        [sys.executable, "-c", BIG_LAYER_SCRIPT, str(tmp_path), str(size)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=240,
+    ).stdout.split()
+    assert out[1:] == ["oci-layout", "docker-archive"]
+    assert int(out[0]) < 120, f"peak RSS {out[0]} MiB"
+    assert (tmp_path / "legacy.tar").stat().st_size > size

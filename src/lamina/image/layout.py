@@ -156,7 +156,9 @@ def _export_dir(
     if existing is not None:
         extra = {k: v for k, v in existing.items() if k == "annotations"}
         for item in existing.get("manifests", []):
-            notes = item.get("annotations") or {} if isinstance(item, dict) else {}
+            notes = item.get("annotations") if isinstance(item, dict) else None
+            if not isinstance(notes, dict):
+                notes = {}
             if notes.get(ANNOTATION_REF_NAME) in replaced_tags:
                 continue
             if notes.get(ANNOTATION_IMAGE_NAME) in replaced_names:
