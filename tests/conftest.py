@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from helpers.cli import LAMINA, Lamina
 from lamina.image.bases import make_busybox_rootfs
 from lamina.store.local import LocalStore
-
-REPO = Path(__file__).resolve().parent.parent
-LAMINA = [sys.executable, "-m", "lamina.cli.main"]
 
 
 @pytest.fixture
@@ -28,9 +24,6 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("busybox") / "rootfs"
     make_busybox_rootfs(str(root))
     return root
-
-
-Lamina = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
