@@ -29,8 +29,13 @@ class Sink(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
-class _Readable(Protocol):
+class Readable(Protocol):
+    """What the reader needs of a stream, and the writer of a file's content."""
+
     def read(self, n: int = -1, /) -> bytes: ...
+
+
+_Readable = Readable
 
 
 def _truncated(offset: int) -> InvalidFormat:
@@ -315,7 +320,7 @@ class TarWriter:
             self._view[: len(data)] = data
             self._n = len(data)
 
-    def add(self, entry: Entry, content: BinaryIO | None = None) -> None:
+    def add(self, entry: Entry, content: BinaryIO | Readable | None = None) -> None:
         """Append one entry. ``content`` must give at least ``entry.size`` bytes for a
         FILE (only that many are read); it is ignored for other types."""
         if self._closed:
