@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-DEFAULT_MTIME_NS = 1_700_000_000_123_456_789
+DEFAULT_MTIME_NS = 1_700_000_000 * 10**9  # whole seconds, as tar stores them
 XATTR_PREFIXES = ("user.", "security.capability", "trusted.overlay.opaque")
 _NO_XATTRS: Mapping[str, bytes] = {}
 

@@ -266,7 +266,8 @@ class _Applier:
             if st is None or not stat.S_ISDIR(st.st_mode):
                 self._remove(dirfd, leaf, name)
                 os.mkdir(leaf, 0o700, dir_fd=dirfd)
-            # else: a directory over a directory merges; its metadata is replaced below
+            else:  # a directory over a directory merges; its metadata is replaced below
+                self._drop_stale_xattrs(dirfd, leaf, entry)
         if self.same_owner:
             os.chown(leaf, entry.uid, entry.gid, dir_fd=dirfd, follow_symlinks=False)
         self._set_xattrs_at(dirfd, leaf, entry)
@@ -338,6 +339,13 @@ class _Applier:
             else:
                 self._skip(f"xattr {key!r} of {entry.name!r} skipped (not allowed from images)")
         return allowed
+
+    def _drop_stale_xattrs(self, dirfd: int, leaf: str, entry: Entry) -> None:
+        """The xattrs an image may set, on a directory being merged, are the entry's."""
+        for key in fsops.read_xattrs_at(dirfd, leaf):
+            managed = key.startswith("user.") and not key.startswith("user.overlay.")
+            if (managed or key == "security.capability") and key not in entry.xattrs:
+                os.removexattr(fsops.proc_path(dirfd, leaf), key, follow_symlinks=False)
 
     def _set_xattrs_at(self, dirfd: int, leaf: str, entry: Entry) -> None:
         for key, value in self._allowed_xattrs(entry):
