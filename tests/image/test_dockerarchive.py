@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BuiltImage, Containerd, build_image, build_index, skopeo
+from conftest import BuiltImage, Containerd, build_image, build_index, compress, skopeo
 from lamina.errors import (
     DigestMismatch,
     InvalidFormat,
@@ -371,8 +372,6 @@ def test_compressed_layer_not_matching_diff_id(
     tmp_path: Path,
     tar_bytes: TarMaker,
 ) -> None:
-    import gzip
-
     files = _legacy_members(store, image, tmp_path)
     entry = json.loads(files["manifest.json"])
     layer = entry[0]["Layers"][0]
@@ -642,3 +641,44 @@ def test_big_layer_streams(tmp_path: Path) -> None:
     assert out[1:] == ["oci-layout", "docker-archive"]
     assert int(out[0]) < 120, f"peak RSS {out[0]} MiB"
     assert (tmp_path / "legacy.tar").stat().st_size > size
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_archive(
+    store: LocalStore, image: BuiltImage, tmp_path: Path, legacy: bool, compression: str
+) -> None:
+    """``docker save | gzip`` archives load, as with docker load."""
+    plain = tmp_path / "save.tar"
+    export_docker_archive(store, [(image.ref, image.descriptor)], str(plain), legacy=legacy)
+    packed = tmp_path / "save.tar.z"
+    packed.write_bytes(compress(plain.read_bytes(), compression))
+    kind = "docker-archive" if legacy else "oci-layout"
+    assert detect_archive_format(str(packed)) == kind
+    found, [loaded] = load_archive(LocalStore(tmp_path / "s"), str(packed))
+    assert (found, loaded.name) == (kind, "example.com/test/app:1")
+    [loaded] = import_docker_archive(LocalStore(tmp_path / "s2"), str(packed))
+    assert loaded.name == "example.com/test/app:1"
+
+
+def test_archive_bomb_is_stopped(other_store: LocalStore, tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.tar.zst"
+    bomb.write_bytes(compress(bytes(100 << 20), "zstd"))  # ~3 KiB for 100 MiB
+    with pytest.raises(LimitExceeded, match="bomb"):
+        load_archive(other_store, str(bomb))
+    assert other_store.list_refs() == {}
+
+
+def test_layer_bomb_is_stopped(
+    store: LocalStore,
+    other_store: LocalStore,
+    image: BuiltImage,
+    tmp_path: Path,
+    tar_bytes: TarMaker,
+) -> None:
+    files = _legacy_members(store, image, tmp_path)
+    entry = json.loads(files["manifest.json"])
+    files[entry[0]["Layers"][0]] = compress(bytes(100 << 20), "zstd")
+    with pytest.raises(LimitExceeded, match="bomb"):
+        import_docker_archive(other_store, _write(files, tmp_path / "bomb.tar", tar_bytes))
+    _assert_untouched(other_store)

@@ -25,9 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, cast
 
-import isal.igzip as isal_igzip
-import zstandard
-
 from lamina.errors import (
     IntegrityError,
     InvalidArgument,
@@ -36,8 +33,9 @@ from lamina.errors import (
     NotFound,
     Unsafe,
 )
-from lamina.layers import tarfmt
+from lamina.layers import compression, tarfmt
 from lamina.layers.api import Entry, EntryType, Limits
+from lamina.layers.compression import DecompressedStream
 from lamina.layers.tarstream import TarWriter, read_entries
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES
@@ -467,8 +465,9 @@ def _legacy_noise(name: str) -> bool:
 def list_member_names(path: str, wanted: set[str]) -> set[str]:
     """Which of ``wanted`` are member names of the tar file at ``path``.
 
-    Walks the headers only and seeks over the content, so a 10 GB archive costs a few
-    reads. A compressed or non-seekable file is InvalidFormat.
+    A plain tar is walked header by header, seeking over the content, so a 10 GB
+    archive costs a few reads; a gzip or zstd archive (``docker save | gzip``) has to be
+    decompressed through to its end.
     """
     found: set[str] = set()
     try:
@@ -476,11 +475,13 @@ def list_member_names(path: str, wanted: set[str]) -> set[str]:
     except FileNotFoundError as exc:
         raise NotFound(f"{path} does not exist") from exc
     with f:
-        if sniff_compression(f.read(8)):
-            raise InvalidFormat(
-                f"{path} is compressed; image archives are plain tars",
-                hint="decompress it first (gunzip, zstd -d)",
-            )
+        if compression.detect(f.read(tarfmt.BLOCK_SIZE)):
+            f.seek(0)
+            plain = compression.open_decompressed(f, None, ARCHIVE_LIMITS)
+            for entry, _ in read_entries(plain, ARCHIVE_LIMITS):
+                if entry.name in wanted and entry.type is EntryType.FILE:
+                    found.add(entry.name)
+            return found
         f.seek(0)
         long_name: bytes | None = None
         pax_path: bytes | None = None
@@ -510,26 +511,12 @@ def list_member_names(path: str, wanted: set[str]) -> set[str]:
             f.seek(body, os.SEEK_CUR)
 
 
-def sniff_compression(head: bytes) -> str:
-    """``gzip``, ``zstd`` or ``""`` (uncompressed) from a blob's first bytes."""
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        return "zstd"
-    return ""
-
-
-def open_decompressed(stream: BinaryIO, kind: str) -> BinaryIO:
-    """A reader of the uncompressed bytes of ``stream`` (itself for ``kind == ""``)."""
-    if kind == "":
-        return stream
-    if kind == "gzip":
-        gz = isal_igzip.IGzipFile(fileobj=stream, mode="rb")  # type: ignore[no-untyped-call]
-        return cast(BinaryIO, gz)
-    if kind == "zstd":
-        dctx = zstandard.ZstdDecompressor(max_window_size=1 << 27)
-        return cast(BinaryIO, dctx.stream_reader(stream, read_across_frames=True))
-    raise InvalidFormat(f"unknown layer compression {kind!r}")
+def open_layer(stream: BinaryIO, media_type: str | None = None) -> DecompressedStream:
+    """The uncompressed tar of a layer blob: compression from ``media_type`` when it is a
+    known layer type, else detected from the first bytes (``.kind`` says which). Capped,
+    so a bomb stops with LimitExceeded."""
+    kind = mt.LAYER_COMPRESSION.get(media_type or "")
+    return compression.open_decompressed(stream, kind)
 
 
 # ---------------------------------------------------------------------------------------
@@ -569,7 +556,7 @@ def source_stream(src: str, progress: Progress | None = None) -> Iterator[Binary
     """An archive file (``-`` is stdin, left open) for one streaming pass; ``progress``
     first gets the file size as ``total``, then the bytes as they are read."""
     if src == "-":
-        yield cast(BinaryIO, CountingReader(sys.stdin.buffer, progress))
+        yield _uncompressed(CountingReader(sys.stdin.buffer, progress))
         return
     try:
         f = open(src, "rb")  # noqa: SIM115 - closed below
@@ -580,4 +567,10 @@ def source_stream(src: str, progress: Progress | None = None) -> Iterator[Binary
     with f:
         if progress is not None:
             progress(0, total=os.fstat(f.fileno()).st_size)
-        yield cast(BinaryIO, CountingReader(f, progress))
+        yield _uncompressed(CountingReader(f, progress))
+
+
+def _uncompressed(stream: CountingReader) -> BinaryIO:
+    # docker load takes gzip'd archives (docker save | gzip); so does lamina, with the
+    # decompression caps of layers (the archive is as hostile as any layer).
+    return cast(BinaryIO, compression.open_decompressed(stream, None, ARCHIVE_LIMITS))

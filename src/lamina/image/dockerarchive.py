@@ -49,12 +49,11 @@ from lamina.image.archive_io import (
     is_foreign,
     list_member_names,
     normalize_name,
-    open_decompressed,
+    open_layer,
     open_output,
     read_document,
     repo_tag,
     scan_archive,
-    sniff_compression,
     source_stream,
     walk_image,
 )
@@ -308,7 +307,7 @@ class _DiffIdReader:
 
     def __init__(self, store: Store, layer: Descriptor, *, hash_it: bool = True) -> None:
         self._raw = store.open_blob(layer.digest, layer.size)
-        self._plain = open_decompressed(self._raw, mt.LAYER_COMPRESSION.get(layer.media_type, ""))
+        self._plain = open_layer(self._raw, layer.media_type)
         self.digester = Digester()
         self._hash_it = hash_it
         self.size = 0
@@ -482,13 +481,13 @@ def _prepare(
 
 def _layer(store: Store, scan: ArchiveScan, path: str, diff_id: Digest) -> Descriptor:
     digest, size = scan.resolve(path)
+    # Legacy archives hold plain tars, Docker >= 25 and skopeo may hold gzip or zstd.
     with store.open_blob(digest, size) as raw:
-        head = raw.read(8)
-    kind = sniff_compression(head)
-    if kind == "":
-        got = digest
-    else:
-        with store.open_blob(digest, size) as raw, open_decompressed(raw, kind) as plain:
+        plain = open_layer(raw)
+        kind = plain.kind
+        if kind == "" and digest.algorithm == diff_id.algorithm:
+            got = digest  # a plain tar is its own diff_id; the store verified the digest
+        else:
             digester = Digester(diff_id.algorithm)
             while chunk := plain.read(CHUNK):
                 digester.update(chunk)
