@@ -22,6 +22,11 @@ zstd layer keeps its compression. Every layer's diff_id is checked against the c
 (canonical JSON) for each image. ``LayerSources`` (foreign-layer descriptors) is written
 for non-distributable layers and ignored on reading: the layer bytes in the archive are
 what lamina keeps.
+
+:func:`load_archive` is what ``lamina load`` calls: one pass over any archive (a layout
+directory or tar, either docker flavour, gzip/zstd-compressed or not, stdin included),
+the format decided from the members seen. :func:`detect_archive_format` tells the format
+without loading (it only reads tar headers of an uncompressed file).
 """
 
 from __future__ import annotations
