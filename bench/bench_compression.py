@@ -130,6 +130,10 @@ def _run(tree: Path, rounds: int) -> None:
     subprocess.run(["umoci", "init", "--layout", str(layout)], check=True)
     subprocess.run(["umoci", "new", "--image", f"{layout}:base"], check=True)
 
+    # repack moves the tag it names onto the new image, so every round repacks into a
+    # tag of its own and the next round unpacks the empty base again
+    tags = iter(range(1, 1000))
+
     def before(name: str) -> None:
         if name == "umoci repack":
             bundle = fresh(WORK / "bundle")
@@ -143,7 +147,7 @@ def _run(tree: Path, rounds: int) -> None:
 
     contenders = {
         "umoci repack": lambda: run_timed(
-            ["umoci", "repack", "--image", f"{layout}:base", str(WORK / "bundle")]
+            ["umoci", "repack", "--image", f"{layout}:r{next(tags)}", str(WORK / "bundle")]
         ),
         "tar | gzip -6 | sha256sum": lambda: run_timed(
             f"tar --sort=name -cf - -C {tree} . | gzip -6 | sha256sum", shell=True

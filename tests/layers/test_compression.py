@@ -384,3 +384,14 @@ def test_read_and_readinto_mix(sample: bytes) -> None:
     assert head + bytes(buf[:n]) + rest == sample
     assert d.read() == b"" and d.readinto(buf) == 0
     assert d.decompressed_bytes == len(sample)
+
+
+@pytest.mark.interop
+def test_pigz_interop(sample: bytes) -> None:
+    data = sample * 3
+    theirs = subprocess.run(
+        ["pigz", "-c", "-p", "2", "-b", "128"], input=data, capture_output=True, check=True
+    ).stdout
+    assert decompress_all(theirs) == data
+    ours = compress("gzip", data, threads=2)
+    subprocess.run(["pigz", "-t"], input=ours, check=True)

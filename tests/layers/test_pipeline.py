@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import stat
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -244,3 +248,76 @@ def test_pipeline_diff_id_covers_every_byte() -> None:
     raw = open_decompressed(io.BytesIO(blob)).read()
     assert hashlib.sha256(raw).hexdigest() == result.diff_id.encoded
     assert raw.endswith(bytes(1024))
+
+
+# ------------------------------------------------------------------ interop with Go
+
+
+def _oci_layout(root: Path, blob: bytes, result: LayerResult) -> None:
+    """A minimal OCI image layout (image-spec image-layout.md) holding one layer."""
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict[str, object]:
+        d = Digest.from_bytes(data)
+        (blobs / d.encoded).write_bytes(data)
+        return {"digest": str(d), "size": len(data)}
+
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [str(result.diff_id)]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, **put(config)},
+            "layers": [{"mediaType": result.media_type, **put(blob)}],
+        }
+    ).encode()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": mt.OCI_MANIFEST,
+                **put(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": "t"},
+            }
+        ],
+    }
+    (root / "index.json").write_text(json.dumps(index))
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+
+@pytest.mark.interop
+def test_umoci_unpacks_our_gzip_layer(tmp_path: Path) -> None:
+    # umoci (Go: compress/gzip, archive/tar) checks the blob digest and reads our gzip
+    # and tar; Debian's umoci 0.4.7 has no zstd, which test_compression covers with zstd(1)
+    deep = "d/" + "x" * 120 + "/" + "y" * 120
+    items = [
+        *entries(),
+        (Entry("d", EntryType.DIR, mode=0o755), b""),
+        (Entry(deep.rpartition("/")[0], EntryType.DIR, mode=0o700), b""),
+        (Entry(deep, EntryType.FILE, mode=0o4755, size=5), b"deep\n"),
+        (Entry("d/hard", EntryType.HARDLINK, linkname=deep), b""),
+    ]
+    result, blob = commit(items, "gzip")
+    _oci_layout(tmp_path / "layout", blob, result)
+    proc = subprocess.run(
+        ["umoci", "unpack", "--image", f"{tmp_path / 'layout'}:t", str(tmp_path / "bundle")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rootfs = tmp_path / "bundle" / "rootfs"
+    assert (rootfs / "etc" / "text").read_bytes() == items[2][1]
+    assert (rootfs / "etc" / "random").read_bytes() == items[1][1]
+    assert os.readlink(rootfs / "etc" / "link") == "text"
+    assert (rootfs / deep).read_bytes() == b"deep\n"
+    assert stat.S_IMODE((rootfs / deep).stat().st_mode) == 0o4755
+    assert (rootfs / "d" / "hard").stat().st_ino == (rootfs / deep).stat().st_ino

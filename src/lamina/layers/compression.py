@@ -494,10 +494,19 @@ class GzipCompressor:
     media_type_suffix = "+gzip"
 
     def __init__(
-        self, sink: Sink, level: int = GZIP_DEFAULT_LEVEL, threads: int | None = None
+        self,
+        sink: Sink,
+        level: int = GZIP_DEFAULT_LEVEL,
+        threads: int | None = None,
+        *,
+        block_size: int = GZIP_BLOCK,
     ) -> None:
+        # The output is a function of the input, the level and block_size only.
         if not 0 <= level <= 9:
             raise InvalidArgument(f"gzip level {level} is not in 0..9")
+        if block_size < _GZIP_WINDOW:
+            raise InvalidArgument(f"gzip block size {block_size} is under 32 KiB")
+        self._block = block_size
         self._sink = sink
         self._level = level
         workers = threads or len(os.sched_getaffinity(0))
@@ -514,13 +523,14 @@ class GzipCompressor:
     def write(self, data: bytes) -> None:
         pending = self._pending
         pending += data
-        if len(pending) < GZIP_BLOCK:
+        block = self._block
+        if len(pending) < block:
             return
         view = memoryview(pending)
         start = 0
-        while len(pending) - start >= GZIP_BLOCK:
-            self._submit(bytes(view[start : start + GZIP_BLOCK]), last=False)
-            start += GZIP_BLOCK
+        while len(pending) - start >= block:
+            self._submit(bytes(view[start : start + block]), last=False)
+            start += block
         view.release()
         del pending[:start]
 

@@ -65,14 +65,18 @@ class LayerResult:
 
 
 class _DigestingOutput:
-    __slots__ = ("_out", "digester")
+    __slots__ = ("_hash", "_out", "digester")
 
-    def __init__(self, out: Output) -> None:
+    def __init__(self, out: Output, *, hash_it: bool = True) -> None:
         self._out = out
+        self._hash = hash_it  # an uncompressed blob's digest is its diff_id: hash once
         self.digester = Digester()
 
     def write(self, data: bytes) -> None:
-        self.digester.update(data)
+        if self._hash:
+            self.digester.update(data)
+        else:
+            self.digester.size += len(data)
         self._out.write(data)
 
 
@@ -98,7 +102,7 @@ class LayerSink:
             raise InvalidArgument(f"unknown compression {compression!r}")
         self.compression = compression
         self.media_type = OCI_LAYER_BY_COMPRESSION[compression]
-        self._out = _DigestingOutput(output)
+        self._out = _DigestingOutput(output, hash_it=bool(compression))
         self._diff = Digester()
         self._compressor: Compressor = make_compressor(
             compression, self._out, level=level, threads=threads
@@ -163,7 +167,7 @@ class LayerSink:
             self._executor.shutdown(wait=True)
         self._result = LayerResult(
             diff_id=self._diff.digest(),
-            digest=self._out.digester.digest(),
+            digest=self._out.digester.digest() if self.compression else self._diff.digest(),
             size=self._out.digester.size,
             uncompressed_size=self._diff.size,
             media_type=self.media_type,

@@ -403,7 +403,9 @@ def build_entry(
             xattrs[key[13:]] = value
         elif key.startswith("LIBARCHIVE.xattr."):
             try:
-                decoded = binascii.a2b_base64(value, strict_mode=True) if value else b""
+                # libarchive may leave out the "=" padding
+                padded = value + b"=" * (-len(value) % 4)
+                decoded = binascii.a2b_base64(padded, strict_mode=True) if value else b""
             except binascii.Error:
                 raise InvalidFormat(f"bad base64 in {key[:80]!r} of {name!r}") from None
             xattrs[_unpercent(key[17:])] = decoded
