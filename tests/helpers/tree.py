@@ -164,6 +164,15 @@ def sync_tree(root: str | os.PathLike[str], spec: Spec, *, recreate: Iterable[st
         exp = expected.get(path)
         if exp is None or exp.kind != snap.kind or (snap.kind != "dir" and exp != snap):
             doomed.add(path)
+    # A removed name breaks its hardlink group: the other names must be made again too.
+    grown = True
+    while grown:
+        grown = False
+        for path, snap in current.items():
+            if snap.links and _under(path, doomed):
+                for member in snap.links - doomed:
+                    doomed.add(member)
+                    grown = True
     removed: set[str] = set()
     for path in sorted(doomed, key=_key):
         if any(path.startswith(r + "/") for r in removed):
@@ -172,6 +181,15 @@ def sync_tree(root: str | os.PathLike[str], spec: Spec, *, recreate: Iterable[st
         removed.add(path)
     existing = {p for p in current if not any(p == r or p.startswith(r + "/") for r in removed)}
     _materialize(root, want, existing=existing)
+
+
+def _under(path: str, roots: set[str]) -> bool:
+    head = path
+    while head:
+        if head in roots:
+            return True
+        head = head.rpartition("/")[0]
+    return False
 
 
 def _remove(path: Path) -> None:

@@ -210,3 +210,20 @@ def test_xattr_helpers_do_not_follow(tmp_path: Path) -> None:
             fsops.set_xattr_at(fd, "s", "user.k", b"v")  # user.* on a symlink: EPERM
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("path", ["..", "a/..", "a/.", ".", "", "a/b\0"])
+def test_unclean_leaves_are_refused(tmp_path: Path, path: str) -> None:
+    # defence in depth: read_entries never yields these, but a leaf '..' in the root
+    # would name the root's parent
+    root, _ = _sandbox(tmp_path)
+    with fsops.Root(root) as r, pytest.raises(Unsafe):
+        r.parent(path)
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for name in ("..", ".", "", "a/b"):
+            with pytest.raises(Unsafe):
+                fsops.remove_at(fd, name)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "host/secret").exists()

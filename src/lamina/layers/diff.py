@@ -67,6 +67,15 @@ def diff_trees(
     lower: Path | None, upper: Path, writer: TarWriter, *, clamp_mtime_ns: int | None = None
 ) -> LayerStats:
     """Write the changeset that turns ``lower`` into ``upper`` (None: the full tree)."""
+    try:
+        return _diff_trees(lower, upper, writer, clamp_mtime_ns)
+    except OSError as exc:
+        raise fsops.os_error("diff", os.fspath(upper), exc) from exc
+
+
+def _diff_trees(
+    lower: Path | None, upper: Path, writer: TarWriter, clamp: int | None
+) -> LayerStats:
     with TreeReader(upper) as up:
         if lower is None:
             differ = _Differ(up, None)
@@ -76,7 +85,7 @@ def diff_trees(
                 differ = _Differ(up, low)
                 differ.walk(low.fd, up.fd, "")
         differ.settle_links()
-        return _write(differ.records(), up, None, writer, clamp_mtime_ns)
+        return _write(differ.records(), up, None, writer, clamp)
 
 
 def diff_overlay_upper(
@@ -96,6 +105,15 @@ def diff_overlay_upper(
     data lives below); a redirected (renamed) directory is Unsupported: mount with
     ``redirect_dir=off`` (lamina's snapshotter does).
     """
+    try:
+        return _diff_upper(upper, writer, lower_view, clamp_mtime_ns)
+    except OSError as exc:
+        raise fsops.os_error("diff overlay upper dir", os.fspath(upper), exc) from exc
+
+
+def _diff_upper(
+    upper: Path, writer: TarWriter, lower_view: Path | None, clamp_mtime_ns: int | None
+) -> LayerStats:
     with TreeReader(upper, skip_xattrs=_UPPER_SKIP_XATTRS) as up:
         records: list[_Record] = []
         _walk_upper(up, up.fd, "", records)

@@ -230,6 +230,9 @@ class Root:
     def parent(self, path: str, *, create: bool = True, mode: int = 0o755) -> tuple[int, str]:
         """``(borrowed dirfd, leaf)`` for a clean image path."""
         head, _, leaf = path.rpartition("/")
+        if leaf in ("", ".", "..") or "\0" in path:
+            # read_entries never yields these; a leaf '..' would name the root's parent
+            raise Unsafe(f"{path!r} is not a clean path inside the root")
         return self.dir_fd(head, create=create, mode=mode), leaf
 
     def _resolve(self, path: str, *, create: bool, mode: int) -> tuple[int, bool]:
@@ -354,6 +357,8 @@ def open_parent(
 
 def remove_at(dirfd: int, name: str) -> None:
     """Remove ``name`` in ``dirfd``: a file, or a whole directory tree, through fds only."""
+    if name in ("", ".", "..") or "/" in name:
+        raise Unsafe(f"refusing to remove {name!r}: not a name in its directory")
     try:
         os.unlink(name, dir_fd=dirfd)
         return
