@@ -25,6 +25,9 @@ from lamina.layers.api import Entry, EntryType, Limits
 from lamina.layers.apply import ApplyStats, apply_layer
 from lamina.layers.tarstream import TarWriter
 
+# build_tree gives files to uid 0 and the applier chowns: root throughout
+pytestmark = pytest.mark.root
+
 T0 = 1_600_000_000 * 10**9  # whole seconds: the tar writer stores seconds
 
 Item = Entry | tuple[Entry, bytes]
@@ -79,7 +82,6 @@ def apply(data: bytes, target: Path, walk: bool | None = None, **kw: object) -> 
     return apply_layer(io.BytesIO(data), target, use_openat2=walk, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.root
 def test_every_kind_and_its_metadata(tmp_path: Path, walk: bool) -> None:
     data = layer(
         D("etc", mode=0o755),
@@ -148,7 +150,6 @@ def test_unaligned_zero_runs_are_written(tmp_path: Path) -> None:
     assert (tmp_path / "f").read_bytes() == body
 
 
-@pytest.mark.root
 def test_xattr_policy(tmp_path: Path) -> None:
     cap = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_bind_service
     xattrs = {
@@ -281,7 +282,6 @@ def test_bad_hardlinks(tmp_path: Path, items: list[Item]) -> None:
         apply(layer(*items), tmp_path)
 
 
-@pytest.mark.root
 def test_devices(tmp_path: Path) -> None:
     null = Entry("dev/null", EntryType.CHAR, mode=0o666, devmajor=1, devminor=3, mtime_ns=T0)
     loop = Entry("dev/loop0", EntryType.BLOCK, mode=0o660, gid=6, devmajor=7, devminor=0)
@@ -382,7 +382,6 @@ def test_bad_whiteouts_are_unsafe(tmp_path: Path, name: str) -> None:
     assert_trees_equal(snapshot_tree(tmp_path, mtimes=True), before, mtimes=True)
 
 
-@pytest.mark.root
 def test_overlay_mode(tmp_path: Path, walk: bool) -> None:
     data = layer(
         D("d", mode=0o750),

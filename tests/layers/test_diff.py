@@ -24,6 +24,9 @@ from lamina.layers.diff import diff_overlay_upper, diff_trees
 from lamina.layers.tarstream import TarWriter, read_entries
 from lamina.layers.walk import TreeReader
 
+# build_tree gives files to uid 0 and the applier chowns: root throughout
+pytestmark = pytest.mark.root
+
 T0 = 1_600_000_000 * 10**9
 T1 = 1_600_000_100 * 10**9
 
@@ -227,7 +230,6 @@ def overlay_diff(
     return [e for e, _ in read_entries(io.BytesIO(data))], data, stats
 
 
-@pytest.mark.root
 def test_overlay_upper(tmp_path: Path) -> None:
     build_tree(
         tmp_path,
@@ -261,7 +263,6 @@ def test_overlay_upper(tmp_path: Path) -> None:
     assert dict(by["opaque"].xattrs) == {}
 
 
-@pytest.mark.root
 def test_overlay_redirect_and_metacopy(tmp_path: Path) -> None:
     up, low = tmp_path / "upper", tmp_path / "lower"
     build_tree(up, {"moved/": Dir()})

@@ -16,6 +16,9 @@ from helpers.tree import Dir, Fifo, File, Symlink, build_tree
 from lamina.errors import InvalidFormat, LimitExceeded, NotFound, Unsafe
 from lamina.layers import fsops
 
+# build_tree gives files to uid 0 and the applier chowns: root throughout
+pytestmark = pytest.mark.root
+
 WALKS = [
     pytest.param(
         True, id="openat2", marks=pytest.mark.skipif(not fsops.HAVE_OPENAT2, reason="no openat2")

@@ -27,6 +27,9 @@ from lamina.layers import fsops
 from lamina.layers.api import Limits
 from lamina.layers.apply import Mode, apply_layer
 
+# build_tree gives files to uid 0 and the applier chowns: root throughout
+pytestmark = pytest.mark.root
+
 Member = tuple[tarfile.TarInfo, bytes]
 
 
@@ -302,7 +305,6 @@ def _outside(sb: Sandbox) -> dict[str, object]:
     return {p: s for p, s in snap.items() if p != "target" and not p.startswith("target/")}
 
 
-@pytest.mark.root
 @pytest.mark.parametrize("mode", ["tree", "overlay"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_layer(tmp_path: Path, case: Case, walk: bool, mode: Mode) -> None:
