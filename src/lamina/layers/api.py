@@ -22,6 +22,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 # OCI whiteout names (image-spec layer.md, "Whiteouts").
 WHITEOUT_PREFIX = ".wh."
@@ -38,6 +39,12 @@ class EntryType(enum.Enum):
     BLOCK = "4"
     DIR = "5"
     FIFO = "6"
+
+
+class Readable(Protocol):
+    """What layer readers need of a stream: a file, a pipe, a decompressor, a verifier."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 _EMPTY: Mapping[str, bytes] = MappingProxyType({})

@@ -50,6 +50,7 @@ from lamina.layers.api import (
     EntryType,
     LayerStats,
     Limits,
+    Readable,
 )
 from lamina.layers.tarstream import EntryReader, read_entries
 
@@ -74,7 +75,7 @@ class ApplyStats(LayerStats):
 
 
 def apply_layer(
-    stream: BinaryIO,
+    stream: BinaryIO | Readable,
     target: str | os.PathLike[str],
     *,
     mode: Mode = "tree",
