@@ -35,12 +35,14 @@ def cmd_save(args: argparse.Namespace) -> int:
     if args.format in ("oci", "oci-dir"):
         from lamina.image.layout import export_oci_layout
 
-        export_oci_layout(
-            store,
-            [(ref, image.descriptor) for ref, image in chosen],
-            args.output,
-            as_tar=args.format == "oci",
-        )
+        with progress_bar(f"saving to {args.output}") as progress:
+            export_oci_layout(
+                store,
+                [(ref, image.descriptor) for ref, image in chosen],
+                args.output,
+                as_tar=args.format == "oci",
+                progress=progress,
+            )
         return 0
     from lamina.image.dockerarchive import export_docker_archive
 
@@ -52,7 +54,10 @@ def cmd_save(args: argparse.Namespace) -> int:
                 hint=f"tag it first (lamina tag {text} NAME) or save with --format oci",
             )
         named.append((ref, image.descriptor))
-    export_docker_archive(store, named, args.output, legacy=args.format == "docker-legacy")
+    with progress_bar(f"saving to {args.output}") as progress:
+        export_docker_archive(
+            store, named, args.output, legacy=args.format == "docker-legacy", progress=progress
+        )
     return 0
 
 
