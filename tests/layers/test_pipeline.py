@@ -166,8 +166,9 @@ def test_memory_in_flight_is_bounded(compression: str) -> None:
 # ------------------------------------------------------------------ verified stream
 
 
+@pytest.mark.parametrize("read_ahead", [0, 3])
 @pytest.mark.parametrize("compression", ["gzip", "zstd", ""])
-def test_verified_stream_accepts_the_right_layer(compression: str) -> None:
+def test_verified_stream_accepts_the_right_layer(compression: str, read_ahead: int) -> None:
     items = entries()
     result, blob = commit(items, compression)
     for hint in (compression, None):
@@ -177,21 +178,47 @@ def test_verified_stream_accepts_the_right_layer(compression: str) -> None:
             result.diff_id,
             expected_digest=result.digest,
             expected_size=result.size,
+            read_ahead=read_ahead,
         )
         got = [(e, r.read()) for e, r in read_entries(stream)]
         assert got == items
         assert stream.verified and stream.diff_id == result.diff_id
 
 
+@pytest.mark.parametrize("read_ahead", [0, 3])
 @pytest.mark.parametrize("compression", ["gzip", "zstd", ""])
-def test_verified_stream_refuses_a_wrong_diff_id(compression: str) -> None:
+def test_verified_stream_refuses_a_wrong_diff_id(compression: str, read_ahead: int) -> None:
     _, blob = commit(entries(), compression)
     wrong = Digest.from_bytes(b"something else")
-    stream = verified_layer_stream(io.BytesIO(blob), compression, wrong)
+    stream = verified_layer_stream(io.BytesIO(blob), compression, wrong, read_ahead=read_ahead)
     with pytest.raises(DigestMismatch, match="diff_id"):
         for _ in read_entries(stream):
             pass  # read_entries reads to EOF after the end blocks, which checks
     assert not stream.verified
+    with pytest.raises(DigestMismatch):
+        stream.read()  # and it stays refused
+
+
+@pytest.mark.timeout(30)
+def test_read_ahead_stops_on_close_and_reports_errors_in_order() -> None:
+    result, blob = commit(entries(), "gzip")
+    stream = verified_layer_stream(io.BytesIO(blob), "gzip", result.diff_id, read_ahead=2)
+    assert stream.read(10) == plain_tar(entries())[:10]
+    assert any(t.name == "layer-read-ahead" for t in threading.enumerate())
+    stream.close()  # the thread is blocked on a full queue: close must free it
+    deadline = time.monotonic() + 5
+    while any(t.name == "layer-read-ahead" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "read-ahead thread did not stop"
+        time.sleep(0.05)
+    # a corrupt blob: the data before the damage arrives first, then the error
+    bad = bytearray(blob)
+    bad[len(bad) // 2 :] = bytes(len(bad) - len(bad) // 2)
+    stream = verified_layer_stream(io.BytesIO(bytes(bad)), "gzip", result.diff_id, read_ahead=2)
+    got = 0
+    with pytest.raises(InvalidFormat):
+        while chunk := stream.read(4096):
+            got += len(chunk)
+    assert got > 0
 
 
 def test_verified_stream_checks_the_blob_digest_and_size() -> None:

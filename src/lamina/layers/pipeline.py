@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,6 +33,7 @@ from typing import BinaryIO, Protocol
 from lamina.errors import DigestMismatch, InvalidArgument, SizeMismatch
 from lamina.layers.api import DEFAULT_LIMITS, Limits
 from lamina.layers.compression import (
+    CHUNK,
     Compressor,
     DecompressedStream,
     make_compressor,
@@ -211,12 +213,34 @@ class VerifiedLayerStream:
 
     DigestMismatch (or SizeMismatch) is raised by the read that reaches EOF, so a reader
     that consumes the stream to the end (as ``read_entries`` does) verifies it.
+
+    With ``read_ahead`` > 0 a daemon thread decompresses and hashes up to that many
+    1 MiB chunks ahead of the reader, so decompression overlaps with whatever the reader
+    does (an applier's file writes); its errors surface, in order, in the reader's thread.
+    Call ``close`` (or read to EOF) to stop that thread.
     """
 
-    __slots__ = ("_blob", "_diff", "_expected", "_inner", "_verified", "diff_id")
+    __slots__ = (
+        "_blob",
+        "_buf",
+        "_diff",
+        "_eof",
+        "_error",
+        "_expected",
+        "_inner",
+        "_off",
+        "_queue",
+        "_stop",
+        "_verified",
+        "diff_id",
+    )
 
     def __init__(
-        self, inner: DecompressedStream, expected_diff_id: Digest | None, blob: _CheckedBlob | None
+        self,
+        inner: DecompressedStream,
+        expected_diff_id: Digest | None,
+        blob: _CheckedBlob | None,
+        read_ahead: int = 0,
     ) -> None:
         self._inner = inner
         self._expected = expected_diff_id
@@ -224,6 +248,15 @@ class VerifiedLayerStream:
         self.diff_id: Digest | None = None  # set at EOF
         self._blob = blob
         self._verified = False
+        self._buf = b""
+        self._off = 0
+        self._eof = False
+        self._stop = False
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[bytes | None] | None = None
+        if read_ahead > 0:
+            self._queue = queue.Queue(read_ahead)
+            threading.Thread(target=self._pump, name="layer-read-ahead", daemon=True).start()
 
     @property
     def compression(self) -> str:
@@ -246,27 +279,101 @@ class VerifiedLayerStream:
             )
         self._verified = True
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._inner.read(n)
+    def _produce(self) -> bytes:
+        data = self._inner.read(CHUNK)
         if data:
             self._diff.update(data)
-        if (n < 0 or not data) and n != 0:
+        else:
             self._at_eof()
         return data
 
+    def _pump(self) -> None:
+        q = self._queue
+        assert q is not None
+        try:
+            while not self._stop:
+                item = self._produce()
+                self._hand_over(q, item)
+                if not item:
+                    return
+        except BaseException as exc:  # noqa: BLE001 -- re-raised in the reader's thread
+            self._error = exc
+            self._hand_over(q, None)
+
+    def _hand_over(self, q: queue.Queue[bytes | None], item: bytes | None) -> None:
+        while not self._stop:
+            try:
+                q.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
+
+    def _next(self) -> bytes:
+        if self._queue is None:
+            return self._produce()
+        item = self._queue.get()
+        if item is None:
+            self._eof = True
+            assert self._error is not None
+            raise self._error
+        return item
+
+    def _fill(self) -> bool:
+        if self._eof:
+            if self._error is not None:
+                raise self._error  # again, for a reader that reads past a failure
+            if self._queue is None and not self._verified:
+                self._at_eof()  # raise again for a reader that reads past a failed EOF
+            return False
+        chunk = self._next()
+        if not chunk:
+            self._eof = True
+            return False
+        self._buf, self._off = chunk, 0
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""
+        if self._off >= len(self._buf) and not self._fill():
+            return b""
+        if n < 0:
+            parts = [self._buf[self._off :]]
+            while self._fill():
+                parts.append(self._buf)
+            self._buf, self._off = b"", 0
+            return b"".join(parts)
+        out = self._buf[self._off : self._off + n]
+        self._off += len(out)
+        return out
+
     def readinto(self, b: bytearray | memoryview) -> int:
-        got = self._inner.readinto(b)
-        if got:
-            self._diff.update(memoryview(b)[:got])
-        elif len(b):
-            self._at_eof()
-        return got
+        view = memoryview(b).cast("B")
+        if not len(view) or (self._off >= len(self._buf) and not self._fill()):
+            return 0
+        take = min(len(view), len(self._buf) - self._off)
+        view[:take] = self._buf[self._off : self._off + take]
+        self._off += take
+        return take
 
     def readable(self) -> bool:
         return True
 
     def close(self) -> None:
-        self._inner.close()
+        """Stop the read-ahead thread (if any) and drop buffered data."""
+        self._stop = True
+        if self._queue is not None:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
+        self._buf = b""
+        self._eof = True
+
+    def __enter__(self) -> VerifiedLayerStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _CheckedBlob:
@@ -308,16 +415,17 @@ def verified_layer_stream(
     *,
     expected_digest: Digest | None = None,
     expected_size: int | None = None,
+    read_ahead: int = 0,
 ) -> VerifiedLayerStream:
     """Decompress ``blob_stream`` (``compression=None`` detects it) and verify the
     uncompressed bytes against ``expected_diff_id`` at EOF (None: only compute it, into
     ``.diff_id``); also the blob itself against ``expected_digest``/``expected_size`` when
-    given. All caps of ``limits`` apply."""
+    given. All caps of ``limits`` apply. ``read_ahead=N`` decompresses up to N MiB ahead
+    in a thread (see :class:`VerifiedLayerStream`)."""
     blob: _CheckedBlob | None = None
     source: BinaryIO | _Readable = blob_stream
     if expected_digest is not None or expected_size is not None:
         blob = _CheckedBlob(blob_stream, expected_digest, expected_size)
         source = blob
-    return VerifiedLayerStream(
-        open_decompressed(source, compression, limits), expected_diff_id, blob
-    )
+    inner = open_decompressed(source, compression, limits)
+    return VerifiedLayerStream(inner, expected_diff_id, blob, read_ahead)

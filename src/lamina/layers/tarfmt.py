@@ -16,6 +16,7 @@ CVE-2024-6232), and every payload is capped by ``Limits.max_header_bytes``.
 from __future__ import annotations
 
 import binascii
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -72,8 +73,7 @@ def _raw(text: str) -> bytes:
 
 def cstr(field: bytes) -> bytes:
     """A NUL-terminated field (the field may also be full, without a NUL)."""
-    end = field.find(NUL)
-    return field if end < 0 else field[:end]
+    return field.partition(NUL)[0]
 
 
 # --------------------------------------------------------------------------- numbers
@@ -87,12 +87,15 @@ def parse_number(field: bytes, offset: int = 0) -> int:
         if field[0] & 0x40:
             return int.from_bytes(field, "big", signed=True)
         return int.from_bytes(bytes([field[0] & 0x3F]) + field[1:], "big")
-    text = cstr(field).strip(b" ")
-    if not text:
+    text = field.partition(NUL)[0].strip(b" ")
+    if text.isdigit():  # ASCII 0-9 only: no sign, "_", "0o" or spaces reach int()
+        try:
+            return int(text, 8)
+        except ValueError:
+            pass
+    elif not text:
         return 0
-    if text.translate(None, b"01234567"):
-        raise InvalidFormat(f"corrupt tar header at offset {offset}: bad number {text!r}")
-    return int(text, 8)
+    raise InvalidFormat(f"corrupt tar header at offset {offset}: bad number {text[:16]!r}")
 
 
 def is_zero_block(block: bytes) -> bool:
@@ -135,19 +138,39 @@ def _checksum_ok(block: bytes, stored: int) -> bool:
     return unsigned - 256 * high == stored
 
 
+# ustar field layout (POSIX pax "ustar Interchange Format"); GNU reuses it up to gname
+_FIELDS = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
+
+
 def decode_header(block: bytes, offset: int = 0) -> Header:
     """Decode one header block (not a zero block). Raises InvalidFormat if corrupt."""
     if len(block) != BLOCK_SIZE:
         raise InvalidFormat(f"truncated tar header at offset {offset}")
+    (
+        name,
+        mode,
+        uid,
+        gid,
+        size_f,
+        mtime,
+        chksum,
+        typeflag,
+        linkname,
+        magic,
+        uname,
+        gname,
+        devmajor,
+        devminor,
+        prefix,
+    ) = _FIELDS.unpack(block)
     corrupt = f"corrupt tar header at offset {offset}"
     try:
-        stored = parse_number(block[148:156], offset)
+        stored = parse_number(chksum, offset)
     except InvalidFormat:
         raise InvalidFormat(corrupt, hint="the layer is damaged or is not a tar") from None
     if not _checksum_ok(block, stored):
         raise InvalidFormat(corrupt, hint="the layer is damaged or is not a tar")
 
-    magic = block[257:265]
     if magic == USTAR_MAGIC or magic[:6] == b"ustar\0":
         fmt = "ustar"
     elif magic == GNU_MAGIC:
@@ -155,37 +178,36 @@ def decode_header(block: bytes, offset: int = 0) -> Header:
     else:
         fmt = "v7"
 
-    name = cstr(block[0:100])
+    name = name.partition(NUL)[0]
     if fmt == "ustar":
-        prefix = cstr(block[345:500])
+        prefix = prefix.partition(NUL)[0]
         if prefix:
             name = prefix + b"/" + name
-    typeflag = block[156:157]
     if fmt == "v7":
         uname = gname = b""
-        devmajor = devminor = 0
+        major = minor = 0
     else:
-        uname = cstr(block[265:297])
-        gname = cstr(block[297:329])
-        devmajor = parse_number(block[329:337], offset)
-        devminor = parse_number(block[337:345], offset)
-    size = parse_number(block[124:136], offset)
+        uname = uname.partition(NUL)[0]
+        gname = gname.partition(NUL)[0]
+        major = parse_number(devmajor, offset)
+        minor = parse_number(devminor, offset)
+    size = parse_number(size_f, offset)
     if size < 0:
         raise InvalidFormat(f"{corrupt}: negative size {size}")
     return Header(
-        name=name,
-        mode=parse_number(block[100:108], offset),
-        uid=parse_number(block[108:116], offset),
-        gid=parse_number(block[116:124], offset),
-        size=size,
-        mtime=parse_number(block[136:148], offset),
-        typeflag=typeflag,
-        linkname=cstr(block[157:257]),
-        uname=uname,
-        gname=gname,
-        devmajor=devmajor,
-        devminor=devminor,
-        format=fmt,
+        name,
+        parse_number(mode, offset),
+        parse_number(uid, offset),
+        parse_number(gid, offset),
+        size,
+        parse_number(mtime, offset),
+        typeflag,
+        linkname.partition(NUL)[0],
+        uname,
+        gname,
+        major,
+        minor,
+        fmt,
     )
 
 
