@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -348,3 +349,59 @@ def test_umoci_unpacks_our_gzip_layer(tmp_path: Path) -> None:
     assert (rootfs / deep).read_bytes() == b"deep\n"
     assert stat.S_IMODE((rootfs / deep).stat().st_mode) == 0o4755
     assert (rootfs / "d" / "hard").stat().st_ino == (rootfs / deep).stat().st_ino
+
+
+_BIG_LAYER_SCRIPT = """
+import io, resource, sys
+from lamina.layers.api import Entry, EntryType, Limits
+from lamina.layers.pipeline import LayerSink, verified_layer_stream
+from lamina.layers.tarstream import TarWriter, read_entries
+
+SIZE = int(sys.argv[1])
+
+class Zeros:
+    def __init__(self, n):
+        self.left = n
+    def readinto(self, b):
+        n = min(len(b), self.left)
+        b[:n] = bytes(n)
+        self.left -= n
+        return n
+
+class Keep:  # keeps the (small) compressed blob
+    def __init__(self):
+        self.parts = []
+    def write(self, data):
+        self.parts.append(data)
+
+out = Keep()
+with LayerSink(out, "zstd") as sink:
+    w = TarWriter(sink)
+    w.add(Entry("big", EntryType.FILE, size=SIZE), Zeros(SIZE))
+    w.close()
+    result = sink.close()
+blob = b"".join(out.parts)
+zeros_ok = Limits(max_ratio=1 << 40)  # zeros compress far past the bomb ratio
+stream = verified_layer_stream(io.BytesIO(blob), None, result.diff_id, zeros_ok, read_ahead=4)
+buf = bytearray(1 << 20)
+for entry, content in read_entries(stream):
+    total = 0
+    while n := content.readinto(buf):
+        total += n
+    assert total == SIZE
+assert stream.verified
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_a_big_layer_streams_in_bounded_memory() -> None:
+    size = 3 << 30  # 3 GiB through writer, hashing, zstd, decompression, reader
+    proc = subprocess.run(
+        [sys.executable, "-c", _BIG_LAYER_SCRIPT, str(size)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak_mb = int(proc.stdout.strip())
+    assert peak_mb < 200, f"peak RSS {peak_mb} MB"
