@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import layers
+from bench import bench_compression, layers
 
-BENCHES = {"layers": layers.main}
+BENCHES = {"layers": layers.main, "compression": bench_compression.main}
 
 
 def main() -> None:

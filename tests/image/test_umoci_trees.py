@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from helpers.cli import Lamina
 from helpers.tree import Dir, Fifo, File, Hardlink, Symlink, assert_trees_equal, build_tree
 

@@ -10,8 +10,9 @@
   the store's verifying reader.
 - :func:`scan_archive` reads an archive tar in one pass: every ``blobs/<alg>/<hex>``
   member is ingested verified against its name, every other regular file (when asked:
-  docker-archive) is spooled into the store by its own digest (tar order is not guaranteed, so nothing can wait for
-  ``manifest.json``), and the small metadata files are kept in memory under a 4 MiB cap.
+  docker-archive) is spooled into the store by its own digest (tar order is not
+  guaranteed, so nothing can wait for ``manifest.json``), and the small metadata files
+  are kept in memory under a 4 MiB cap.
   A gzip or zstd archive (``docker save | gzip``) is decompressed on the way, with the
   same bomb caps as a layer.
 """

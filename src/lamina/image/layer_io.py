@@ -83,4 +83,5 @@ def open_layer(
     """
     compression = mt.LAYER_COMPRESSION.get(layer.media_type)
     blob = store.open_blob(layer.digest, layer.size)
-    return verified_layer_stream(blob, compression, diff_id, limits)
+    # read_ahead: decompression runs on its own thread, overlapping the applier's writes
+    return verified_layer_stream(blob, compression, diff_id, limits, read_ahead=8)
