@@ -218,6 +218,12 @@ def open_output(dest: str) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    # the rename is durable only once the directory is
+    dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 class _VerifiedStream:
@@ -524,20 +530,6 @@ def open_layer(stream: BinaryIO, media_type: str | None = None) -> DecompressedS
 
 # ---------------------------------------------------------------------------------------
 # names
-
-
-def normalize_name(text: str) -> str:
-    """The full, normalised form of a reference (``busybox`` ->
-    ``docker.io/library/busybox:latest``); InvalidReference if it does not parse."""
-    return str(Reference.parse(text))
-
-
-def full_name(ref: Reference) -> str:
-    return str(ref)
-
-
-def tag_of(ref: Reference) -> str | None:
-    return ref.tag
 
 
 def repo_tag(ref: Reference) -> str | None:

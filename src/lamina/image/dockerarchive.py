@@ -53,7 +53,6 @@ from lamina.image.archive_io import (
     blob_path,
     is_foreign,
     list_member_names,
-    normalize_name,
     open_layer,
     open_output,
     read_document,
@@ -62,6 +61,7 @@ from lamina.image.archive_io import (
     source_stream,
     walk_image,
 )
+from lamina.image.images import normalize
 from lamina.image.layout import (
     import_oci_layout,
     index_document,
@@ -481,7 +481,7 @@ def _prepare(
     manifest = Manifest(
         config=Descriptor(mt.OCI_CONFIG, config_digest, config_size), layers=tuple(descs)
     )
-    return manifest, [normalize_name(t) for t in tags]
+    return manifest, [normalize(t) for t in tags]
 
 
 def _layer(store: Store, scan: ArchiveScan, path: str, diff_id: Digest) -> Descriptor:

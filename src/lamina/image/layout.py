@@ -25,7 +25,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO, cast
 
@@ -39,14 +38,12 @@ from lamina.image.archive_io import (
     LoadedImage,
     Progress,
     blob_path,
-    full_name,
     is_foreign,
     name_with_tag,
     open_output,
     read_document,
     scan_archive,
     source_stream,
-    tag_of,
     walk_image,
 )
 from lamina.oci import mediatypes as mt
@@ -78,8 +75,8 @@ def index_entry(ref: Reference | None, desc: Descriptor) -> Descriptor:
     if ref is None:
         return desc
     annotations = dict(desc.annotations)
-    annotations[ANNOTATION_IMAGE_NAME] = full_name(ref)
-    tag = tag_of(ref)
+    annotations[ANNOTATION_IMAGE_NAME] = str(ref)
+    tag = ref.tag
     if tag:
         annotations[ANNOTATION_REF_NAME] = tag
     return desc.with_annotations(annotations)
@@ -203,41 +200,16 @@ def _copy_blob(store: Store, desc: Descriptor, dest: str, progress: Progress | N
         st = os.lstat(path)
         if stat.S_ISREG(st.st_mode) and st.st_size == desc.size:
             return  # content-addressed: a file of the right size under this name is kept
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as out, store.open_blob(desc.digest, desc.size) as src:
-            while chunk := src.read(CHUNK):
-                out.write(chunk)
-                if progress is not None:
-                    progress(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with open_output(path) as out, store.open_blob(desc.digest, desc.size) as src:
+        while chunk := src.read(CHUNK):
+            out.write(chunk)
+            if progress is not None:
+                progress(len(chunk))
 
 
 def _write_atomic(directory: str, name: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    with open_output(os.path.join(directory, name)) as out:
+        out.write(data)
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,7 +285,7 @@ def image_name(annotations: Mapping[str, str], ref_name: str | None = None) -> s
     full = annotations.get(ANNOTATION_IMAGE_NAME)
     if full:
         try:
-            return full_name(Reference.parse(full))
+            return str(Reference.parse(full))
         except LaminaError as exc:
             raise InvalidFormat(
                 f"index.json names an image {full!r}, which is not a valid reference"
@@ -323,7 +295,7 @@ def image_name(annotations: Mapping[str, str], ref_name: str | None = None) -> s
         return None
     if "/" in tag or ":" in tag:
         try:
-            return full_name(Reference.parse(tag))
+            return str(Reference.parse(tag))
         except LaminaError:
             return None
     if ref_name is None:
