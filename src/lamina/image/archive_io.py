@@ -26,7 +26,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, cast
+from typing import BinaryIO, cast
 
 from lamina.errors import (
     IntegrityError,
@@ -37,7 +37,7 @@ from lamina.errors import (
     Unsafe,
 )
 from lamina.layers import compression, tarfmt
-from lamina.layers.api import Entry, EntryType, Limits
+from lamina.layers.api import Entry, EntryType, Limits, Readable
 from lamina.layers.compression import DecompressedStream
 from lamina.layers.tarstream import TarWriter, read_entries
 from lamina.oci import mediatypes as mt
@@ -273,7 +273,7 @@ class ArchiveOut:
         entry = Entry(name, EntryType.FILE, mode=0o644, size=len(data), mtime_ns=self._mtime_ns)
         self._tar.add_bytes(entry, data)
 
-    def add_stream(self, name: str, size: int, stream: _Readable) -> None:
+    def add_stream(self, name: str, size: int, stream: Readable) -> None:
         self._ensure_parents(name)
         entry = Entry(name, EntryType.FILE, mode=0o644, size=size, mtime_ns=self._mtime_ns)
         # TarWriter only calls read(n); any reader will do.
@@ -289,10 +289,6 @@ class ArchiveOut:
 
     def close(self) -> None:
         self._tar.close()
-
-
-class _Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 # Called as progress(advance_bytes) and, once a total is known, progress(0, total=n).
@@ -409,7 +405,7 @@ def clean_archive_path(path: str) -> str:
     return "/".join(parts)
 
 
-def _read_capped(stream: _Readable, size: int, name: str) -> bytes:
+def _read_capped(stream: Readable, size: int, name: str) -> bytes:
     if size > MAX_DOCUMENT_BYTES:
         raise LimitExceeded(
             f"{name} is {size} bytes, over the {MAX_DOCUMENT_BYTES}-byte cap",

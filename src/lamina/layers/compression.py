@@ -25,7 +25,8 @@ import zstandard
 from isal import isal_zlib
 
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsupported
-from lamina.layers.api import DEFAULT_LIMITS, Limits
+from lamina.layers.api import DEFAULT_LIMITS, Limits, Readable
+from lamina.layers.chunked import ChunkedReader
 from lamina.layers.tarfmt import BLOCK_SIZE, ZERO_BLOCK, decode_header
 
 CHUNK = 1 << 20
@@ -50,10 +51,6 @@ SUFFIXES = {"": "", "gzip": "+gzip", "zstd": "+zstd"}
 
 class Sink(Protocol):
     def write(self, data: bytes, /) -> object: ...
-
-
-class _Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 def media_type_suffix(kind: str) -> str:
@@ -116,7 +113,7 @@ class _Input:
 
     __slots__ = ("_head", "_stream", "count", "eof", "hook")
 
-    def __init__(self, stream: _Readable, head: bytes = b"") -> None:
+    def __init__(self, stream: Readable, head: bytes = b"") -> None:
         self._stream = stream
         self._head = head
         self.count = 0
@@ -137,7 +134,7 @@ class _Input:
         return data
 
 
-def _peek(stream: _Readable, n: int) -> bytes:
+def _peek(stream: Readable, n: int) -> bytes:
     parts: list[bytes] = []
     got = 0
     while got < n:
@@ -355,21 +352,20 @@ class _Plain:
         return self._src.read(CHUNK)
 
 
-class DecompressedStream:
+class DecompressedStream(ChunkedReader):
     """A read-only stream of the decompressed layer, with the caps enforced."""
 
     __slots__ = (
-        "_buf",
         "_decoder",
         "_eof",
         "_limits",
-        "_off",
         "_src",
         "decompressed_bytes",
         "kind",
     )
 
     def __init__(self, src: _Input, kind: str, limits: Limits) -> None:
+        super().__init__()
         self._src = src
         self.kind = kind  # "gzip", "zstd" or "" (plain tar)
         self._limits = limits
@@ -380,8 +376,6 @@ class DecompressedStream:
             self._decoder = _Zstd(src, limits)
         else:
             self._decoder = _Plain(src)
-        self._buf = b""
-        self._off = 0
         self._eof = False
         self.decompressed_bytes = 0
 
@@ -413,39 +407,13 @@ class DecompressedStream:
         self._off = 0
         return True
 
-    def read(self, n: int = -1) -> bytes:
-        if self._off >= len(self._buf) and not self._fill():
-            return b""
-        if n < 0:
-            parts = [self._buf[self._off :]]
-            self._buf = b""
-            while self._fill():
-                parts.append(self._buf)
-            self._buf = b""
-            return b"".join(parts)
-        out = self._buf[self._off : self._off + n]
-        self._off += len(out)
-        return out
-
-    def readinto(self, b: bytearray | memoryview) -> int:
-        if self._off >= len(self._buf) and not self._fill():
-            return 0
-        view = memoryview(b).cast("B")
-        take = min(len(view), len(self._buf) - self._off)
-        view[:take] = self._buf[self._off : self._off + take]
-        self._off += take
-        return take
-
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         self._buf = b""
         self._eof = True
 
 
 def open_decompressed(
-    stream: BinaryIO | _Readable, compression: str | None = None, limits: Limits = DEFAULT_LIMITS
+    stream: BinaryIO | Readable, compression: str | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> DecompressedStream:
     """A decompressing view of ``stream``; ``compression=None`` detects it from the first
     bytes (works on pipes: nothing is seeked). ``""`` means a plain tar."""

@@ -31,7 +31,8 @@ from types import TracebackType
 from typing import BinaryIO, Protocol
 
 from lamina.errors import DigestMismatch, InvalidArgument, SizeMismatch
-from lamina.layers.api import DEFAULT_LIMITS, Limits
+from lamina.layers.api import DEFAULT_LIMITS, Limits, Readable
+from lamina.layers.chunked import ChunkedReader
 from lamina.layers.compression import (
     CHUNK,
     Compressor,
@@ -48,10 +49,6 @@ _POLL = 0.1  # seconds between checks that the pipeline thread is still alive
 
 class Output(Protocol):
     def write(self, data: bytes, /) -> object: ...
-
-
-class _Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +205,7 @@ class LayerSink:
             self.close()
 
 
-class VerifiedLayerStream:
+class VerifiedLayerStream(ChunkedReader):
     """A decompressed layer stream whose EOF checks the diff_id (and the blob digest).
 
     DigestMismatch (or SizeMismatch) is raised by the read that reaches EOF, so a reader
@@ -222,13 +219,11 @@ class VerifiedLayerStream:
 
     __slots__ = (
         "_blob",
-        "_buf",
         "_diff",
         "_eof",
         "_error",
         "_expected",
         "_inner",
-        "_off",
         "_queue",
         "_stop",
         "_verified",
@@ -242,14 +237,13 @@ class VerifiedLayerStream:
         blob: _CheckedBlob | None,
         read_ahead: int = 0,
     ) -> None:
+        super().__init__()
         self._inner = inner
         self._expected = expected_diff_id
         self._diff = Digester(expected_diff_id.algorithm if expected_diff_id else "sha256")
         self.diff_id: Digest | None = None  # set at EOF
         self._blob = blob
         self._verified = False
-        self._buf = b""
-        self._off = 0
         self._eof = False
         self._stop = False
         self._error: BaseException | None = None
@@ -332,33 +326,6 @@ class VerifiedLayerStream:
         self._buf, self._off = chunk, 0
         return True
 
-    def read(self, n: int = -1) -> bytes:
-        if n == 0:
-            return b""
-        if self._off >= len(self._buf) and not self._fill():
-            return b""
-        if n < 0:
-            parts = [self._buf[self._off :]]
-            while self._fill():
-                parts.append(self._buf)
-            self._buf, self._off = b"", 0
-            return b"".join(parts)
-        out = self._buf[self._off : self._off + n]
-        self._off += len(out)
-        return out
-
-    def readinto(self, b: bytearray | memoryview) -> int:
-        view = memoryview(b).cast("B")
-        if not len(view) or (self._off >= len(self._buf) and not self._fill()):
-            return 0
-        take = min(len(view), len(self._buf) - self._off)
-        view[:take] = self._buf[self._off : self._off + take]
-        self._off += take
-        return take
-
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         """Stop the read-ahead thread (if any) and drop buffered data."""
         self._stop = True
@@ -381,7 +348,7 @@ class _CheckedBlob:
 
     __slots__ = ("_digest", "_digester", "_size", "_stream")
 
-    def __init__(self, stream: _Readable, digest: Digest | None, size: int | None) -> None:
+    def __init__(self, stream: Readable, digest: Digest | None, size: int | None) -> None:
         self._stream = stream
         self._digest = digest
         self._size = size
@@ -408,7 +375,7 @@ class _CheckedBlob:
 
 
 def verified_layer_stream(
-    blob_stream: BinaryIO | _Readable,
+    blob_stream: BinaryIO | Readable,
     compression: str | None,
     expected_diff_id: Digest | None,
     limits: Limits = DEFAULT_LIMITS,
@@ -423,7 +390,7 @@ def verified_layer_stream(
     given. All caps of ``limits`` apply. ``read_ahead=N`` decompresses up to N MiB ahead
     in a thread (see :class:`VerifiedLayerStream`)."""
     blob: _CheckedBlob | None = None
-    source: BinaryIO | _Readable = blob_stream
+    source: BinaryIO | Readable = blob_stream
     if expected_digest is not None or expected_size is not None:
         blob = _CheckedBlob(blob_stream, expected_digest, expected_size)
         source = blob

@@ -19,7 +19,7 @@ from typing import BinaryIO, Protocol
 
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded
 from lamina.layers import tarfmt
-from lamina.layers.api import DEFAULT_LIMITS, Entry, EntryType, Limits
+from lamina.layers.api import DEFAULT_LIMITS, Entry, EntryType, Limits, Readable
 
 CHUNK = 1 << 20
 _DIRECT_READ = 64 << 10  # readinto requests this big bypass the internal buffer
@@ -27,15 +27,6 @@ _DIRECT_READ = 64 << 10  # readinto requests this big bypass the internal buffer
 
 class Sink(Protocol):
     def write(self, data: bytes, /) -> object: ...
-
-
-class Readable(Protocol):
-    """What the reader needs of a stream, and the writer of a file's content."""
-
-    def read(self, n: int = -1, /) -> bytes: ...
-
-
-_Readable = Readable
 
 
 def _truncated(offset: int) -> InvalidFormat:
@@ -50,7 +41,7 @@ class _Source:
 
     __slots__ = ("_buf", "_limit", "_off", "_readinto", "_stream", "offset", "total")
 
-    def __init__(self, stream: _Readable, limit: int) -> None:
+    def __init__(self, stream: Readable, limit: int) -> None:
         self._stream = stream
         self._readinto = getattr(stream, "readinto", None)
         self._buf = b""
@@ -200,7 +191,7 @@ class EntryReader:
 
 
 def read_entries(
-    stream: BinaryIO | _Readable, limits: Limits = DEFAULT_LIMITS
+    stream: BinaryIO | Readable, limits: Limits = DEFAULT_LIMITS
 ) -> Iterator[tuple[Entry, EntryReader]]:
     """Yield every entry of an uncompressed tar stream with a reader of its content.
 
