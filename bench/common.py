@@ -43,6 +43,25 @@ class Contender:
         return max(s.max_rss_kb for s in self.samples) / 1024
 
 
+def _tree_hwm_kb(pid: int) -> int:
+    """The largest VmHWM (own peak RSS) among ``pid`` and its descendants."""
+    best, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        best = max(best, int(line.split()[1]))
+                        break
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return best
+
+
 def run_timed(
     cmd: str | Sequence[str],
     *,
@@ -50,20 +69,24 @@ def run_timed(
     cwd: str | None = None,
     env: dict[str, str] | None = None,
 ) -> Sample:
-    """Run one command; wall time and the peak RSS of the largest process in its tree."""
+    """Run one command; wall time and the peak RSS of the largest process in its tree.
+
+    Peak RSS is VmHWM polled every 10 ms over the process tree: ru_maxrss would carry
+    this (forking) process's own high-water mark across exec.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, shell=shell, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    _, status, rusage = os.wait4(proc.pid, 0)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_hwm_kb(proc.pid))
+        time.sleep(0.01)
     elapsed = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
+    if proc.returncode != 0:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        raise RuntimeError(f"{cmd!r} exited {code}: {err[-2000:]}")
-    # ru_maxrss of wait4 is the child's own peak (KiB); for a shell pipeline it is the
-    # shell's, so pipelines report the largest of their members via RUSAGE_CHILDREN.
-    return Sample(elapsed, rusage.ru_maxrss)
+        raise RuntimeError(f"{cmd!r} exited {proc.returncode}: {err[-2000:]}")
+    return Sample(elapsed, peak)
 
 
 def fresh(path: Path) -> Path:
