@@ -68,20 +68,25 @@ def run_timed(
     shell: bool = False,
     cwd: str | None = None,
     env: dict[str, str] | None = None,
+    rss: bool = True,
 ) -> Sample:
     """Run one command; wall time and the peak RSS of the largest process in its tree.
 
     Peak RSS is VmHWM polled every 10 ms over the process tree: ru_maxrss would carry
-    this (forking) process's own high-water mark across exec.
+    this (forking) process's own high-water mark across exec. ``rss=False`` skips the
+    polling, for commands that take milliseconds (start latency).
     """
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, shell=shell, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _tree_hwm_kb(proc.pid))
-        time.sleep(0.01)
+    if rss:
+        while proc.poll() is None:
+            peak = max(peak, _tree_hwm_kb(proc.pid))
+            time.sleep(0.01)
+    else:
+        proc.wait()
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""

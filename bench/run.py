@@ -1,0 +1,166 @@
+"""Container start latency and first run of a fresh image, against runc and podman.
+
+warm:  lamina run --rm IMG /bin/true    vs  runc run on a ready bundle  vs  podman run --rm
+cold:  lamina load + run of a ~200 MB Debian image (unpack included)  vs  podman load + run
+podman runs as root with its overlay driver, `--network none` (its bridge network
+rewrites the host firewall) and the ulimits this machine needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from bench.common import (
+    CACHE,
+    LAMINA,
+    Contender,
+    Sample,
+    debian_tree,
+    fresh,
+    interleave,
+    report,
+    run_timed,
+)
+
+ROUNDS = int(os.environ.get("LAMINA_BENCH_RUN_ROUNDS", "20"))
+PODMAN = ["podman", "--storage-driver", "overlay", "--runtime", "runc"]
+PODMAN_RUN = [
+    "run",
+    "--rm",
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=32768:32768",
+]
+
+
+def _ensure_podman() -> bool:
+    if shutil.which("podman"):
+        return True
+    print("installing podman for the benchmark (apt)...", file=sys.stderr)
+    proc = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "podman"],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    return proc.returncode == 0 and shutil.which("podman") is not None
+
+
+def _lamina(root: Path, *args: str) -> None:
+    subprocess.run([*LAMINA, "--root", str(root), *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    work = fresh(CACHE / "run")
+    has_podman = _ensure_podman()
+    _warm(work, has_podman)
+    _cold(work, has_podman)
+
+
+def _warm(work: Path, has_podman: bool) -> None:
+    print("start latency (warm, /bin/true):", file=sys.stderr)
+    root = work / "root"
+    _lamina(root, "bootstrap", "busybox", "-t", "bench-bb")
+    _lamina(root, "run", "--rm", "bench-bb", "/bin/true")  # unpack once
+    bundle = work / "bundle"
+    _lamina(root, "unpack", "bench-bb", str(bundle / "rootfs"))
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["args"] = ["/bin/true"]
+    spec["process"]["terminal"] = False
+    (bundle / "config.json").write_text(json.dumps(spec))
+    runc_root = work / "runc-state"
+    archive = work / "bb.tar"
+    _lamina(root, "save", "bench-bb", "-o", str(archive))
+    contenders = {
+        "lamina run --rm": lambda: run_timed(
+            [*LAMINA, "--root", str(root), "run", "--rm", "bench-bb", "/bin/true"], rss=False
+        ),
+        "runc run (ready bundle)": lambda: run_timed(
+            [
+                "runc",
+                "--root",
+                str(runc_root),
+                "run",
+                "-b",
+                str(bundle),
+                f"b{uuid.uuid4().hex[:12]}",
+            ],
+            rss=False,
+        ),
+    }
+    if has_podman:
+        subprocess.run([*PODMAN, "load", "-i", str(archive)], check=True, stdout=subprocess.DEVNULL)
+        contenders["podman run --rm"] = lambda: run_timed(
+            [*PODMAN, *PODMAN_RUN, "docker.io/library/bench-bb:latest", "/bin/true"], rss=False
+        )
+    results = interleave(ROUNDS, contenders)
+    _peak(
+        results["lamina run --rm"],
+        [*LAMINA, "--root", str(root), "run", "--rm", "bench-bb", "/bin/true"],
+    )
+    lamina_ms = results["lamina run --rm"].median * 1000
+    runc_ms = results["runc run (ready bundle)"].median * 1000
+    report(
+        "run-latency",
+        results,
+        "runc run (ready bundle)",
+        {"lamina_overhead_ms": round(lamina_ms - runc_ms, 1), "rounds": ROUNDS},
+    )
+
+
+def _peak(contender: Contender, cmd: list[str]) -> None:
+    """One extra run with RSS polling; its peak replaces the (unmeasured) zeros."""
+    sample = run_timed(cmd)
+    for s in contender.samples:
+        s.max_rss_kb = sample.max_rss_kb
+
+
+def _cold(work: Path, has_podman: bool) -> None:
+    print("first run of a fresh ~200 MB image (load + unpack + run):", file=sys.stderr)
+    tree = debian_tree()
+    seed = work / "seed-root"
+    _lamina(seed, "import", str(tree), "-t", "bench-debian")
+    archive = work / "debian.tar"
+    _lamina(seed, "save", "bench-debian", "-o", str(archive))
+
+    def lamina() -> Sample:
+        root = fresh(work / "cold-root")
+        return run_timed(
+            f"{' '.join(LAMINA)} --root {root} load -q -i {archive} && "
+            f"{' '.join(LAMINA)} --root {root} run --rm bench-debian /bin/true",
+            shell=True,
+        )
+
+    contenders = {"lamina load + run": lamina}
+    if has_podman:
+
+        def podman() -> Sample:
+            subprocess.run(
+                [*PODMAN, "rmi", "-f", "docker.io/library/bench-debian:latest"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+            )
+            return run_timed(
+                f"{' '.join(PODMAN)} load -q -i {archive} && {' '.join(PODMAN)} "
+                f"{' '.join(PODMAN_RUN)} docker.io/library/bench-debian:latest /bin/true",
+                shell=True,
+            )
+
+        contenders["podman load + run"] = podman
+    results = interleave(3, contenders)
+    report("run-cold", results, "podman load + run" if has_podman else "lamina load + run")
+
+
+if __name__ == "__main__":
+    main()
