@@ -1,0 +1,365 @@
+"""What both snapshotters share: metadata, directories, locking, crash cleanup.
+
+Layout under the snapshotter root (0700, ARCHITECTURE.md §4)::
+
+    metadata.json, metadata.lock   see metadata.py
+    <id>/fs                        the snapshot's content (0755: it becomes a container's /)
+    <id>/work                      overlay's work dir (overlay only)
+    tmp-<random>/                  a snapshot being made or deleted, flock'ed by its owner
+
+Ids are short decimal numbers (never reused while the metadata lives), so overlay option
+strings stay short. A directory is named by its id only after it is complete, and the
+metadata names an id only after the directory is there; :meth:`DirSnapshotter.cleanup`
+deletes what a crash left between those steps. Directories still being filled carry an
+flock of their maker, which the kernel drops when the maker dies: cleanup takes only
+directories whose lock it can get.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import suppress
+from typing import ClassVar
+
+from lamina.errors import AlreadyExists, Conflict, InvalidArgument, LaminaError, NotFound
+from lamina.snapshot.api import Info, Kind, Mount, Usage, check_labels, check_name
+from lamina.snapshot.fsutil import disk_usage, os_error, remove_tree
+from lamina.snapshot.metadata import METADATA, MetaFile, Record, State, fsync_dir
+
+TMP_PREFIX = "tmp-"
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def make_private_dir(path: str) -> None:
+    """mkdir 0700 (exactly, whatever the umask); an existing directory is fine."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(path) or os.path.islink(path):
+            raise InvalidArgument(
+                f"{path} exists and is not a directory", hint="pick another --root"
+            ) from None
+        return
+    os.chmod(path, 0o700)
+
+
+class _Held:
+    """A directory this process holds with an flock, so that cleanup leaves it alone."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def make(cls, root: str) -> _Held:
+        path = os.path.join(root, TMP_PREFIX + secrets.token_hex(8))
+        os.mkdir(path, 0o700)
+        fd = os.open(path, _O_DIR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return cls(path, fd)
+
+    @classmethod
+    def take(cls, path: str) -> _Held | None:
+        """Lock an existing directory whose owner is gone; None if it is busy or gone."""
+        try:
+            fd = os.open(path, _O_DIR)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        return cls(path, fd)
+
+    def rename(self, path: str) -> None:
+        os.rename(self.path, path)
+        self.path = path
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class DirSnapshotter:
+    """The shared implementation; subclasses say how a snapshot is filled and mounted."""
+
+    SUBDIR: ClassVar[str] = "snapshots"
+
+    def __init__(self, root: str) -> None:
+        """``root`` is the lamina root; the snapshots live in ``<root>/<SUBDIR>``."""
+        base = os.path.abspath(root)
+        try:
+            if not os.path.isdir(base):
+                os.makedirs(base, mode=0o700, exist_ok=True)
+            self._root = os.path.join(base, self.SUBDIR)
+            make_private_dir(self._root)
+        except OSError as exc:
+            raise os_error(exc, f"create snapshot root under {root}") from exc
+        self._meta = MetaFile(self._root)
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    # ----------------------------------------------------------- hooks for subclasses
+
+    def _fill(self, tmp: str, kind: Kind, chain: list[int]) -> None:
+        """Make the snapshot's directories in ``tmp``; ``chain`` holds parent ids,
+        nearest first."""
+        raise NotImplementedError
+
+    def _mounts(self, rec: Record, chain: list[int]) -> list[Mount]:
+        raise NotImplementedError
+
+    def _check_unmounted(self, key: str, rec: Record) -> None:
+        """Conflict if the snapshot is visibly mounted (best effort)."""
+
+    # ----------------------------------------------------------- paths
+
+    def _dir(self, sid: int) -> str:
+        return os.path.join(self._root, str(sid))
+
+    def _fs(self, sid: int) -> str:
+        return os.path.join(self._root, str(sid), "fs")
+
+    def _work(self, sid: int) -> str:
+        return os.path.join(self._root, str(sid), "work")
+
+    # ----------------------------------------------------------- lookups
+
+    @staticmethod
+    def _get(state: State, key: str) -> Record:
+        rec = state.records.get(key)
+        if rec is None:
+            raise NotFound(f"snapshot {key!r} does not exist")
+        return rec
+
+    @staticmethod
+    def _chain(state: State, parent: str | None) -> list[tuple[str, int]]:
+        """(name, id) of ``parent`` and its ancestors, nearest first."""
+        out: list[tuple[str, int]] = []
+        name = parent
+        while name is not None:
+            rec = state.records.get(name)
+            if rec is None:
+                if not out:
+                    raise NotFound(f"parent snapshot {name!r} does not exist")
+                raise NotFound(f"snapshot metadata names a missing parent {name!r}")
+            if rec.kind is not Kind.COMMITTED:
+                raise InvalidArgument(
+                    f"parent {name!r} is {rec.kind.value}, not committed",
+                    hint="only committed snapshots can be parents",
+                )
+            out.append((name, rec.id))
+            if len(out) > len(state.records):
+                raise Conflict(f"snapshot metadata has a parent cycle at {name!r}")
+            name = rec.parent
+        return out
+
+    # ----------------------------------------------------------- the Protocol
+
+    def prepare(
+        self, key: str, parent: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> list[Mount]:
+        return self._create(Kind.ACTIVE, key, parent, labels)
+
+    def view(
+        self, key: str, parent: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> list[Mount]:
+        return self._create(Kind.VIEW, key, parent, labels)
+
+    def _create(
+        self, kind: Kind, key: str, parent: str | None, labels: Mapping[str, str] | None
+    ) -> list[Mount]:
+        check_name(key)
+        if parent is not None:
+            check_name(parent, "parent name")
+        frozen = check_labels(labels)
+        what = f"{'prepare' if kind is Kind.ACTIVE else 'view'} snapshot {key!r}"
+        try:
+            state = self._meta.read()
+            if key in state.records:
+                raise AlreadyExists(f"snapshot {key!r} already exists")
+            chain = self._chain(state, parent)
+            with self._meta.locked():  # cleanup runs under this lock: it never sees held unlocked
+                held = _Held.make(self._root)
+            sid = 0
+            try:
+                self._fill(held.path, kind, [i for _, i in chain])
+                with self._meta.update() as st:
+                    if key in st.records:
+                        raise AlreadyExists(f"snapshot {key!r} already exists")
+                    if self._chain(st, parent) != chain:
+                        raise Conflict(
+                            f"parent {parent!r} changed while {key!r} was prepared",
+                            hint="try again",
+                        )
+                    sid = st.next_id
+                    while os.path.lexists(self._dir(sid)):
+                        sid += 1  # a crash left this id's directory behind
+                    st.next_id = sid + 1
+                    held.rename(self._dir(sid))
+                    fsync_dir(self._root)
+                    st.records[key] = Record(sid, kind, parent, frozen, _now())
+                rec = st.records[key]
+            except BaseException:
+                self._undo_create(held, key, sid)
+                raise
+            finally:
+                held.close()
+            return self._mounts(rec, [i for _, i in chain])
+        except OSError as exc:
+            raise os_error(exc, what) from exc
+
+    def _undo_create(self, held: _Held, key: str, sid: int) -> None:
+        with suppress(LaminaError, OSError):
+            if sid:
+                now = self._meta.read().records.get(key)
+                if now is not None and now.id == sid:
+                    return  # the metadata names it: it was made after all
+            remove_tree(held.path)
+
+    def mounts(self, key: str) -> list[Mount]:
+        check_name(key)
+        state = self._meta.read()
+        rec = self._get(state, key)
+        if rec.kind is Kind.COMMITTED:
+            raise InvalidArgument(
+                f"snapshot {key!r} is committed and has no mounts of its own",
+                hint="make a view or prepare an active snapshot on top of it",
+            )
+        return self._mounts(rec, [i for _, i in self._chain(state, rec.parent)])
+
+    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        check_name(name, "snapshot name")
+        check_name(key)
+        frozen = check_labels(labels) if labels is not None else None
+        try:
+            with self._meta.update() as st:
+                rec = self._get(st, key)
+                if rec.kind is not Kind.ACTIVE:
+                    raise InvalidArgument(
+                        f"snapshot {key!r} is {rec.kind.value}; only active ones can be committed"
+                    )
+                if name in st.records:
+                    raise AlreadyExists(
+                        f"snapshot {name!r} already exists",
+                        hint=f"remove the active snapshot {key!r} if it holds the same content",
+                    )
+                self._check_unmounted(key, rec)
+                del st.records[key]
+                st.records[name] = Record(
+                    rec.id,
+                    Kind.COMMITTED,
+                    rec.parent,
+                    rec.labels if frozen is None else frozen,
+                    _now(),
+                )
+        except OSError as exc:
+            raise os_error(exc, f"commit snapshot {key!r} as {name!r}") from exc
+
+    def remove(self, key: str) -> None:
+        check_name(key)
+        try:
+            with self._meta.update() as st:
+                rec = self._get(st, key)
+                children = st.children(key)
+                if children:
+                    shown = ", ".join(repr(c) for c in sorted(children)[:3])
+                    raise Conflict(
+                        f"snapshot {key!r} is the parent of {len(children)} other(s): {shown}",
+                        hint="remove the snapshots on top of it first",
+                    )
+                self._check_unmounted(key, rec)
+                del st.records[key]
+            self._discard(self._dir(rec.id))
+        except OSError as exc:
+            raise os_error(exc, f"remove snapshot {key!r}") from exc
+
+    def _discard(self, path: str) -> None:
+        held = _Held.take(path)
+        if held is None:
+            return  # gone, or a cleanup is deleting it right now
+        try:
+            held.rename(os.path.join(self._root, TMP_PREFIX + secrets.token_hex(8)))
+            remove_tree(held.path)
+        finally:
+            held.close()
+
+    def stat(self, key: str) -> Info:
+        check_name(key)
+        return self._info(key, self._get(self._meta.read(), key))
+
+    @staticmethod
+    def _info(key: str, rec: Record) -> Info:
+        return Info(rec.kind, key, rec.parent, rec.labels, rec.created)
+
+    def walk(self) -> Iterator[Info]:
+        state = self._meta.read()
+        for key, rec in state.records.items():
+            yield self._info(key, rec)
+
+    def usage(self, key: str) -> Usage:
+        path = self.path(key)
+        try:
+            size, inodes = disk_usage(path)
+        except OSError as exc:
+            raise os_error(exc, f"disk usage of snapshot {key!r}") from exc
+        return Usage(size=size, inodes=inodes)
+
+    def upper_dir(self, key: str) -> str:
+        check_name(key)
+        rec = self._get(self._meta.read(), key)
+        if rec.kind is not Kind.ACTIVE:
+            raise InvalidArgument(f"snapshot {key!r} is {rec.kind.value}, not active")
+        return self._fs(rec.id)
+
+    def path(self, key: str) -> str:
+        check_name(key)
+        return self._fs(self._get(self._meta.read(), key).id)
+
+    def parents(self, key: str) -> list[str]:
+        check_name(key)
+        state = self._meta.read()
+        return [name for name, _ in self._chain(state, self._get(state, key).parent)]
+
+    def cleanup(self) -> int:
+        victims: list[_Held] = []
+        try:
+            with self._meta.locked():
+                ids = self._meta.read().ids()
+                for name in os.listdir(self._root):
+                    path = os.path.join(self._root, name)
+                    if name.startswith(f".{METADATA}."):
+                        os.unlink(path)  # a writer that died (writers hold our lock)
+                        continue
+                    orphan = name.isdigit() and int(name) not in ids
+                    if not (orphan or name.startswith(TMP_PREFIX)):
+                        continue
+                    held = _Held.take(path)
+                    if held is None:
+                        continue
+                    victims.append(held)
+                    if orphan:
+                        held.rename(os.path.join(self._root, TMP_PREFIX + secrets.token_hex(8)))
+            for held in victims:
+                remove_tree(held.path)
+        except OSError as exc:
+            raise os_error(exc, f"clean up {self._root}") from exc
+        finally:
+            for held in victims:
+                held.close()
+        return len(victims)

@@ -1,0 +1,83 @@
+"""OverlaySnapshotter: each snapshot a directory, stacked by the kernel's overlayfs.
+
+A committed snapshot is one layer's own files (its ``fs`` dir, with overlay whiteouts:
+char 0/0 devices and ``trusted.overlay.opaque`` directories); an active snapshot is an
+empty upper dir over its parent chain. Mounts (see :mod:`lamina.snapshot.api`):
+
+- active with parents: ``overlay`` with ``lowerdir`` = the chain's ``fs`` dirs, nearest
+  first, ``upperdir`` = its ``fs``, ``workdir`` = its ``work``;
+- active without a parent: a read-write bind mount of its ``fs``;
+- view of one layer (or of nothing): a read-only bind mount of that ``fs``;
+- view of several layers: a read-only ``overlay`` of the lower dirs alone.
+
+Overlay options and the lowerdir limit are explained in :mod:`lamina.snapshot.mount`.
+Layers live under ``<lamina root>/snapshots``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lamina.errors import Conflict, InvalidArgument
+from lamina.snapshot.mountinfo import overlay_uppers
+from lamina.snapshot.api import Kind, Mount
+from lamina.snapshot.base import DirSnapshotter
+from lamina.snapshot.metadata import Record
+
+# index=off: layers are shared by many upper dirs; redirect_dir/metacopy=off: the upper
+# dir must stay a plain OCI-convertible tree (see mount.py).
+OVERLAY_OPTIONS = ("index=off", "redirect_dir=off", "metacopy=off")
+# Characters overlay's option syntax gives a meaning to (or mount(2) splits on).
+_BAD_PATH_CHARS = frozenset(",:\\=\n\t ")
+
+
+class OverlaySnapshotter(DirSnapshotter):
+    SUBDIR = "snapshots"
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        bad = sorted(set(self.root) & _BAD_PATH_CHARS)
+        if bad:
+            raise InvalidArgument(
+                f"overlay cannot use {self.root!r}: the path contains {''.join(bad)!r}",
+                hint="pick a --root without commas, colons, '=', backslashes or spaces",
+            )
+
+    def _fill(self, tmp: str, kind: Kind, chain: list[int]) -> None:
+        fs = os.path.join(tmp, "fs")
+        os.mkdir(fs, 0o755)
+        os.chmod(fs, 0o755)  # the root of a container: as images expect, whatever the umask
+        os.mkdir(os.path.join(tmp, "work"), 0o700)
+
+    def _mounts(self, rec: Record, chain: list[int]) -> list[Mount]:
+        if rec.kind is Kind.ACTIVE:
+            if not chain:
+                return [Mount("bind", self._fs(rec.id), ("rbind", "rw"))]
+            return [
+                Mount(
+                    "overlay",
+                    "overlay",
+                    (
+                        "lowerdir=" + ":".join(self._fs(i) for i in chain),
+                        f"upperdir={self._fs(rec.id)}",
+                        f"workdir={self._work(rec.id)}",
+                        *OVERLAY_OPTIONS,
+                    ),
+                )
+            ]
+        if len(chain) <= 1:
+            source = self._fs(chain[0]) if chain else self._fs(rec.id)
+            return [Mount("bind", source, ("rbind", "ro"))]
+        return [
+            Mount(
+                "overlay",
+                "overlay",
+                ("lowerdir=" + ":".join(self._fs(i) for i in chain), *OVERLAY_OPTIONS, "ro"),
+            )
+        ]
+
+    def _check_unmounted(self, key: str, rec: Record) -> None:
+        if rec.kind is Kind.ACTIVE and self._fs(rec.id) in overlay_uppers():
+            raise Conflict(
+                f"snapshot {key!r} is mounted", hint="unmount it (stop its container) first"
+            )
