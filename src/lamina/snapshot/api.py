@@ -182,6 +182,15 @@ class Snapshotter(Protocol):
         """The directory that holds this snapshotter's state (0700)."""
         ...
 
+    @property
+    def overlay(self) -> bool:
+        """True when an active snapshot's :meth:`upper_dir` holds only the changes over its
+        parents, in overlayfs form (whiteouts are char 0/0 devices, opaque directories carry
+        ``trusted.overlay.opaque``): apply layers into it in overlay mode and diff it as an
+        upper dir. False when it holds the whole tree (apply in tree mode, diff against the
+        parent's :meth:`path`)."""
+        ...
+
     def prepare(
         self, key: str, parent: str | None = None, labels: Mapping[str, str] | None = None
     ) -> list[Mount]:

@@ -97,10 +97,12 @@ class DirSnapshotter:
     """The shared implementation; subclasses say how a snapshot is filled and mounted."""
 
     SUBDIR: ClassVar[str] = "snapshots"
+    overlay: ClassVar[bool] = False
 
     def __init__(self, root: str) -> None:
         """``root`` is the lamina root; the snapshots live in ``<root>/<SUBDIR>``."""
         base = os.path.abspath(root)
+        self._check_root(os.path.join(base, self.SUBDIR))
         try:
             if not os.path.isdir(base):
                 os.makedirs(base, mode=0o700, exist_ok=True)
@@ -115,6 +117,9 @@ class DirSnapshotter:
         return self._root
 
     # ----------------------------------------------------------- hooks for subclasses
+
+    def _check_root(self, path: str) -> None:
+        """Raise InvalidArgument if the snapshotter cannot work under ``path``."""
 
     def _fill(self, tmp: str, kind: Kind, chain: list[int]) -> None:
         """Make the snapshot's directories in ``tmp``; ``chain`` holds parent ids,

@@ -20,6 +20,7 @@ from lamina.snapshot.metadata import Record
 
 class NativeSnapshotter(DirSnapshotter):
     SUBDIR = "snapshots-native"
+    overlay = False
 
     def _fill(self, tmp: str, kind: Kind, chain: list[int]) -> None:
         fs = os.path.join(tmp, "fs")

@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 
 from lamina.errors import Conflict, InvalidArgument
-from lamina.snapshot.mountinfo import overlay_uppers
 from lamina.snapshot.api import Kind, Mount
 from lamina.snapshot.base import DirSnapshotter
 from lamina.snapshot.metadata import Record
+from lamina.snapshot.mountinfo import overlay_uppers
 
 # index=off: layers are shared by many upper dirs; redirect_dir/metacopy=off: the upper
 # dir must stay a plain OCI-convertible tree (see mount.py).
@@ -33,13 +33,13 @@ _BAD_PATH_CHARS = frozenset(",:\\=\n\t ")
 
 class OverlaySnapshotter(DirSnapshotter):
     SUBDIR = "snapshots"
+    overlay = True
 
-    def __init__(self, root: str) -> None:
-        super().__init__(root)
-        bad = sorted(set(self.root) & _BAD_PATH_CHARS)
+    def _check_root(self, path: str) -> None:
+        bad = sorted(set(path) & _BAD_PATH_CHARS)
         if bad:
             raise InvalidArgument(
-                f"overlay cannot use {self.root!r}: the path contains {''.join(bad)!r}",
+                f"overlay cannot use {path!r}: the path contains {''.join(bad)!r}",
                 hint="pick a --root without commas, colons, '=', backslashes or spaces",
             )
 
