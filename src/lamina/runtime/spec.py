@@ -374,13 +374,16 @@ def build_spec(
     hostname: str,
     cwd: str | None = None,
     cgroups_path: str | None = None,
+    nofile: int = NOFILE_LIMIT,
 ) -> dict[str, Any]:
     """The ``config.json`` of the bundle (runtime-spec 1.0.2, config.md/config-linux.md).
 
     ``user`` comes from :func:`lamina.runtime.users.resolve_user`; ``cwd``, when given,
     is the WORKDIR as :func:`lamina.runtime.users.prepare_workdir` resolved it inside
     the root (default: :func:`working_dir`); ``init_files`` maps container paths to the
-    host files to bind there (see :data:`INIT_FILES`).
+    host files to bind there (see :data:`INIT_FILES`). ``nofile`` is RLIMIT_NOFILE
+    (soft = hard); a runtime cannot raise it above its own hard limit, so callers pass
+    at most theirs.
     """
     if not rootfs.startswith("/"):
         raise InvalidArgument(f"rootfs {rootfs!r} must be an absolute path")
@@ -398,7 +401,7 @@ def build_spec(
         "env": process_env(config, options, hostname=hostname, home=user.home),
         "cwd": cwd if cwd is not None else working_dir(config, options),
         "capabilities": capabilities(user.uid),
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": NOFILE_LIMIT, "soft": NOFILE_LIMIT}],
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
         "noNewPrivileges": False,
     }
     linux: dict[str, Any] = {

@@ -1,0 +1,347 @@
+"""Container records on disk: ``<root>/containers/<id>/state.json``.
+
+One directory per container (ARCHITECTURE.md §4), mode 0700 because the container's
+root filesystem is mounted inside it::
+
+    containers/<id>/state.json      this record (temp file, fsync, rename, fsync dir)
+    containers/<id>/rootfs/         where the container's snapshot is mounted
+    containers/<id>/bundle/         the OCI bundle (config.json, process.json of exec)
+    containers/<id>/hosts, resolv.conf, hostname   the init files (bind-mounted)
+    containers/<id>/log             stdout and stderr of a detached container
+    containers/<id>/exit.json       written once by the keeper when the process ends
+    containers/<id>/runtime.log     the OCI runtime's own messages (JSON lines)
+    containers/.lock                held while names are taken or records change
+
+Records are written only under the lock, so two lamina processes cannot take one name
+or lose each other's changes. A record's ``status`` is what lamina last saw; the live
+status also depends on processes (see :mod:`lamina.runtime.lifecycle`). The *keeper*
+is the process that waits for the container's process and writes ``exit.json``: the
+monitor of a detached container, or the ``lamina run`` itself in the foreground.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from lamina.errors import AlreadyExists, Conflict, InvalidArgument, InvalidFormat, NotFound
+from lamina.layers import fsops
+from lamina.snapshot.mountinfo import mountinfo
+from lamina.store.locks import exclusive
+from lamina.store.refs import fsync_dir, write_all
+
+STATUSES = ("created", "running", "exited")
+MAX_STATE_BYTES = 1 << 20
+_ID = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+_LOCK_TIMEOUT = 30.0
+
+# Random names: an adjective and a noun, as `docker run` gives (own word lists).
+_ADJECTIVES = (
+    "agile amber bold brave bright calm clever cosmic crisp curious daring eager early fancy "
+    "fearless gentle glad golden happy humble jolly keen kind lively lucid merry mighty "
+    "nimble noble patient plucky polite proud quick quiet rapid serene sharp shiny silent "
+    "steady sunny swift tidy vivid warm wise witty zealous zesty"
+)
+_NOUNS = (
+    "albatross badger basalt beacon birch canyon cedar comet coral cricket delta dolphin "
+    "falcon fjord galaxy garnet geyser glacier granite harbor heron island jaguar kestrel "
+    "lagoon lantern lynx magnet maple meadow meteor nebula orchid otter pebble pelican "
+    "prairie quartz raven reef sequoia sparrow summit tundra valley walrus willow wombat yak "
+    "zephyr"
+)
+ADJECTIVES = tuple(_ADJECTIVES.split())
+NOUNS = tuple(_NOUNS.split())
+
+
+def now() -> str:
+    """RFC 3339 UTC time with nanosecond-free precision, like Docker's ``Created``."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def check_name(name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"invalid container name {name!r}",
+            hint="use letters, digits, '_', '.' and '-' (starting with a letter or digit)",
+        )
+
+
+def random_name(taken: set[str]) -> str:
+    for _ in range(100):
+        name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(NOUNS)}"
+        if name not in taken:
+            return name
+    # Docker's answer to a crowded namespace: add a number.
+    while True:
+        name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(NOUNS)}{secrets.randbelow(100)}"
+        if name not in taken:
+            return name
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """One container's record. ``pid_start``/``keeper_start`` are the processes' start
+    times (``/proc/<pid>/stat`` field 22), so a reused pid is never taken for them."""
+
+    id: str
+    name: str
+    image_ref: str
+    image_id: str
+    runtime: str
+    created: str
+    status: str = "created"
+    command: tuple[str, ...] = ()
+    rootfs: str = ""
+    snapshot_key: str = ""
+    detached: bool = False
+    auto_remove: bool = False
+    stop_signal: str = ""
+    pid: int = 0
+    pid_start: int = 0
+    keeper_pid: int = 0
+    keeper_start: int = 0
+    started: str = ""
+    finished: str = ""
+    exit_code: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _ID.fullmatch(self.id):
+            raise InvalidFormat(f"container id {self.id!r} is not 64 hex digits")
+        if self.status not in STATUSES:
+            raise InvalidFormat(f"container {self.id[:12]} has unknown status {self.status!r}")
+        object.__setattr__(self, "command", tuple(self.command))
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["command"] = list(self.command)
+        return out
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Container:
+        if not isinstance(doc, dict):
+            raise InvalidFormat("container state is not a JSON object")
+        known = set(cls.__dataclass_fields__)
+        try:
+            return cls(**{k: v for k, v in doc.items() if k in known})
+        except TypeError as exc:
+            raise InvalidFormat(f"container state is incomplete: {exc}") from exc
+
+
+class ContainerStore:
+    """The records under ``<root>/containers``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.dir = os.path.join(self.root, "containers")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self._lock_path = os.path.join(self.dir, ".lock")
+
+    # ------------------------------------------------------------------ paths
+
+    def path(self, container_id: str, *parts: str) -> str:
+        if not _ID.fullmatch(container_id):
+            raise InvalidArgument(f"container id {container_id!r} is not 64 hex digits")
+        return os.path.join(self.dir, container_id, *parts)
+
+    def bundle_dir(self, container: Container) -> str:
+        return self.path(container.id, "bundle")
+
+    def log_path(self, container: Container) -> str:
+        return self.path(container.id, "log")
+
+    def runtime_log(self, container: Container) -> str:
+        return self.path(container.id, "runtime.log")
+
+    def exit_path(self, container: Container) -> str:
+        return self.path(container.id, "exit.json")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with exclusive(
+            self._lock_path,
+            _LOCK_TIMEOUT,
+            "the container records lock",
+            hint="another lamina command is changing containers; try again",
+        ):
+            yield
+
+    # ------------------------------------------------------------------ records
+
+    def _read(self, container_id: str) -> Container | None:
+        try:
+            with open(self.path(container_id, "state.json"), "rb") as f:
+                data = f.read(MAX_STATE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise fsops.os_error("read the state of container", container_id, exc) from exc
+        if len(data) > MAX_STATE_BYTES:
+            raise InvalidFormat(f"the state of container {container_id[:12]} is too big")
+        try:
+            return Container.from_json(json.loads(data))
+        except ValueError as exc:
+            raise InvalidFormat(f"the state of container {container_id[:12]} is damaged") from exc
+
+    def _write(self, container: Container) -> None:
+        directory = self.path(container.id)
+        data = json.dumps(container.to_json(), indent=1, sort_keys=True).encode()
+        tmp = os.path.join(directory, f".state.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, os.path.join(directory, "state.json"))
+            fsync_dir(directory)
+        except OSError as exc:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise fsops.os_error("write the state of container", container.short_id, exc) from exc
+
+    def list(self) -> list[Container]:
+        """Every readable record, oldest first (damaged ones are skipped)."""
+        out: list[Container] = []
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return out
+        for entry in names:
+            if not _ID.fullmatch(entry):
+                continue
+            with suppress(InvalidFormat):
+                record = self._read(entry)
+                if record is not None:
+                    out.append(record)
+        out.sort(key=lambda c: (c.created, c.id))
+        return out
+
+    def get(self, ref: str) -> Container:
+        """A container by full id, name, or unique id prefix (as ``docker`` resolves)."""
+        if not ref:
+            raise InvalidArgument("no container given")
+        if _ID.fullmatch(ref):
+            record = self._read(ref)
+            if record is not None:
+                return record
+        records = self.list()
+        for record in records:
+            if record.name == ref:
+                return record
+        if re.fullmatch(r"[0-9a-f]+", ref):
+            matches = [r for r in records if r.id.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise Conflict(
+                    f"container id prefix {ref!r} is ambiguous ({len(matches)} containers)",
+                    hint="give more digits of the id, or the name",
+                )
+        raise NotFound(f"no such container: {ref}", hint="list containers with `lamina ps -a`")
+
+    def create(
+        self,
+        *,
+        image_ref: str,
+        image_id: str,
+        runtime: str,
+        name: str | None = None,
+        command: tuple[str, ...] = (),
+        rootfs: str | None = None,
+        detached: bool = False,
+        auto_remove: bool = False,
+        stop_signal: str = "",
+        labels: dict[str, str] | None = None,
+    ) -> Container:
+        """Take a name, make the container's directory and write its first record.
+
+        ``rootfs``: where its root filesystem is (default: ``<dir>/rootfs``, made empty
+        here for the caller to mount the snapshot on).
+        """
+        if name is not None:
+            check_name(name)
+        with self.locked():
+            taken = {c.name for c in self.list()}
+            if name is None:
+                name = random_name(taken)
+            elif name in taken:
+                raise AlreadyExists(
+                    f"the container name {name!r} is already in use",
+                    hint=f"remove that container (`lamina rm {name}`) or choose another name",
+                )
+            container_id = secrets.token_hex(32)
+            directory = self.path(container_id)
+            try:
+                os.mkdir(directory, 0o700)
+                os.mkdir(os.path.join(directory, "bundle"), 0o700)
+                if rootfs is None:
+                    rootfs = os.path.join(directory, "rootfs")
+                    os.mkdir(rootfs, 0o755)
+            except OSError as exc:
+                raise fsops.os_error("create the directory of container", directory, exc) from exc
+            container = Container(
+                id=container_id,
+                name=name,
+                image_ref=image_ref,
+                image_id=image_id,
+                runtime=runtime,
+                created=now(),
+                command=command,
+                rootfs=os.path.abspath(rootfs),
+                detached=detached,
+                auto_remove=auto_remove,
+                stop_signal=stop_signal,
+                labels=dict(labels or {}),
+            )
+            self._write(container)
+        return container
+
+    def update(self, container_id: str, **changes: Any) -> Container:
+        """Change fields of the stored record (re-read under the lock) and return it."""
+        with self.locked():
+            current = self._read(container_id)
+            if current is None:
+                raise NotFound(f"no such container: {container_id[:12]}")
+            updated = replace(current, **changes)
+            if updated != current:
+                self._write(updated)
+        return updated
+
+    def remove_dir(self, container: Container) -> None:
+        """Delete the container's directory (after it was unmounted and its runtime
+        state deleted); idempotent. Refuses while something is mounted below it."""
+        directory = self.path(container.id)
+        busy = [m.mount_point for m in mountinfo() if m.mount_point.startswith(directory + "/")]
+        if busy:
+            raise Conflict(
+                f"container {container.short_id} still has {busy[0]} mounted",
+                hint=f"unmount it first (`lamina umount {container.short_id}`)",
+            )
+        with self.locked():
+            try:
+                parent = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise fsops.os_error("open", self.dir, exc) from exc
+            try:
+                # Drop state.json first: a half-removed directory is then no record.
+                with suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, "state.json"))
+                fsops.remove_at(parent, container.id)
+            except OSError as exc:
+                raise fsops.os_error("remove the directory of container", directory, exc) from exc
+            finally:
+                os.close(parent)
