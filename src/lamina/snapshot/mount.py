@@ -335,17 +335,28 @@ def _mount_overlay(mount: Mount, parsed: _Parsed, target: str, api: MountAPI) ->
             f"{MAX_OVERLAY_LOWERS}",
             hint="squash the image into fewer layers",
         )
-    if api in ("auto", "new"):
-        try:
-            _overlay_new_api(mount, parsed, lowers, target)
-            return
-        except _NoNewAPI:
-            if api == "new":
-                raise Unsupported(
-                    "this kernel has no overlay lowerdir+ (Linux 6.8+)",
-                    hint="use mount_api='legacy'",
-                ) from None
-    _overlay_legacy(mount, parsed, lowers, target)
+    try:
+        if api in ("auto", "new"):
+            try:
+                _overlay_new_api(mount, parsed, lowers, target)
+                return
+            except _NoNewAPI:
+                if api == "new":
+                    raise Unsupported(
+                        "this kernel has no overlay lowerdir+ (Linux 6.8+)",
+                        hint="use mount_api='legacy'",
+                    ) from None
+        _overlay_legacy(mount, parsed, lowers, target)
+    except NotFound:
+        # overlay logs which path it could not resolve only to dmesg: name it here
+        paths = [target, *lowers, *(v for k in _PATH_OPTIONS if (v := mount.option(k)))]
+        missing = next((p for p in paths if not os.path.isdir(p)), None)
+        if missing is None:
+            raise
+        raise NotFound(
+            f"mount overlay on {target}: {missing} is not a directory",
+            hint="the snapshot's directories are gone; remove it and prepare it again",
+        ) from None
 
 
 class _NoNewAPI(Exception):
