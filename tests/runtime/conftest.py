@@ -55,7 +55,14 @@ def run(cstore: ContainerStore, rootfs: Path, tmp_path: Path) -> Runner:
         out_path = tmp_path / f"out{counter[0]}"
         err_path = tmp_path / f"err{counter[0]}"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            result = run_foreground(cstore, c, options, stdout=out.fileno(), stderr=err.fileno())
+            result = run_foreground(
+                cstore,
+                c,
+                tty=options.tty,
+                interactive=options.interactive,
+                stdout=out.fileno(),
+                stderr=err.fileno(),
+            )
         c = cstore.get(c.id)
         if not keep:
             remove(cstore, c)

@@ -243,8 +243,9 @@ def _terminal_checks(tty: bool, interactive: bool) -> bool:
 def run_foreground(
     store: ContainerStore,
     c: Container,
-    options: RunOptions,
     *,
+    tty: bool = False,
+    interactive: bool = False,
     stdout: int | None = None,
     stderr: int | None = None,
 ) -> RunResult:
@@ -255,7 +256,7 @@ def run_foreground(
     what ``lamina run`` exits with (125/126/127 when the process never ran: the runtime
     has then printed why).
     """
-    own_group = _terminal_checks(options.tty, options.interactive)
+    own_group = _terminal_checks(tty, interactive)
     runtime = _runtime(store, c)
     me = os.getpid()
     store.update(
@@ -268,7 +269,7 @@ def run_foreground(
             store.bundle_dir(c),
             log=store.runtime_log(c),
             pid_file=os.path.join(store.bundle_dir(c), "pid"),
-            stdin=None if options.interactive else subprocess.DEVNULL,
+            stdin=None if interactive else subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
             own_process_group=own_group,
@@ -356,8 +357,14 @@ def exec_in(
     interactive: bool = False,
     user: str | None = None,
     workdir: str | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
 ) -> RunResult:
-    """``lamina exec``: run ``args`` in the running container, in the foreground."""
+    """``lamina exec``: run ``args`` in the running container, in the foreground.
+
+    ``env`` items (NAME=value) add to the container's environment; ``user`` is resolved
+    in the container's root like ``-u`` of run; ``workdir`` must exist there.
+    """
     c = refresh(store, c)
     if c.status != "running":
         raise Conflict(f"container {c.name} is not running", hint="start it with lamina run")
@@ -374,6 +381,8 @@ def exec_in(
             log=store.runtime_log(c),
             tty=tty,
             stdin=None if interactive else subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
             own_process_group=own_group,
         )
     finally:

@@ -21,9 +21,11 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from typing import Any
 
@@ -32,7 +34,6 @@ from lamina.runtime.containers import now
 from lamina.runtime.runc import OCIRuntime
 
 PR_SET_CHILD_SUBREAPER = 36
-CONSOLE_SOCKET = "console.sock"  # relative: a unix socket path is limited to 107 bytes
 _ACCEPT_TIMEOUT = 30.0
 
 
@@ -104,10 +105,12 @@ def run_monitor(spec: dict[str, Any], report_fd: int) -> int:
     try:
         _subreaper()
         if spec["tty"]:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(CONSOLE_SOCKET)
+            # A unix socket path has at most 107 bytes and runtimes resolve a relative
+            # one against different directories: use a private short directory.
+            sock_dir = tempfile.mkdtemp(prefix="lamina-console-")
+            sock_path = os.path.join(sock_dir, "console.sock")
             server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            server.bind(CONSOLE_SOCKET)
+            server.bind(sock_path)
             server.listen(1)
             server.settimeout(_ACCEPT_TIMEOUT)
             received: list[int] = []
@@ -126,11 +129,11 @@ def run_monitor(spec: dict[str, Any], report_fd: int) -> int:
                 spec["bundle"],
                 log=spec["runtime_log"],
                 pid_file=spec["pid_file"],
-                console_socket=CONSOLE_SOCKET,
+                console_socket=sock_path,
             )
             acceptor.join(_ACCEPT_TIMEOUT)
             server.close()
-            os.unlink(CONSOLE_SOCKET)
+            shutil.rmtree(sock_dir, ignore_errors=True)
             if not received:
                 raise OSError(f"no console from the runtime: {errors[0] if errors else 'timeout'}")
             copier = threading.Thread(target=_copy_console, args=(received[0], log_fd), daemon=True)

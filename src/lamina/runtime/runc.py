@@ -410,10 +410,10 @@ def _last_line(text: str) -> str:
     return last
 
 
-def _hybrid_wrapper() -> tuple[str, ...] | None:
+def _hybrid_wrapper(search_path: str = SEARCH_PATH) -> tuple[str, ...] | None:
     """The ``unshare`` prefix that hides the cgroup2 mount from crun, if it works."""
-    unshare = shutil.which("unshare", path=SEARCH_PATH)
-    sh = shutil.which("sh", path=SEARCH_PATH)
+    unshare = shutil.which("unshare", path=search_path)
+    sh = shutil.which("sh", path=search_path)
     if unshare is None or sh is None:
         return None
     wrap = (unshare, "-m", sh, "-c", _HYBRID_UNMOUNT)
@@ -432,7 +432,7 @@ def select_runtime(
     binary = find_binary(name, search_path)
     if name != "crun" or cgroup_layout() != "hybrid":
         return OCIRuntime(name, state_root, binary=binary), None
-    wrap = _hybrid_wrapper()
+    wrap = _hybrid_wrapper(search_path if search_path is not None else SEARCH_PATH)
     if wrap is not None:
         return OCIRuntime(name, state_root, binary=binary, wrap=wrap), None
     fallback = OCIRuntime("runc", state_root, binary=find_binary("runc", search_path))
