@@ -21,22 +21,28 @@ monitor of a detached container, or the ``lamina run`` itself in the foreground.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
-import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from lamina.errors import AlreadyExists, Conflict, InvalidArgument, InvalidFormat, NotFound
-from lamina.layers import fsops
-from lamina.snapshot.mountinfo import mountinfo
-from lamina.store.locks import exclusive
-from lamina.store.refs import fsync_dir, write_all
+from lamina.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    InvalidFormat,
+    LaminaError,
+    NotFound,
+)
 
+T = TypeVar("T")
 STATUSES = ("created", "running", "exited")
 MAX_STATE_BYTES = 1 << 20
 _ID = re.compile(r"[0-9a-f]{64}")
@@ -61,6 +67,47 @@ ADJECTIVES = tuple(_ADJECTIVES.split())
 NOUNS = tuple(_NOUNS.split())
 
 
+def _os_error(action: str, what: str, exc: OSError) -> LaminaError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return LaminaError(f"cannot {action} {what}: no space left", hint="free some disk space")
+    return LaminaError(f"cannot {action} {what}: {exc.strerror or exc}")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Temp file, write, fsync, rename over ``path``, fsync the directory."""
+    directory = os.path.dirname(path)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(4).hex()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except OSError as exc:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise _os_error("write", path, exc) from exc
+
+
+def write_exit(directory: str, code: int | None, finished: str) -> None:
+    """The keeper's ``exit.json``: how the container's process ended."""
+    data = json.dumps({"exit_code": code, "finished": finished}).encode()
+    write_file_atomic(os.path.join(directory, "exit.json"), data, 0o644)
+
+
 def now() -> str:
     """RFC 3339 UTC time with nanosecond-free precision, like Docker's ``Created``."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -74,14 +121,18 @@ def check_name(name: str) -> None:
         )
 
 
+def _pick(items: Sequence[T]) -> T:
+    return items[int.from_bytes(os.urandom(4), "big") % len(items)]
+
+
 def random_name(taken: set[str]) -> str:
     for _ in range(100):
-        name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(NOUNS)}"
+        name = f"{_pick(ADJECTIVES)}_{_pick(NOUNS)}"
         if name not in taken:
             return name
     # Docker's answer to a crowded namespace: add a number.
     while True:
-        name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(NOUNS)}{secrets.randbelow(100)}"
+        name = f"{_pick(ADJECTIVES)}_{_pick(NOUNS)}{_pick(range(100))}"
         if name not in taken:
             return name
 
@@ -170,13 +221,24 @@ class ContainerStore:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        with exclusive(
-            self._lock_path,
-            _LOCK_TIMEOUT,
-            "the container records lock",
-            hint="another lamina command is changing containers; try again",
-        ):
+        """flock(2) on ``containers/.lock`` (dropped by the kernel if lamina dies)."""
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            deadline = time.monotonic() + _LOCK_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise Conflict(
+                            "timed out waiting for the container records lock",
+                            hint="another lamina command is changing containers; try again",
+                        ) from None
+                    time.sleep(0.005)
             yield
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ records
 
@@ -187,7 +249,7 @@ class ContainerStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise fsops.os_error("read the state of container", container_id, exc) from exc
+            raise _os_error("read the state of container", container_id, exc) from exc
         if len(data) > MAX_STATE_BYTES:
             raise InvalidFormat(f"the state of container {container_id[:12]} is too big")
         try:
@@ -196,22 +258,8 @@ class ContainerStore:
             raise InvalidFormat(f"the state of container {container_id[:12]} is damaged") from exc
 
     def _write(self, container: Container) -> None:
-        directory = self.path(container.id)
         data = json.dumps(container.to_json(), indent=1, sort_keys=True).encode()
-        tmp = os.path.join(directory, f".state.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, os.path.join(directory, "state.json"))
-            fsync_dir(directory)
-        except OSError as exc:
-            with suppress(OSError):
-                os.unlink(tmp)
-            raise fsops.os_error("write the state of container", container.short_id, exc) from exc
+        write_file_atomic(self.path(container.id, "state.json"), data)
 
     def list(self) -> list[Container]:
         """Every readable record, oldest first (damaged ones are skipped)."""
@@ -283,7 +331,7 @@ class ContainerStore:
                     f"the container name {name!r} is already in use",
                     hint=f"remove that container (`lamina rm {name}`) or choose another name",
                 )
-            container_id = secrets.token_hex(32)
+            container_id = os.urandom(32).hex()
             directory = self.path(container_id)
             try:
                 os.mkdir(directory, 0o700)
@@ -292,7 +340,7 @@ class ContainerStore:
                     rootfs = os.path.join(directory, "rootfs")
                     os.mkdir(rootfs, 0o755)
             except OSError as exc:
-                raise fsops.os_error("create the directory of container", directory, exc) from exc
+                raise _os_error("create the directory", directory, exc) from exc
             container = Container(
                 id=container_id,
                 name=name,
@@ -324,6 +372,9 @@ class ContainerStore:
     def remove_dir(self, container: Container) -> None:
         """Delete the container's directory (after it was unmounted and its runtime
         state deleted); idempotent. Refuses while something is mounted below it."""
+        from lamina.layers.fsops import remove_at  # only rm needs them
+        from lamina.snapshot.mountinfo import mountinfo
+
         directory = self.path(container.id)
         busy = [m.mount_point for m in mountinfo() if m.mount_point.startswith(directory + "/")]
         if busy:
@@ -335,13 +386,13 @@ class ContainerStore:
             try:
                 parent = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as exc:
-                raise fsops.os_error("open", self.dir, exc) from exc
+                raise _os_error("open", self.dir, exc) from exc
             try:
                 # Drop state.json first: a half-removed directory is then no record.
                 with suppress(FileNotFoundError):
                     os.unlink(os.path.join(directory, "state.json"))
-                fsops.remove_at(parent, container.id)
+                remove_at(parent, container.id)
             except OSError as exc:
-                raise fsops.os_error("remove the directory of container", directory, exc) from exc
+                raise _os_error("remove the directory", directory, exc) from exc
             finally:
                 os.close(parent)

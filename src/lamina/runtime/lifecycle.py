@@ -22,23 +22,29 @@ import contextlib
 import json
 import os
 import resource
-import secrets
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina.errors import Conflict, InvalidArgument, LaminaError, NotFound, ToolError
-from lamina.layers import fsops
-from lamina.oci.config import ContainerConfig
-from lamina.runtime.containers import Container, ContainerStore, now
-from lamina.runtime.initlayer import write_init_files
-from lamina.runtime.monitor import write_exit
+from lamina.runtime.containers import (
+    Container,
+    ContainerStore,
+    now,
+    write_exit,
+    write_file_atomic,
+)
 from lamina.runtime.runc import EXIT_RUNTIME_FAILED, OCIRuntime, RunResult, runtime_for
-from lamina.runtime.spec import NOFILE_LIMIT, RunOptions, build_spec, exec_process, working_dir
-from lamina.runtime.users import prepare_workdir, resolve_user
+
+if TYPE_CHECKING:
+    from lamina.oci.config import ContainerConfig
+    from lamina.runtime.spec import RunOptions
+
+# The spec, user and init-layer modules are imported by the functions that need them:
+# `lamina ps`, `stop` or `rm` should not pay for them (start-up time is a feature).
 
 _POLL = 0.02
 MAX_CONFIG_BYTES = 4 << 20
@@ -166,15 +172,7 @@ def _load_spec(store: ContainerStore, c: Container) -> dict[str, Any]:
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:
-    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise fsops.os_error("write", path, exc) from exc
+    write_file_atomic(path, json.dumps(doc, indent=1).encode(), 0o600)
 
 
 def default_hostname(c: Container, options: RunOptions) -> str:
@@ -189,6 +187,8 @@ def default_hostname(c: Container, options: RunOptions) -> str:
 
 def nofile_limit() -> int:
     """Docker's RLIMIT_NOFILE, capped at ours: a runtime cannot raise the hard limit."""
+    from lamina.runtime.spec import NOFILE_LIMIT
+
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
 
@@ -201,6 +201,10 @@ def prepare_bundle(
     Resolves USER in the rootfs, creates WORKDIR there, writes the init files, checks
     that volume sources exist, and writes ``bundle/config.json``.
     """
+    from lamina.runtime.initlayer import write_init_files
+    from lamina.runtime.spec import build_spec, working_dir
+    from lamina.runtime.users import prepare_workdir, resolve_user
+
     if not os.path.isdir(c.rootfs):
         raise NotFound(f"the root filesystem of container {c.short_id} is missing: {c.rootfs}")
     for vol in options.volumes:
@@ -368,11 +372,14 @@ def exec_in(
     c = refresh(store, c)
     if c.status != "running":
         raise Conflict(f"container {c.name} is not running", hint="start it with lamina run")
+    from lamina.runtime.spec import exec_process
+    from lamina.runtime.users import resolve_user
+
     own_group = _terminal_checks(tty, interactive)
     spec = _load_spec(store, c)
     resolved = resolve_user(c.rootfs, user) if user is not None else None
     process = exec_process(spec, args, env=env, tty=tty, cwd=workdir, user=resolved)
-    path = os.path.join(store.bundle_dir(c), f"exec-{secrets.token_hex(6)}.json")
+    path = os.path.join(store.bundle_dir(c), f"exec-{os.urandom(6).hex()}.json")
     _write_json(path, process)
     try:
         return _runtime(store, c).exec(

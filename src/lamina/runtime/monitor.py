@@ -30,22 +30,11 @@ import threading
 from typing import Any
 
 from lamina.errors import LaminaError
-from lamina.runtime.containers import now
+from lamina.runtime.containers import now, write_exit
 from lamina.runtime.runc import OCIRuntime
 
 PR_SET_CHILD_SUBREAPER = 36
 _ACCEPT_TIMEOUT = 30.0
-
-
-def write_exit(directory: str, code: int | None, finished: str) -> None:
-    """Write ``exit.json`` atomically (it is read by other lamina processes)."""
-    path = os.path.join(directory, "exit.json")
-    tmp = path + f".{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"exit_code": code, "finished": finished}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _subreaper() -> None:
