@@ -419,3 +419,31 @@ def test_mount_data_shapes(lamina_root: Path) -> None:
     assert "index=off" in m.options and not m.readonly
     (v,) = s.view("v2", "l2")
     assert v.type == "overlay" and v.readonly and v.option("upperdir") is None
+
+
+@pytest.mark.root
+def test_check_overlay_and_the_native_fallback(tmp_path: Path, mounted: Mounted) -> None:
+    """Overlay cannot use an overlay as its upper dir: check_overlay says so, with the
+    kernel's words, and the native snapshotter works there instead."""
+    from lamina.errors import Unsupported
+    from lamina.snapshot.native import NativeSnapshotter
+    from lamina.snapshot.overlay import check_overlay
+
+    check_overlay(str(tmp_path / "plain"))  # works on this host's filesystem
+    assert [n for n in os.listdir(tmp_path / "plain" / "snapshots") if n.startswith("tmp-")] == []
+    lower, upper, work = (tmp_path / n for n in ("l", "u", "w"))
+    for d in (lower, upper, work):
+        d.mkdir()
+    outer = Mount(
+        "overlay", "overlay", (f"lowerdir={lower}", f"upperdir={upper}", f"workdir={work}")
+    )
+    with mounted([outer]) as on_overlay:
+        with pytest.raises(Unsupported, match="not supported as upperdir") as exc:
+            check_overlay(str(on_overlay / "root"))
+        assert exc.value.hint and "native" in exc.value.hint
+        s = NativeSnapshotter(str(on_overlay / "root"))
+        layer(s, "base", None, {"f": b"1"})
+        with mounted(s.prepare("k", "base")) as root:
+            assert (root / "f").read_bytes() == b"1"
+            (root / "g").write_bytes(b"2")
+        assert sorted(os.listdir(s.upper_dir("k"))) == ["f", "g"]

@@ -148,9 +148,9 @@ class _LosesTheRace:
     """A real snapshotter whose first commit comes just after another unpack of the
     same image committed everything: the interleaving of two racing processes."""
 
-    def __init__(self, inner: DirSnapshotter, rival: Callable[[], None]) -> None:
+    def __init__(self, inner: DirSnapshotter, rival: Callable[[], object]) -> None:
         self._inner = inner
-        self._rival: Callable[[], None] | None = rival
+        self._rival: Callable[[], object] | None = rival
 
     def commit(self, name: str, key: str, labels: Any = None) -> None:
         if self._rival is not None:

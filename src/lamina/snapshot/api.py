@@ -255,8 +255,9 @@ class Snapshotter(Protocol):
         ...
 
     def path(self, key: str) -> str:
-        """The content directory of any snapshot (a committed layer's own files for
-        overlay, the whole tree for native). Read it; never write a committed one."""
+        """The snapshot's own content directory: for overlay a layer's own files (with
+        overlay whiteouts), for native the whole tree; a view's is empty (mount the view).
+        Read it; never write into a committed one."""
         ...
 
     def parents(self, key: str) -> list[str]:

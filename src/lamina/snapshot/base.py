@@ -20,7 +20,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -29,7 +28,7 @@ from typing import ClassVar
 from lamina.errors import AlreadyExists, Conflict, InvalidArgument, LaminaError, NotFound
 from lamina.snapshot.api import Info, Kind, Mount, Usage, check_labels, check_name
 from lamina.snapshot.fsutil import disk_usage, os_error, remove_tree
-from lamina.snapshot.metadata import METADATA, MetaFile, Record, State, fsync_dir
+from lamina.snapshot.metadata import METADATA, MetaFile, Record, State
 
 TMP_PREFIX = "tmp-"
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -52,7 +51,7 @@ def make_private_dir(path: str) -> None:
     os.chmod(path, 0o700)
 
 
-class _Held:
+class Held:
     """A directory this process holds with an flock, so that cleanup leaves it alone."""
 
     def __init__(self, path: str, fd: int) -> None:
@@ -60,15 +59,15 @@ class _Held:
         self.fd = fd
 
     @classmethod
-    def make(cls, root: str) -> _Held:
-        path = os.path.join(root, TMP_PREFIX + secrets.token_hex(8))
+    def make(cls, root: str) -> Held:
+        path = os.path.join(root, TMP_PREFIX + os.urandom(8).hex())
         os.mkdir(path, 0o700)
         fd = os.open(path, _O_DIR)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return cls(path, fd)
 
     @classmethod
-    def take(cls, path: str) -> _Held | None:
+    def take(cls, path: str) -> Held | None:
         """Lock an existing directory whose owner is gone; None if it is busy or gone."""
         try:
             fd = os.open(path, _O_DIR)
@@ -200,7 +199,7 @@ class DirSnapshotter:
                 raise AlreadyExists(f"snapshot {key!r} already exists")
             chain = self._chain(state, parent)
             with self._meta.locked():  # cleanup runs under this lock: it never sees held unlocked
-                held = _Held.make(self._root)
+                held = Held.make(self._root)
             sid = 0
             try:
                 self._fill(held.path, kind, [i for _, i in chain])
@@ -216,8 +215,8 @@ class DirSnapshotter:
                     while os.path.lexists(self._dir(sid)):
                         sid += 1  # a crash left this id's directory behind
                     st.next_id = sid + 1
+                    # durable with the metadata: its write fsyncs this same directory
                     held.rename(self._dir(sid))
-                    fsync_dir(self._root)
                     st.records[key] = Record(sid, kind, parent, frozen, _now())
                 rec = st.records[key]
             except BaseException:
@@ -229,7 +228,7 @@ class DirSnapshotter:
         except OSError as exc:
             raise os_error(exc, what) from exc
 
-    def _undo_create(self, held: _Held, key: str, sid: int) -> None:
+    def _undo_create(self, held: Held, key: str, sid: int) -> None:
         with suppress(LaminaError, OSError):
             if sid:
                 now = self._meta.read().records.get(key)
@@ -295,11 +294,11 @@ class DirSnapshotter:
             raise os_error(exc, f"remove snapshot {key!r}") from exc
 
     def _discard(self, path: str) -> None:
-        held = _Held.take(path)
+        held = Held.take(path)
         if held is None:
             return  # gone, or a cleanup is deleting it right now
         try:
-            held.rename(os.path.join(self._root, TMP_PREFIX + secrets.token_hex(8)))
+            held.rename(os.path.join(self._root, TMP_PREFIX + os.urandom(8).hex()))
             remove_tree(held.path)
         finally:
             held.close()
@@ -342,7 +341,7 @@ class DirSnapshotter:
         return [name for name, _ in self._chain(state, self._get(state, key).parent)]
 
     def cleanup(self) -> int:
-        victims: list[_Held] = []
+        victims: list[Held] = []
         try:
             with self._meta.locked():
                 ids = self._meta.read().ids()
@@ -354,12 +353,12 @@ class DirSnapshotter:
                     orphan = name.isdigit() and int(name) not in ids
                     if not (orphan or name.startswith(TMP_PREFIX)):
                         continue
-                    held = _Held.take(path)
+                    held = Held.take(path)
                     if held is None:
                         continue
                     victims.append(held)
                     if orphan:
-                        held.rename(os.path.join(self._root, TMP_PREFIX + secrets.token_hex(8)))
+                        held.rename(os.path.join(self._root, TMP_PREFIX + os.urandom(8).hex()))
             for held in victims:
                 remove_tree(held.path)
         except OSError as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from contextlib import suppress
 
@@ -264,6 +263,8 @@ def disk_usage(path: str) -> tuple[int, int]:
 def remove_tree(path: str) -> None:
     """Delete a tree; a missing path is fine. shutil.rmtree walks by fds on Linux and
     never follows a symlink (``rmtree.avoids_symlink_attacks``)."""
+    import shutil  # here: commands that never delete a snapshot do not pay for it
+
     try:
         shutil.rmtree(path)
     except FileNotFoundError:

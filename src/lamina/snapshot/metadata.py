@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -161,7 +160,7 @@ class MetaFile:
                 self._write(after)
 
     def _write(self, data: bytes) -> None:
-        tmp = os.path.join(self.root, f".{METADATA}.{secrets.token_hex(6)}")
+        tmp = os.path.join(self.root, f".{METADATA}.{os.urandom(6).hex()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import subprocess
 from collections.abc import Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
@@ -488,6 +487,8 @@ def _overlay_legacy(mount: Mount, parsed: _Parsed, lowers: list[str], target: st
             f"overlay options for {target} are {len(short)} bytes even with relative paths",
             hint="squash the image into fewer layers",
         )
+    import subprocess  # here: a command that never takes this path does not pay for it
+
     try:
         proc = subprocess.run(
             ["mount", "-t", "overlay", "-o", short, mount.source, target],

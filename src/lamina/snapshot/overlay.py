@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import os
 
-from lamina.errors import Conflict, InvalidArgument
+from lamina.errors import Conflict, InvalidArgument, LaminaError, Unsupported
 from lamina.snapshot.api import Kind, Mount
-from lamina.snapshot.base import DirSnapshotter
+from lamina.snapshot.base import DirSnapshotter, Held
+from lamina.snapshot.fsutil import remove_tree
 from lamina.snapshot.metadata import Record
 from lamina.snapshot.mountinfo import overlay_uppers
 
@@ -81,3 +82,53 @@ class OverlaySnapshotter(DirSnapshotter):
             raise Conflict(
                 f"snapshot {key!r} is mounted", hint="unmount it (stop its container) first"
             )
+
+
+def check_overlay(root: str) -> None:
+    """Raise Unsupported (saying why) unless overlay snapshots work under lamina root
+    ``root``: a real two-layer mount is made, written, whited out and taken down.
+
+    For the CLI's snapshotter choice ("auto": overlay when this passes, else native).
+    """
+    from lamina.snapshot.mount import mount_all, unmount
+
+    snap = OverlaySnapshotter(root)
+    held = Held.make(snap.root)
+    try:
+        paths = {n: os.path.join(held.path, n) for n in ("lower", "upper", "work", "merged")}
+        for path in paths.values():
+            os.mkdir(path, 0o700)
+        with open(os.path.join(paths["lower"], "f"), "wb"):
+            pass
+        mount = Mount(
+            "overlay",
+            "overlay",
+            (
+                f"lowerdir={paths['lower']}",
+                f"upperdir={paths['upper']}",
+                f"workdir={paths['work']}",
+                *OVERLAY_OPTIONS,
+            ),
+        )
+        try:
+            mount_all([mount], paths["merged"])
+        except LaminaError as exc:
+            raise Unsupported(
+                f"overlayfs does not work under {snap.root}: {exc}",
+                hint="use the native snapshotter",
+            ) from exc
+        try:
+            os.unlink(os.path.join(paths["merged"], "f"))
+        finally:
+            unmount(paths["merged"])
+        st = os.lstat(os.path.join(paths["upper"], "f"))
+        if st.st_rdev != 0 or (st.st_mode & 0o170000) != 0o020000:
+            raise Unsupported(
+                f"overlayfs under {snap.root} does not make char 0/0 whiteouts",
+                hint="use the native snapshotter",
+            )
+    except OSError as exc:
+        raise Unsupported(f"overlayfs does not work under {snap.root}: {exc}") from exc
+    finally:
+        remove_tree(held.path)
+        held.close()
