@@ -227,15 +227,23 @@ def test_rm_running(cstore: ContainerStore, prepared: Prepare) -> None:
 KEEPER = """
 import sys
 from lamina.runtime.containers import ContainerStore
-from lamina.runtime.lifecycle import run_foreground
+from lamina.runtime.lifecycle import exec_in, run_foreground
 store = ContainerStore(sys.argv[1])
-result = run_foreground(store, store.get(sys.argv[2]), tty=sys.argv[3] == "tty")
+c = store.get(sys.argv[2])
+tty, interactive = "t" in sys.argv[3], "i" in sys.argv[3]
+if sys.argv[4:]:
+    result = exec_in(store, c, sys.argv[4:], tty=tty, interactive=interactive)
+else:
+    result = run_foreground(store, c, tty=tty, interactive=interactive)
 sys.exit(result.exit_code)
 """
 
 
-def keeper(cstore: ContainerStore, c: Container, tty: bool = False) -> list[str]:
-    return [sys.executable, "-c", KEEPER, cstore.root, c.id, "tty" if tty else "-"]
+def keeper(
+    cstore: ContainerStore, c: Container, flags: str = "-", exec_args: tuple[str, ...] = ()
+) -> list[str]:
+    """A lamina-like process running (or exec'ing in) ``c`` in the foreground."""
+    return [sys.executable, "-c", KEEPER, cstore.root, c.id, flags, *exec_args]
 
 
 def wait_file(path: Path, timeout: float = 10) -> None:
@@ -287,7 +295,7 @@ def test_lamina_killed_mid_run(cstore: ContainerStore, prepared: Prepare, tmp_pa
 
 def test_foreground_tty(cstore: ContainerStore, prepared: Prepare) -> None:
     c = prepared("sh", "-c", "tty; test -t 0 && echo stdin-is-a-tty; exit 4", tty=True)
-    cmd = " ".join(f"'{a}'" for a in keeper(cstore, c, tty=True))
+    cmd = " ".join(f"'{a}'" for a in keeper(cstore, c, "t"))
     proc = subprocess.run(
         ["script", "-qec", cmd, "/dev/null"],
         capture_output=True,
@@ -297,6 +305,46 @@ def test_foreground_tty(cstore: ContainerStore, prepared: Prepare) -> None:
     )
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "/dev/pts/" in proc.stdout and "stdin-is-a-tty" in proc.stdout
+
+
+def test_exec_tty(cstore: ContainerStore, prepared: Prepare) -> None:
+    c = start_detached(cstore, prepared("sh", "-c", f"echo ready; {LOOP}"))
+    wait_for_log(cstore, c, "ready")
+    args = ("sh", "-c", "tty; echo $TERM; exit 3")
+    cmd = " ".join(f"'{a}'" for a in keeper(cstore, c, "it", args))
+    proc = subprocess.run(
+        ["script", "-qec", cmd, "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "/dev/pts/" in proc.stdout and "xterm" in proc.stdout
+
+
+def test_interactive_stdin(cstore: ContainerStore, prepared: Prepare) -> None:
+    c = prepared("sh", "-c", "read line; echo got:$line; cat")
+    proc = subprocess.run(
+        keeper(cstore, c, "i"),
+        input="hello\nmore\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "got:hello\nmore\n")
+    # without -i the container's stdin is empty
+    d = prepared("sh", "-c", "cat; echo end")
+    proc = subprocess.run(
+        keeper(cstore, d),
+        input="ignored\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.stdout == "end\n"
 
 
 def test_tty_needs_a_terminal(cstore: ContainerStore, prepared: Prepare) -> None:

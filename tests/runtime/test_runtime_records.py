@@ -6,12 +6,22 @@ import json
 import os
 import subprocess
 import threading
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from lamina.errors import AlreadyExists, Conflict, InvalidArgument, InvalidFormat, NotFound
-from lamina.runtime.containers import ADJECTIVES, NOUNS, Container, ContainerStore, random_name
+from lamina.runtime.containers import (
+    ADJECTIVES,
+    NOUNS,
+    Container,
+    ContainerStore,
+    human_duration,
+    random_name,
+    status_text,
+)
 from lamina.runtime.initlayer import (
     filter_resolv_conf,
     hosts_content,
@@ -279,3 +289,19 @@ def test_crun_falls_back_to_runc_when_the_workaround_cannot_run(tmp_path: Path) 
     assert runtime.name == "runc"
     assert warning is not None and "hybrid" in warning and "using runc" in warning
     assert "\n" not in warning
+
+
+def test_status_text(tmp_path: Path) -> None:
+    store = ContainerStore(str(tmp_path))
+    c = new(store)
+    at = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert status_text(c, at) == "Created"
+    up = replace(c, status="running", started="2024-01-01T11:59:57Z")
+    assert status_text(up, at) == "Up 3 seconds"
+    done = replace(c, status="exited", exit_code=0, finished="2024-01-01T11:58:00.5Z")
+    assert status_text(done, at) == "Exited (0) About a minute ago"
+    lost = replace(c, status="exited", exit_code=None, finished="2024-01-01T09:00:00Z")
+    assert status_text(lost, at) == "Exited (?) 3 hours ago"
+    assert human_duration(0.2) == "Less than a second"
+    assert human_duration(59 * 60) == "59 minutes"
+    assert human_duration(3 * 86400) == "3 days"

@@ -8,6 +8,7 @@
   ``/etc/hostname`` and the mount-point placeholders of the init layer.
 - :mod:`lamina.runtime.runc`: the OCI runtime driver (runc, crun).
 - :mod:`lamina.runtime.containers`: container records on disk, names, lookup.
+- :mod:`lamina.runtime.monitor`: the keeper process of a detached container.
 - :mod:`lamina.runtime.lifecycle`: the steps the CLI calls (create, bundle, run, start,
   exec, stop, kill, remove, logs).
 """

@@ -113,6 +113,55 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's words for a duration: "Less than a second", "3 seconds", "2 hours"..."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def status_text(c: Container, at: datetime | None = None) -> str:
+    """The STATUS column of ``ps``: "Created", "Up 3 seconds", "Exited (0) 2 minutes ago"."""
+    at = at or datetime.now(UTC)
+    if c.status == "created":
+        return "Created"
+    if c.status == "running":
+        started = parse_time(c.started)
+        return "Up " + (human_duration((at - started).total_seconds()) if started else "")
+    code = "?" if c.exit_code is None else str(c.exit_code)
+    finished = parse_time(c.finished)
+    ago = f" {human_duration((at - finished).total_seconds())} ago" if finished else ""
+    return f"Exited ({code}){ago}"
+
+
 def check_name(name: str) -> None:
     if not _NAME.fullmatch(name):
         raise InvalidArgument(
