@@ -314,12 +314,18 @@ def test_whiteouts_and_opaque_dirs(
     image = _image_of(
         store,
         [
-            [_d("a"), _f("a/old"), _d("b"), _f("b/old"), _f("c"), _d("keep"), _f("keep/f")],
+            # whiteouts in a base layer hide nothing (and must not show as devices)
+            [_f(".wh.ghost"), _d("a"), _f("a/old"), _d("b"), _f("b/old"), _f("c"), _d("keep")]
+            + [_f("keep/f"), _f("keep/.wh..wh..opq")],
             [_f("a/.wh.old"), _d("b"), _f("b/.wh..wh..opq"), _f("b/new"), _f(".wh.c")],
         ],
     )
     top = unpack_to_snapshots(store, image, snapshotter)
     _check_against_plain_unpack(store, image, snapshotter, top, mounted, tmp_path)
+    base = snapshotter.parents(top)[0]
+    with mounted(snapshotter.view("base-view", base)) as root:
+        assert sorted(os.listdir(root)) == ["a", "b", "c", "keep"]
+        assert os.listxattr(root / "keep") == []
     with mounted(snapshotter.view("v", top)) as root:
         assert sorted(os.listdir(root)) == ["a", "b", "keep"]
         assert os.listdir(root / "a") == [] and os.listdir(root / "b") == ["new"]

@@ -60,7 +60,6 @@ def unpack_to_snapshots(
         )
     if not layers:
         raise InvalidFormat(f"image {image.id} has no layers", hint="there is nothing to run")
-    mode: Mode = "overlay" if snapshotter.overlay else "tree"
     owner = _owner_label()
     chains = chain_ids(diff_ids)
     parent: str | None = None
@@ -70,6 +69,10 @@ def unpack_to_snapshots(
             key = f"{EXTRACT_PREFIX}{secrets.token_hex(6)}-{name}"
             snapshotter.prepare(key, parent, labels={LABEL_OWNER: owner})
             try:
+                # The base layer goes in as a plain tree even for overlay: with nothing
+                # below, its whiteouts hide nothing and must not show as 0/0 devices when
+                # it is bind-mounted alone.
+                mode: Mode = "overlay" if snapshotter.overlay and parent is not None else "tree"
                 stream = open_layer(store, layer, diff_id, limits)
                 try:
                     apply_layer(stream, snapshotter.upper_dir(key), mode=mode, limits=limits)
