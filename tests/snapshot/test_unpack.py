@@ -315,8 +315,17 @@ def test_whiteouts_and_opaque_dirs(
         store,
         [
             # whiteouts in a base layer hide nothing (and must not show as devices)
-            [_f(".wh.ghost"), _d("a"), _f("a/old"), _d("b"), _f("b/old"), _f("c"), _d("keep")]
-            + [_f("keep/f"), _f("keep/.wh..wh..opq")],
+            [
+                _f(".wh.ghost"),
+                _d("a"),
+                _f("a/old"),
+                _d("b"),
+                _f("b/old"),
+                _f("c"),
+                _d("keep"),
+                _f("keep/f"),
+                _f("keep/.wh..wh..opq"),
+            ],
             [_f("a/.wh.old"), _d("b"), _f("b/.wh..wh..opq"), _f("b/new"), _f(".wh.c")],
         ],
     )
