@@ -3,12 +3,16 @@
 ``lamina run`` is, in order::
 
     store = ContainerStore(root)
-    runtime, warning = select_runtime(name, root)        # warning: print it
-    c = store.create(image_ref=..., image_id=..., runtime=runtime.name, name=...)
-    ... mount the container's snapshot on c.rootfs, store.update(c.id, snapshot_key=k)
+    runtime, warning = select_runtime(name, root)        # print the warning if any
+    c = store.create(image_ref=..., image_id=..., runtime=runtime.name, name=...,
+                     command=..., stop_signal=config.stop_signal, detached=..., auto_remove=...)
+    # mount the snapshot on c.rootfs: prepare(f"container-{c.id}", parent=<the image's
+    # init snapshot, made once with initlayer.make_placeholders>), mount_all(..., c.rootfs)
+    c = store.update(c.id, snapshot_key=key)
     prepare_bundle(store, c, image_config, options)       # config.json, init files
-    result = run_foreground(store, c, options)             # or start_detached(...)
-    ... --rm: remove(store, c, force=True, remove_snapshot=...)
+    result = run_foreground(store, c, tty=..., interactive=...)   # exit with result.exit_code
+    #   or: start_detached(store, c, tty=..., on_exit=[lamina rm argv] for --rm)
+    # --rm (foreground): remove(store, get(store, c.id), force=True, remove_snapshot=...)
 
 A record's status moves created -> running -> exited. The *keeper* (the foreground
 ``lamina run``, or the detached container's monitor) writes ``exit.json`` when the
