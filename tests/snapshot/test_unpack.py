@@ -358,14 +358,6 @@ def test_whiteout_and_new_content_in_one_layer(
     """image-spec layer.md: a whiteout hides the layers below only; what its own layer
     adds at that path stays. So ``.wh.d`` + ``d/`` + ``d/new`` over a lower ``d/old``
     must give ``d/{new}``: in an overlay upper dir, ``d`` has to be an opaque directory."""
-    if snapshotter.overlay:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="lamina.layers.apply overlay mode: a whiteout and new content at one "
-                "path in one layer (reported to the lead)",
-            )
-        )
     base = [_d("d"), _d("d/sub"), _f("d/old"), _f("d/sub/f")]
     if case == "recreated-dir":
         top_layer = [_f(".wh.d"), _d("d"), _f("d/new")]

@@ -119,6 +119,11 @@ class _Applier:
         # Directory modes and times are applied at the end, deepest first: a read-only
         # directory must still take its children, and writing children changes mtimes.
         self.pending_dirs: dict[str, Entry] = {}
+        # Overlay mode: paths this layer whited out (char 0/0 devices it made). If the
+        # same layer then adds something at or below such a path, the device becomes an
+        # opaque directory: the whiteout still hides the lower layers, the new content
+        # shows (image-spec layer.md: whiteouts never hide their own layer's paths).
+        self.overlay_whiteouts: set[str] = set()
         self.buf = bytearray(CHUNK)
         self.view = memoryview(self.buf)
         self.entries = self.files = self.bytes = self.whiteouts = self.skipped = 0
@@ -145,6 +150,13 @@ class _Applier:
         self.entries += 1
         name = entry.name
         try:
+            if self.overlay_whiteouts:
+                if entry.is_whiteout:
+                    if self._under_own_whiteout(name):
+                        self.whiteouts += 1
+                        return  # already hidden by this layer's whiteout of an ancestor
+                else:
+                    self._revive_ancestors(name, entry.type is EntryType.DIR)
             if entry.basename.startswith(WHITEOUT_PREFIX):
                 self.whiteouts += 1
                 self._whiteout(entry)
@@ -387,6 +399,7 @@ class _Applier:
                 path,
                 lambda d, leaf: os.mknod(leaf, stat.S_IFCHR, os.makedev(0, 0), dir_fd=d),
             )
+            self.overlay_whiteouts.add(path)
             return
         try:
             dirfd, leaf = self.root.parent(path, create=False)
@@ -396,6 +409,31 @@ class _Applier:
             self._remove_lower(dirfd, leaf, path)
         else:
             self._remove(dirfd, leaf, path)
+
+    def _under_own_whiteout(self, name: str) -> bool:
+        head = name.rpartition("/")[0]
+        while head:
+            if head in self.overlay_whiteouts:
+                return True
+            head = head.rpartition("/")[0]
+        return False
+
+    def _revive_ancestors(self, name: str, is_dir: bool) -> None:
+        """Turn this layer's whiteout devices at ``name``'s ancestors (and at ``name`` for
+        a directory entry) into opaque directories; any other entry replacing a whiteout
+        just drops it from the set."""
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            path = "/".join(parts[:i])
+            if path not in self.overlay_whiteouts:
+                continue
+            self.overlay_whiteouts.discard(path)
+            if i == len(parts) and not is_dir:
+                return  # a file or link replaces the whiteout device: _make does it
+            dirfd, leaf = self.root.parent(path)
+            self._remove(dirfd, leaf, path)
+            os.mkdir(leaf, 0o755, dir_fd=dirfd)
+            self._opaque(path)
 
     def _opaque(self, path: str) -> None:
         dirfd = self.root.dir_fd(path)
