@@ -29,6 +29,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "load": ("transfer_cmd", "cmd_load"),
     "unpack": ("transfer_cmd", "cmd_unpack"),
     "bootstrap": ("transfer_cmd", "cmd_bootstrap"),
+    "run": ("container_cmd", "cmd_run"),
+    "ps": ("container_cmd", "cmd_ps"),
+    "logs": ("container_cmd", "cmd_logs"),
+    "stop": ("container_cmd", "cmd_stop"),
+    "kill": ("container_cmd", "cmd_kill"),
+    "rm": ("container_cmd", "cmd_rm"),
+    "exec": ("container_cmd", "cmd_exec"),
+    "diff": ("container_cmd", "cmd_diff"),
+    "commit": ("container_cmd", "cmd_commit"),
+    "mount": ("container_cmd", "cmd_mount"),
+    "umount": ("container_cmd", "cmd_umount"),
 }
 
 
@@ -48,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else $XDG_DATA_HOME/lamina)",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
     p = sub.add_parser("import", help="import a rootfs directory or tarball as an image")
     p.add_argument("source", help="a directory, or a tar file (plain, gzip or zstd); - for stdin")
@@ -125,7 +136,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--tag", dest="ref", required=True, help="name of the new image")
     _add_json(p)
 
+    _container_parsers(sub)
     return parser
+
+
+def _container_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run a command in a new container")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    p.add_argument("-e", "--env", action="append", default=[], help="set NAME=value")
+    p.add_argument("-w", "--workdir", default=None, help="working directory inside")
+    p.add_argument("-u", "--user", default=None, help="user[:group], names or ids")
+    p.add_argument("--entrypoint", default=None, help="replace the image's ENTRYPOINT")
+    p.add_argument("--hostname", default=None, help="container host name")
+    p.add_argument("--network", choices=["host", "none"], default="host")
+    p.add_argument("-v", "--volume", action="append", default=[], help="HOST:CTR[:ro]")
+    p.add_argument("--read-only", action="store_true", help="mount the root read-only")
+    p.add_argument("--name", default=None, help="container name")
+    p.add_argument("--runtime", choices=["runc", "crun"], default="runc")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+    p = sub.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true", help="also stopped ones")
+    p.add_argument("-q", "--quiet", action="store_true", help="IDs only")
+    _add_json(p)
+
+    p = sub.add_parser("logs", help="show a container's output")
+    p.add_argument("-f", "--follow", action="store_true", help="follow new output")
+    p.add_argument("container", metavar="CONTAINER")
+
+    p = sub.add_parser("stop", help="stop containers (signal, then SIGKILL)")
+    p.add_argument("-t", "--time", type=float, default=10.0, help="seconds before SIGKILL")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("kill", help="send a signal to containers")
+    p.add_argument("-s", "--signal", default="KILL")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("rm", help="remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="kill a running one first")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-u", "--user", default=None)
+    p.add_argument("-w", "--workdir", default=None)
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+    p = sub.add_parser("diff", help="files a container added (A), changed (C), deleted (D)")
+    p.add_argument("container", metavar="CONTAINER")
+    _add_json(p)
+
+    p = sub.add_parser("commit", help="make an image from a container's changes")
+    p.add_argument("-m", "--message", default=None)
+    p.add_argument("-a", "--author", default=None)
+    p.add_argument("-c", "--change", action="append", default=[])
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ref", nargs="?", default=None, metavar="REF")
+
+    p = sub.add_parser("mount", help="mount a container's root filesystem, print its path")
+    p.add_argument("container", metavar="CONTAINER")
+
+    p = sub.add_parser("umount", help="unmount a stopped container's root filesystem")
+    p.add_argument("container", metavar="CONTAINER")
 
 
 def _load(command: str) -> Callable[[argparse.Namespace], int]:
@@ -143,11 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"lamina {__version__}")
         return 0
-    if not args.command:
+    if not args.verb:
         parser.print_help(sys.stderr)
         return 4
     try:
-        return _load(args.command)(args)
+        return _load(args.verb)(args)
     except LaminaError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:

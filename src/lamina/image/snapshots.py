@@ -20,12 +20,11 @@ import os
 import secrets
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Literal
 
 from lamina.errors import AlreadyExists, InvalidFormat, LaminaError, NotFound
 from lamina.image.images import Image
-from lamina.image.layer_io import open_layer
 from lamina.layers.api import DEFAULT_LIMITS, Limits
-from lamina.layers.apply import Mode, apply_layer
 from lamina.oci.ids import chain_ids
 from lamina.snapshot.api import Kind, Snapshotter
 from lamina.store.api import Store
@@ -66,13 +65,20 @@ def unpack_to_snapshots(
     for layer, diff_id, chain_id in zip(layers, diff_ids, chains, strict=True):
         name = str(chain_id)
         if not _exists(snapshotter, name):
+            # Imported only when a layer must be unpacked: a warm `lamina run` (every
+            # layer already a snapshot) starts without the decompression machinery.
+            from lamina.image.layer_io import open_layer
+            from lamina.layers.apply import apply_layer
+
             key = f"{EXTRACT_PREFIX}{secrets.token_hex(6)}-{name}"
             snapshotter.prepare(key, parent, labels={LABEL_OWNER: owner})
             try:
                 # The base layer goes in as a plain tree even for overlay: with nothing
                 # below, its whiteouts hide nothing and must not show as 0/0 devices when
                 # it is bind-mounted alone.
-                mode: Mode = "overlay" if snapshotter.overlay and parent is not None else "tree"
+                mode: Literal["tree", "overlay"] = (
+                    "overlay" if snapshotter.overlay and parent is not None else "tree"
+                )
                 stream = open_layer(store, layer, diff_id, limits)
                 try:
                     apply_layer(stream, snapshotter.upper_dir(key), mode=mode, limits=limits)
