@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -542,3 +544,22 @@ def test_foreign_layer_without_blob(
     assert not (dest / "blobs" / "sha256" / foreign.digest.encoded).exists()
     [loaded] = import_oci_layout(other_store, str(dest))
     assert loaded.descriptor.digest == desc.digest
+
+
+def test_save_to_a_device_writes_into_it(tmp_path: Path) -> None:
+    """Saving to /dev/null must not replace the device node with a file."""
+    from lamina.image.archive_io import open_output
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    with open_output(str(fifo)) as out:
+        out.write(b"through the fifo")
+    reader.join(timeout=10)
+    assert got == [b"through the fifo"]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    with open_output("/dev/null") as out:
+        out.write(b"x")
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)

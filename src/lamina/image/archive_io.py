@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import posixpath
 import sys
 import tempfile
@@ -203,6 +204,14 @@ def open_output(dest: str) -> Iterator[BinaryIO]:
         yield out
         out.flush()
         return
+    with contextlib.suppress(FileNotFoundError):
+        st = os.stat(dest)
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            # /dev/null, a FIFO, /dev/stdout: write into it; renaming a temp file over
+            # it would replace the device node itself.
+            with open(dest, "wb") as special:
+                yield special
+            return
     parent = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(parent):
         raise NotFound(f"directory {parent} does not exist", hint="create it first")
