@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def lamina(tmp_path: Path) -> Lamina:
+def lamina(tmp_path: Path) -> Iterator[Lamina]:
     """Run the real `lamina` command with its own --root; returns the finished process.
 
     `check=True` (the default) fails the test with the command's stderr when it exits
@@ -53,4 +54,18 @@ def lamina(tmp_path: Path) -> Lamina:
         return proc
 
     run.root = root  # type: ignore[attr-defined]
-    return run
+    yield run
+    # A failed test may leave containers running and rootfs mounted: clean up so later
+    # tests (and pytest's tmp dir removal) are not disturbed.
+    if (root / "containers").is_dir():
+        ids = run("ps", "-a", "-q", check=False).stdout.split()
+        if ids:
+            run("rm", "-f", *ids, check=False)
+    prefix = str(root) + "/"
+    mounted = [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(prefix) or line.split()[4] == str(root)
+    ]
+    for target in sorted(mounted, reverse=True):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
