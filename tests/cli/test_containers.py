@@ -290,3 +290,19 @@ def test_full_disk_in_upper_dir(lamina: Lamina) -> None:
         lamina("save", "bb", "-o", str(root / "bb.tar"), "--format", "oci")
     finally:
         subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_prune_removes_unpacked_layers_of_removed_images(bb: Lamina) -> None:
+    bb("run", "--rm", "bb", "true")
+    snaps = _snapshot_dir(bb)
+    assert any(snaps.iterdir())
+    kept = json.loads(bb("prune", "--json").stdout)
+    assert kept["removed_snapshots"] == 0  # the image still needs them
+    bb("run", "--name", "holder", "bb", "true")
+    bb("rmi", "bb")
+    held = json.loads(bb("prune", "--json").stdout)
+    assert held["removed_snapshots"] == 0  # a container still stands on them
+    bb("rm", "holder")
+    pruned = json.loads(bb("prune", "--json").stdout)
+    assert pruned["removed_snapshots"] == 2  # the busybox layer and its init snapshot
+    assert [p for p in snaps.iterdir() if p.name.isdigit()] == []

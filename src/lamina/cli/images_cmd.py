@@ -202,6 +202,9 @@ def cmd_rmi(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     store = open_store(args)
+    snapshots = 0
+    if not args.dry_run:
+        snapshots = _prune_snapshots(args, store)
     result = store.gc(dry_run=args.dry_run)
     if args.json:
         print_json(
@@ -210,9 +213,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 "removed_bytes": result.removed_bytes,
                 "kept_blobs": result.kept_blobs,
                 "dry_run": args.dry_run,
+                "removed_snapshots": snapshots,
             }
         )
     else:
         verb = "Would reclaim" if args.dry_run else "Total reclaimed space"
-        print(f"{verb}: {human_size(result.removed_bytes)} ({result.removed_blobs} blobs)")
+        print(
+            f"{verb}: {human_size(result.removed_bytes)} ({result.removed_blobs} blobs, "
+            f"{snapshots} unpacked layers)"
+        )
     return 0
+
+
+def _prune_snapshots(args: argparse.Namespace, store: Any) -> int:
+    """Unpacked layers no image needs any more, and leftovers of killed unpacks."""
+    root = os.path.join(store.root, "snapshots")
+    if not os.path.isdir(root):
+        return 0
+    from lamina.image.snapshots import prune_snapshots, remove_stale_extractions
+    from lamina.snapshot.overlay import OverlaySnapshotter
+
+    snap = OverlaySnapshotter(store.root)
+    snap.cleanup()
+    remove_stale_extractions(snap)
+    return prune_snapshots(store, snap)

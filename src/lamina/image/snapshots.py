@@ -161,3 +161,32 @@ def remove_stale_extractions(snapshotter: Snapshotter) -> int:
             snapshotter.remove(info.name)
             removed += 1
     return removed
+
+
+def prune_snapshots(store: Store, snapshotter: Snapshotter) -> int:
+    """Remove committed snapshots that no image in the store needs (layers of images
+    that are gone, and their init snapshots) and that nothing is stacked on; returns
+    how many. Snapshots of running or stopped containers keep their parents."""
+    from lamina.image.images import list_images
+
+    needed: set[str] = set()
+    for _, image in list_images(store):
+        for chain in chain_ids(image.config.diff_ids):
+            needed.add(str(chain))
+        if image.config.diff_ids:
+            needed.add(f"{chain_ids(image.config.diff_ids)[-1]}-init")
+    removed = 0
+    while True:
+        infos = list(snapshotter.walk())
+        parents = {info.parent for info in infos if info.parent}
+        victims = [
+            info.name
+            for info in infos
+            if info.kind is Kind.COMMITTED and info.name not in needed and info.name not in parents
+        ]
+        if not victims:
+            return removed
+        for name in victims:
+            with suppress(NotFound):
+                snapshotter.remove(name)
+                removed += 1
