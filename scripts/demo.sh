@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LAMINA=(.venv/bin/lamina)
 work=$(mktemp -d /tmp/lamina-demo.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+    "${LAMINA[@]}" --root "$work/root" rm -f walk >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
 root="$work/root"
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 
@@ -36,6 +40,18 @@ fi
 step "lamina unpack demo/busybox $work/unpacked"
 "${LAMINA[@]}" --root "$root" unpack demo/busybox "$work/unpacked"
 "$work/unpacked/bin/busybox" echo "hello from the unpacked image"
+
+step "lamina run --rm demo/busybox sh -c 'echo hello from \$(hostname); uname -sr'"
+"${LAMINA[@]}" --root "$root" run --rm --hostname demo demo/busybox sh -c 'echo hello from $(hostname); uname -sr'
+
+step "the seed's overlay walk-through: write, delete, modify; lamina diff; lamina commit"
+"${LAMINA[@]}" --root "$root" run --name walk demo/busybox sh -c \
+    'echo new > /in_upper.txt; rm /etc/group; echo extra >> /etc/passwd'
+"${LAMINA[@]}" --root "$root" diff walk
+"${LAMINA[@]}" --root "$root" commit -m "seed walk-through" walk demo/busybox:walked
+"${LAMINA[@]}" --root "$root" rm walk
+"${LAMINA[@]}" --root "$root" history demo/busybox:walked
+"${LAMINA[@]}" --root "$root" run --rm demo/busybox:walked cat /in_upper.txt
 
 step "lamina save (docker format) and load into a fresh root"
 "${LAMINA[@]}" --root "$root" save demo/busybox -o "$work/busybox.tar"
