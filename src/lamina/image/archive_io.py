@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import posixpath
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
