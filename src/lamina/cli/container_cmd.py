@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -60,7 +59,7 @@ def _init_snapshot(snap: Snapshotter, top: str) -> str:
         return name
     except NotFound:
         pass
-    key = f"init-{uuid.uuid4().hex}"
+    key = f"init-{os.urandom(16).hex()}"  # not uuid: it imports `platform` (start-up time)
     snap.prepare(key, parent=top)
     try:
         make_placeholders(snap.upper_dir(key))

@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from lamina.errors import LaminaError
 
@@ -43,11 +44,56 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _add_json(p: argparse.ArgumentParser) -> None:
+class _Arguments(Protocol):
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class _Unbuilt:
+    """Stands in for the parser of a command that is not being run: building all 22
+    sub-parsers costs more than a warm ``lamina run`` may spend on parsing."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class _Subcommands:
+    """``add_parser`` that builds only the ``only`` command's parser (all when None)."""
+
+    def __init__(
+        self, sub: argparse._SubParsersAction[argparse.ArgumentParser], only: str | None
+    ) -> None:
+        self._sub = sub
+        self._only = only
+
+    def add_parser(self, name: str, **kwargs: Any) -> _Arguments:
+        if self._only is not None and name != self._only:
+            return _Unbuilt()
+        return self._sub.add_parser(name, **kwargs)
+
+
+def _add_json(p: _Arguments) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_verb(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` if the global options before it are plain
+    (``--root DIR``, ``--root=DIR``); None (build every parser) for anything else:
+    ``--help``, ``--version``, abbreviations, unknown commands, errors."""
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--root":
+            i += 2
+        elif token.startswith("--root="):
+            i += 1
+        else:
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, just that command's sub-parser is built
+    (same usage, help and errors for it, and faster)."""
     parser = argparse.ArgumentParser(
         prog="lamina",
         description="A daemonless container-image toolkit.",
@@ -59,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else $XDG_DATA_HOME/lamina)",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    sub = _Subcommands(parser.add_subparsers(dest="verb", metavar="COMMAND"), only)
 
     p = sub.add_parser("import", help="import a rootfs directory or tarball as an image")
     p.add_argument("source", help="a directory, or a tar file (plain, gzip or zstd); - for stdin")
@@ -140,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _container_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _container_parsers(sub: _Subcommands) -> None:
     p = sub.add_parser("run", help="run a command in a new container")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
@@ -215,7 +261,7 @@ def _load(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_chosen_verb(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.version:
         from lamina import __version__

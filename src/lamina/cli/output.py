@@ -9,12 +9,15 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from lamina.store.local import LocalStore, default_root
+if TYPE_CHECKING:
+    from lamina.store.local import LocalStore
 
 
 def open_store(args: argparse.Namespace) -> LocalStore:
+    from lamina.store.local import LocalStore, default_root
+
     return LocalStore(args.root or default_root())
 
 
