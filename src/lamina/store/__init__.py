@@ -1,9 +1,17 @@
-"""The content store: blobs by digest, refs by name (contracts in :mod:`lamina.store.api`)."""
+"""The content store: blobs by digest, refs by name (contracts in :mod:`lamina.store.api`).
+
+The names below are imported on first use (PEP 562), so that importing one submodule,
+such as :mod:`lamina.store.local` for ``default_root``, does not load the others.
+"""
 
 from __future__ import annotations
 
-from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, GCResult, Store
-from lamina.store.local import LocalStore, default_root
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, GCResult, Store
+    from lamina.store.local import LocalStore, default_root
 
 __all__ = [
     "MAX_METADATA_BYTES",
@@ -14,3 +22,26 @@ __all__ = [
     "Store",
     "default_root",
 ]
+
+_HOME = {
+    "MAX_METADATA_BYTES": "api",
+    "BlobInfo": "api",
+    "BlobWriter": "api",
+    "GCResult": "api",
+    "Store": "api",
+    "LocalStore": "local",
+    "default_root": "local",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

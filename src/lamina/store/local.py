@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 import stat
 import weakref
 from collections.abc import Callable, Iterator
@@ -36,7 +35,6 @@ from lamina.errors import (
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import ALGORITHMS, Digest, Digester
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, GCResult
-from lamina.store.gc import reachable
 from lamina.store.locks import SharedLease, exclusive, shared_lease
 from lamina.store.refs import RefFile, check_ref_name, fsync_dir, write_all
 from lamina.store.verify import CHUNK, DAMAGED_HINT, VerifyingReader
@@ -112,7 +110,7 @@ class LocalBlobWriter:
     def _create_temp(self) -> tuple[int, str]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         while True:
-            path = os.path.join(self._store._ingest_dir, secrets.token_hex(16) + TEMP_SUFFIX)
+            path = os.path.join(self._store._ingest_dir, os.urandom(16).hex() + TEMP_SUFFIX)
             fd = os.open(path, flags, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_nlink:
@@ -382,6 +380,8 @@ class LocalStore:
         Waits for every lease in every process (at most ``timeout`` seconds, then
         Conflict). Raises Conflict at once if the calling thread holds a lease itself.
         """
+        from lamina.store.gc import reachable  # the manifest model: not for a plain read
+
         if self._lease_lock().held_by_current_thread():
             raise Conflict(
                 "gc cannot run while this thread holds a store lease",
