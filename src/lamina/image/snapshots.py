@@ -20,14 +20,16 @@ import os
 import secrets
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from lamina.errors import AlreadyExists, InvalidFormat, LaminaError, NotFound
-from lamina.image.images import Image
-from lamina.layers.api import DEFAULT_LIMITS, Limits
 from lamina.oci.ids import chain_ids
 from lamina.snapshot.api import Kind, Snapshotter
-from lamina.store.api import Store
+
+if TYPE_CHECKING:
+    from lamina.image.images import Image
+    from lamina.layers.api import Limits
+    from lamina.store.api import Store
 
 Progress = Callable[..., None]
 
@@ -41,13 +43,14 @@ def unpack_to_snapshots(
     image: Image,
     snapshotter: Snapshotter,
     *,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: Limits | None = None,
     progress: Progress | None = None,
 ) -> str:
     """Make sure every layer of ``image`` is a committed snapshot; returns the top ChainID.
 
     Layers already unpacked (by any image) are skipped. Each layer is verified (digest
-    and diff_id) as it streams; a bad layer raises and leaves no snapshot for it or above
+    and diff_id) as it streams, within ``limits`` (default: ``DEFAULT_LIMITS`` of
+    :mod:`lamina.layers.api`); a bad layer raises and leaves no snapshot for it or above
     it. ``progress(n)`` is called with each layer's compressed size as it is done or
     skipped. An image without layers raises InvalidFormat (there is no ChainID of nothing).
     """
@@ -68,7 +71,11 @@ def unpack_to_snapshots(
             # Imported only when a layer must be unpacked: a warm `lamina run` (every
             # layer already a snapshot) starts without the decompression machinery.
             from lamina.image.layer_io import open_layer
+            from lamina.layers.api import DEFAULT_LIMITS
             from lamina.layers.apply import apply_layer
+
+            if limits is None:
+                limits = DEFAULT_LIMITS
 
             key = f"{EXTRACT_PREFIX}{secrets.token_hex(6)}-{name}"
             snapshotter.prepare(key, parent, labels={LABEL_OWNER: owner})
