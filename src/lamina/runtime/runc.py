@@ -382,12 +382,22 @@ class OCIRuntime:
 
     def delete(self, container_id: str, *, force: bool = False) -> None:
         """Remove the runtime's state (``force``: kill a live container first)."""
+        if self._no_state(container_id):
+            return  # nothing to delete: `runc run` deletes its own state when it ends
         args = ["delete", *(["--force"] if force else []), container_id]
         proc = self._call(*args, check=False)
         if proc.returncode != 0 and "does not exist" not in proc.stderr:
             if self.state(container_id) is None:  # gone meanwhile (or never created)
                 return
             raise ToolError(f"{self.name} delete failed: {_last_line(proc.stderr)}")
+
+    def _no_state(self, container_id: str) -> bool:
+        """Whether the runtime surely holds no state for ``container_id``: runc and crun
+        keep a directory per container under ``--root``. Spares ``lamina run --rm`` a
+        runtime call (a process start) after a foreground run."""
+        if not container_id or "/" in container_id or container_id in (".", ".."):
+            return False
+        return not os.path.lexists(os.path.join(self.state_dir, container_id))
 
     def ps(self, container_id: str) -> list[int]:
         """Host pids of the container's processes."""
