@@ -27,6 +27,8 @@ from lamina.store.api import Store
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
+    """The image a commit made: its manifest, ID and new layer."""
+
     manifest: Descriptor
     image_id: Digest
     layer: Descriptor

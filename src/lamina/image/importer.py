@@ -38,6 +38,8 @@ Progress = Callable[..., None]
 
 @dataclass(frozen=True, slots=True)
 class ImportResult:
+    """The image an import made."""
+
     name: str
     manifest: Descriptor
     image_id: Digest

@@ -24,6 +24,8 @@ Progress = Callable[..., None]
 
 @dataclass(frozen=True, slots=True)
 class LayerWritten:
+    """A layer blob written to the store, with its diff_id."""
+
     descriptor: Descriptor
     diff_id: Digest
     uncompressed_size: int

@@ -57,6 +57,8 @@ Path = str | os.PathLike[str]
 
 @dataclass(slots=True)
 class _Record:
+    """One entry of a diff walk."""
+
     key: tuple[bytes, ...]
     node: Node | None  # None for whiteouts
     name: str  # the entry name

@@ -87,6 +87,8 @@ def _json_form(text: str) -> list[str] | None:
 
 @dataclass(slots=True)
 class _State:
+    """The config being changed, and which instructions set what."""
+
     image: ImageConfig
     cmd_set: bool = False
 

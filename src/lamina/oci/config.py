@@ -332,6 +332,8 @@ class History:
 
 @dataclass(frozen=True, slots=True)
 class RootFS:
+    """The config's ``rootfs``: the layers' diff_ids, bottom first."""
+
     diff_ids: tuple[Digest, ...] = ()
     type: str = "layers"
 

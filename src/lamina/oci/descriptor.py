@@ -19,6 +19,8 @@ _MAX_SIZE = (1 << 63) - 1  # descriptor.md: size is an int64
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
+    """An OCI content descriptor: media type, digest and size of one blob."""
+
     media_type: str
     digest: Digest
     size: int

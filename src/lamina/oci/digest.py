@@ -26,6 +26,8 @@ class Hasher(Protocol):
 
 @dataclass(frozen=True, slots=True, order=True)
 class Digest:
+    """A validated ``algorithm:encoded`` content digest."""
+
     algorithm: str
     encoded: str
 

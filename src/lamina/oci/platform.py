@@ -22,6 +22,8 @@ _ARCH = {
 
 @dataclass(frozen=True, slots=True)
 class Platform:
+    """An OCI platform (os, architecture, variant, ...)."""
+
     os: str
     architecture: str
     variant: str = ""

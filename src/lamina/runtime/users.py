@@ -50,6 +50,8 @@ class ResolvedUser:
 
 @dataclass(frozen=True, slots=True)
 class PasswdEntry:
+    """One line of /etc/passwd (the fields lamina uses)."""
+
     name: str
     uid: int
     gid: int
@@ -58,6 +60,8 @@ class PasswdEntry:
 
 @dataclass(frozen=True, slots=True)
 class GroupEntry:
+    """One line of /etc/group."""
+
     name: str
     gid: int
     members: tuple[str, ...]

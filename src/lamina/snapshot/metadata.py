@@ -34,6 +34,8 @@ _HINT = "the snapshot metadata is damaged; remove the snapshots directory to sta
 
 @dataclass(frozen=True, slots=True)
 class Record:
+    """One snapshot's entry in the metadata file."""
+
     id: int
     kind: Kind
     parent: str | None

@@ -193,6 +193,8 @@ def _check(ret: int, what: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Parsed:
+    """Mount options split into flags, propagation and filesystem data."""
+
     flags: int  # MS_* flags of the mount itself
     propagation: int  # MS_PRIVATE etc., applied after the mount
     data: tuple[str, ...]  # filesystem options (key=value or words)

@@ -40,12 +40,16 @@ MAX_METADATA_BYTES = 4 << 20
 
 @dataclass(frozen=True, slots=True)
 class BlobInfo:
+    """A blob in the store: its digest and size."""
+
     digest: Digest
     size: int
 
 
 @dataclass(frozen=True, slots=True)
 class GCResult:
+    """What a garbage collection removed and kept."""
+
     removed_blobs: int
     removed_bytes: int
     kept_blobs: int
