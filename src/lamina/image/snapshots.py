@@ -17,7 +17,6 @@ removes those whose owner is gone.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Literal
@@ -77,7 +76,7 @@ def unpack_to_snapshots(
             if limits is None:
                 limits = DEFAULT_LIMITS
 
-            key = f"{EXTRACT_PREFIX}{secrets.token_hex(6)}-{name}"
+            key = f"{EXTRACT_PREFIX}{os.urandom(6).hex()}-{name}"
             snapshotter.prepare(key, parent, labels={LABEL_OWNER: owner})
             try:
                 # The base layer goes in as a plain tree even for overlay: with nothing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _host
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _host.machine()
+        machine = os.uname().machine  # what platform.machine() reads, without importing it
         arch = _ARCH.get(machine, machine)
         return cls("linux", arch, "v8" if arch == "arm64" else "")
 
