@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_compression, layers
+from bench import bench_compression, layers, run
 
-BENCHES = {"layers": layers.main, "compression": bench_compression.main}
+BENCHES = {"layers": layers.main, "compression": bench_compression.main, "run": run.main}
 
 
 def main() -> None:
