@@ -1,7 +1,6 @@
 # The two set-up commands: `make demo` and `make test`. Both install what is missing first.
 SHELL := /bin/bash
 PY := .venv/bin/python
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup demo test test-fast lint bench clean
 
