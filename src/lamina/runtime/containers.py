@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from lamina.atomic import write_atomic
 from lamina.errors import (
     AlreadyExists,
     Conflict,
@@ -73,32 +74,11 @@ def _os_error(action: str, what: str, exc: OSError) -> LaminaError:
     return LaminaError(f"cannot {action} {what}: {exc.strerror or exc}")
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_file_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     """Temp file, write, fsync, rename over ``path``, fsync the directory."""
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(4).hex()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(directory)
+        write_atomic(path, data, mode)
     except OSError as exc:
-        with suppress(OSError):
-            os.unlink(tmp)
         raise _os_error("write", path, exc) from exc
 
 

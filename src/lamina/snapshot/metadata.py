@@ -18,11 +18,12 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from lamina.atomic import write_atomic
 from lamina.errors import InvalidFormat, LaminaError
 from lamina.snapshot.api import Kind
 
@@ -55,14 +56,6 @@ class State:
 
     def ids(self) -> set[int]:
         return {rec.id for rec in self.records.values()}
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _parse(data: bytes, path: str) -> State:
@@ -162,19 +155,4 @@ class MetaFile:
                 self._write(after)
 
     def _write(self, data: bytes) -> None:
-        tmp = os.path.join(self.root, f".{METADATA}.{os.urandom(6).hex()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, self.path)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(self.root)
+        write_atomic(self.path, data, 0o600)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, BinaryIO
 
+from lamina.atomic import fsync_dir, write_all
 from lamina.errors import (
     Conflict,
     DigestMismatch,
@@ -36,7 +37,7 @@ from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import ALGORITHMS, Digest, Digester
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, GCResult
 from lamina.store.locks import SharedLease, exclusive, shared_lease
-from lamina.store.refs import RefFile, check_ref_name, fsync_dir, write_all
+from lamina.store.refs import RefFile, check_ref_name
 from lamina.store.verify import CHUNK, DAMAGED_HINT, VerifyingReader
 
 TEMP_SUFFIX = ".tmp"

@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from lamina.atomic import fsync_dir, write_all
 from lamina.errors import InvalidArgument, InvalidFormat, LaminaError
 from lamina.oci.descriptor import Descriptor
 from lamina.store.locks import exclusive
@@ -38,21 +39,6 @@ def check_ref_name(name: str) -> None:
         name.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidArgument(f"ref name {name!r} is not valid Unicode text") from exc
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 class RefFile:
