@@ -1,0 +1,148 @@
+"""Physical lines to logical instruction lines: parser directives, comments, line
+continuations and heredoc bodies (Dockerfile reference, "Parser directives", "Format",
+"Here-Documents"). Every logical line keeps a map back to file positions so that
+errors can point at the exact ``line:column``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lamina.build.instructions import Heredoc, Location, ParseError
+from lamina.build.words import split_raw
+
+_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9_-]*)\s*=\s*(.*?)\s*$")
+_KNOWN_DIRECTIVES = ("syntax", "escape", "check")
+_HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)(.+)$")
+_HEREDOC_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+# Only these instructions take heredocs (BuildKit 1.4+).
+HEREDOC_INSTRUCTIONS = frozenset({"RUN", "COPY", "ADD"})
+
+
+@dataclass(frozen=True, slots=True)
+class LogicalLine:
+    """One instruction: its text with continuations joined, and a map from offsets in
+    ``text`` to (line, column) in the file."""
+
+    file: str
+    text: str
+    segments: tuple[tuple[int, int, int], ...]  # (offset in text, line, column of offset)
+    heredocs: tuple[Heredoc, ...] = ()
+
+    def location(self, offset: int) -> Location:
+        line, column = self.segments[0][1], self.segments[0][2]
+        for start, seg_line, seg_col in self.segments:
+            if start > offset:
+                break
+            line, column = seg_line, seg_col + (offset - start)
+        return Location(self.file, line, column)
+
+
+@dataclass(frozen=True, slots=True)
+class Lexed:
+    directives: tuple[tuple[str, str], ...]
+    escape: str
+    lines: tuple[LogicalLine, ...]
+
+
+def _directives(file: str, physical: list[str]) -> tuple[list[tuple[str, str]], str, int]:
+    """Directives are recognised only at the very top, before any comment, blank line
+    or instruction; an unknown one ends them (it is a comment)."""
+    found: list[tuple[str, str]] = []
+    escape = "\\"
+    index = 0
+    for index, line in enumerate(physical):
+        m = _DIRECTIVE.match(line.strip())
+        if not m or m.group(1).lower() not in _KNOWN_DIRECTIVES:
+            return found, escape, index
+        name, value = m.group(1).lower(), m.group(2)
+        where = Location(file, index + 1, line.index("#") + 1)
+        if any(k == name for k, _ in found):
+            raise ParseError(where, f"only one {name!r} parser directive can be used")
+        if name == "escape":
+            if value not in ("\\", "`"):
+                raise ParseError(
+                    where,
+                    f"invalid escape token {value!r} does not match ` or \\",
+                    hint="write '# escape=\\' or '# escape=`'",
+                )
+            escape = value
+        found.append((name, value))
+    return found, escape, len(physical)
+
+
+def _is_comment(line: str) -> bool:
+    return line.lstrip().startswith("#")
+
+
+def _strip_continuation(line: str, escape: str) -> tuple[str, bool]:
+    """(line without the trailing escape, whether the instruction continues)."""
+    stripped = line.rstrip()
+    if stripped.endswith(escape):
+        return stripped[: -len(escape)], True
+    return line, False
+
+
+def _heredoc_markers(text: str, escape: str) -> list[tuple[int, str, bool, bool, int | None]]:
+    """``<<NAME`` words of a RUN/COPY/ADD line: (offset, name, expand, chomp, fd)."""
+    markers = []
+    for offset, word in split_raw(text, escape=escape):
+        m = _HEREDOC_WORD.match(word)
+        if not m:
+            continue
+        raw_name = m.group(3)
+        quoted = raw_name[0] in ("'", '"') and raw_name[-1] == raw_name[0] and len(raw_name) > 1
+        name = raw_name[1:-1] if quoted else raw_name
+        if not _HEREDOC_NAME.match(name):
+            continue
+        fd = int(m.group(1)) if m.group(1) else None
+        markers.append((offset, name, not quoted, m.group(2) == "-", fd))
+    return markers
+
+
+def lex(source: str, file: str = "Dockerfile") -> Lexed:
+    if source.startswith("\ufeff"):
+        source = source[1:]
+    physical = source.splitlines()
+    directives, escape, i = _directives(file, physical)
+    lines: list[LogicalLine] = []
+    while i < len(physical):
+        raw = physical[i]
+        i += 1
+        if not raw.strip() or _is_comment(raw):
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        text, more = _strip_continuation(raw[indent:], escape)
+        segments = [(0, i, indent + 1)]
+        while more and i < len(physical):
+            raw = physical[i]
+            i += 1
+            if _is_comment(raw) or not raw.strip():
+                continue  # dropped inside a continuation (reference, "Format")
+            segments.append((len(text), i, 1))
+            part, more = _strip_continuation(raw, escape)
+            text += part
+        keyword = text.split(None, 1)[0].upper() if text.split() else ""
+        heredocs: list[Heredoc] = []
+        if keyword in HEREDOC_INSTRUCTIONS and "<<" in text:
+            logical = LogicalLine(file, text, tuple(segments))
+            for offset, name, expand, chomp, fd in _heredoc_markers(text, escape):
+                body: list[str] = []
+                while True:
+                    if i >= len(physical):
+                        raise ParseError(
+                            logical.location(offset),
+                            f"unterminated heredoc {name!r}",
+                            hint=f"end it with a line holding only {name}",
+                        )
+                    line = physical[i]
+                    i += 1
+                    if chomp:
+                        line = line.lstrip("\t")
+                    if line == name:
+                        break
+                    body.append(line + "\n")
+                heredocs.append(Heredoc(name, "".join(body), expand, chomp, fd))
+        lines.append(LogicalLine(file, text, tuple(segments), tuple(heredocs)))
+    return Lexed(tuple(directives), escape, tuple(lines))

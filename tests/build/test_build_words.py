@@ -1,0 +1,132 @@
+"""Variable substitution and word splitting (Dockerfile reference, "Environment
+replacement"), including the pattern modifiers and the backtick escape."""
+
+from __future__ import annotations
+
+import pytest
+
+from lamina.build.words import expand, expand_pairs, expand_words, glob_regex, split_raw
+from lamina.errors import InvalidArgument
+
+ENV = {
+    "A": "apple",
+    "E": "",
+    "S": "one two",
+    "F": "archive.tar.gz",
+    "P": "/usr/local/bin",
+    "X": "foo-bar-foo",
+}
+
+WORDS: list[tuple[str, str]] = [
+    ("plain", "plain"),
+    ("$A", "apple"),
+    ("${A}", "apple"),
+    ("x${A}y", "xappley"),
+    ("$A.txt", "apple.txt"),
+    ("$UNSET", ""),
+    ("'$A'", "$A"),
+    ('"$A"', "apple"),
+    ('"a b"', "a b"),
+    ("a\\ b", "a b"),
+    ("\\$A", "$A"),
+    ("\\${A}", "${A}"),
+    ('"\\$A"', "$A"),
+    ('"a\\nb"', "a\\nb"),
+    ("$", "$"),
+    ("${A:-d}", "apple"),
+    ("${E:-d}", "d"),
+    ("${E-d}", ""),
+    ("${U-d}", "d"),
+    ("${U:-$A}", "apple"),
+    ("${U:-a b}", "a b"),
+    ("${A:+alt}", "alt"),
+    ("${E:+alt}", ""),
+    ("${E+alt}", "alt"),
+    ("${U+alt}", ""),
+    ("${A:?msg}", "apple"),
+    # pattern modifiers (BuildKit 1.x "labs" and later stable)
+    ("${F#*.}", "tar.gz"),
+    ("${F##*.}", "gz"),
+    ("${F%.*}", "archive.tar"),
+    ("${F%%.*}", "archive"),
+    ("${P#/usr}", "/local/bin"),
+    ("${P#nomatch}", "/usr/local/bin"),
+    ("${P%/*}", "/usr/local"),
+    ("${P##*/}", "bin"),
+    ("${X/foo/baz}", "baz-bar-foo"),
+    ("${X//foo/baz}", "baz-bar-baz"),
+    ("${X//foo}", "-bar-"),
+    ("${X/b?r/q}", "foo-q-foo"),
+    ("${X/[fb]oo/z}", "z-bar-foo"),
+    ("${U#x}", ""),
+    ("${F#$A}", "archive.tar.gz"),
+    ("${F%.${U:-gz}}", "archive.tar"),
+]
+
+
+@pytest.mark.parametrize(("word", "expected"), WORDS)
+def test_expand(word: str, expected: str) -> None:
+    assert expand(word, ENV) == expected
+
+
+def test_backtick_escape() -> None:
+    assert expand("`$A", ENV, escape="`") == "$A"
+    assert expand("a\\b", ENV, escape="`") == "a\\b"
+    assert expand('"`"q`""', ENV, escape="`") == '"q"'
+    assert expand_words("a` b c", ENV, escape="`") == ["a b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a b  c", ["a", "b", "c"]),
+        ("$S", ["one", "two"]),
+        ('"$S"', ["one two"]),
+        ("80/tcp ${S}", ["80/tcp", "one", "two"]),
+        ("'a b' \"c d\"", ["a b", "c d"]),
+        ("$E", []),
+        ('""', [""]),
+    ],
+)
+def test_expand_words(text: str, expected: list[str]) -> None:
+    assert expand_words(text, ENV) == expected
+
+
+@pytest.mark.parametrize(
+    ("word", "message"),
+    [
+        ("${U:?must be set}", "U: must be set"),
+        ("${U?}", "U: is not set or empty"),
+        ("${A", "missing '}'"),
+        ("${}", "no variable name"),
+        ("${A:=x}", "unsupported modifier"),
+        ("'open", "single quote"),
+        ('"open', "double quote"),
+    ],
+)
+def test_expand_errors(word: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message.replace("?", r"\?")):
+        expand(word, ENV)
+
+
+def test_env_uses_old_values() -> None:
+    # ENV abc=bye def=$abc: def gets the value abc had *before* this instruction.
+    env = {"abc": "hello"}
+    assert expand_pairs((("abc", "bye"), ("def", "$abc")), env) == [
+        ("abc", "bye"),
+        ("def", "hello"),
+    ]
+    assert env == {"abc": "hello"}
+    assert expand_pairs((("k", '"a b"'), ("$abc", "x")), env) == [("k", "a b"), ("hello", "x")]
+
+
+def test_split_raw_keeps_quotes_and_offsets() -> None:
+    assert split_raw("a=\"b c\" d\\ e  'f g'") == [(0, 'a="b c"'), (8, "d\\ e"), (14, "'f g'")]
+    assert split_raw("a` b c", escape="`") == [(0, "a` b"), (5, "c")]
+    assert split_raw("   ") == []
+
+
+def test_glob_regex() -> None:
+    assert glob_regex("*.t?z") == ".*\\.t.z"
+    assert glob_regex("[!a]") == "[^a]"
+    assert glob_regex("\\*") == "\\*"
