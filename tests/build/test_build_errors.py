@@ -56,6 +56,18 @@ BAD: list[tuple[str, str, str]] = [
     ("FROM scratch\nWORKDIR /a \\\n  \\\n RUN --nope x\n", "1:1", "no-error"),
     ("FROM scratch\nRUN true \\\n  && echo \\\n  --x\n", "1:1", "no-error"),
     ("FROM scratch\nRUN \\\n  --bad=1 true\n", "3:3", "unknown flag: --bad"),
+    # --mount: each error points at the --mount flag it is about
+    ("FROM scratch\nRUN --mount=type=cache true\n", "2:5", "requires target="),
+    ("FROM scratch\nRUN --mount=source=x true\n", "2:5", "type=bind requires target="),
+    ("FROM scratch\nRUN --mount=target=/a --mount=type=tmpfs true\n", "2:23", "requires target="),
+    ("FROM scratch\nRUN --mount=target=/a,colour=red true\n", "2:5", "unknown option 'colour'"),
+    ("FROM scratch\nRUN --mount=type=cache,target=/a,sharing=all true\n", "2:5", "sharing must be"),
+    ('FROM scratch\nRUN --mount=type=cache,"target=/a true\n', "2:24", 'unterminated " quote'),
+    # quotes that never close
+    ('FROM scratch\nENV a="x b=1\n', "2:7", 'unterminated " quote'),
+    ("FROM scratch\nLABEL a=1 b='x\n", "2:13", "unterminated ' quote"),
+    ('FROM scratch\nCOPY "a b /c\n', "2:6", 'unterminated " quote'),
+    ('FROM scratch\nENV a="\\"" b=1\n', "1:1", "no-error"),
     # FROM
     ("FROM a b\n", "1:8", "FROM takes IMAGE [AS NAME]"),
     ("FROM a AS\n", "1:8", "FROM takes IMAGE [AS NAME]"),

@@ -79,7 +79,7 @@ SINGLE: list[tuple[str, Instruction]] = [
         Run(
             L(),
             ShellForm("ls /src"),
-            (Mount("bind", (("target", "/src"), ("from", "build"), ("ro", "true"))),),
+            (Mount("bind", (("target", "/src"), ("from", "build"), ("readonly", "true"))),),
         ),
     ),
     (
@@ -442,6 +442,11 @@ def test_continuation_comments_and_blank_lines_dropped() -> None:
     )
 
 
+def test_blank_continuations_are_skipped() -> None:
+    df = parse("\\\n  \\\n\nFROM scratch\n")
+    assert df.stages[0].base.location == L(4)
+
+
 def test_continuation_at_end_of_file() -> None:
     assert one("RUN echo hi \\") == Run(L(), ShellForm("echo hi"))
 
@@ -451,6 +456,13 @@ def test_comments_and_crlf_and_bom() -> None:
         "\ufeff# comment\r\nFROM scratch\r\n  # indented comment\r\nUSER x # not a comment\r\n"
     )
     assert df.stages[0].instructions == (User(L(4), "x # not a comment"),)
+
+
+def test_only_newline_ends_a_line() -> None:
+    df = parse("FROM scratch\nRUN x\x0cy\u2028z\x85\r\nUSER u\n")
+    run, user = df.stages[0].instructions
+    assert run == Run(L(), ShellForm("x\x0cy\u2028z"))  # \x85 is trailing space
+    assert user.location == L(3)
 
 
 def test_onbuild_positions_across_continuation() -> None:

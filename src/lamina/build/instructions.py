@@ -7,6 +7,7 @@ and ENTRYPOINT bodies are never expanded by the builder; the shell does that.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -42,6 +43,20 @@ class Heredoc:
     expand: bool
     chomp: bool
     fd: int | None = None
+
+
+_HEREDOC_SOURCE = re.compile(r"""^\d*<<-?(["']?)([^"']+)\1$""")
+
+
+def heredoc_source(word: str, heredocs: tuple[Heredoc, ...]) -> Heredoc | None:
+    """The heredoc a ``COPY``/``ADD`` source word (``<<EOF``, ``<<-"EOF"``) stands for."""
+    m = _HEREDOC_SOURCE.match(word)
+    if m is None:
+        return None
+    for heredoc in heredocs:
+        if heredoc.name == m.group(2):
+            return heredoc
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,14 @@ class LogicalLine:
             line, column = seg_line, seg_col + (offset - start)
         return Location(self.file, line, column)
 
+    def tail(self, start: int) -> LogicalLine:
+        """The text from ``start`` on, positions kept."""
+        first = self.location(start)
+        rest = tuple((o - start, ln, col) for o, ln, col in self.segments if o > start)
+        return LogicalLine(
+            self.file, self.text[start:], ((0, first.line, first.column), *rest), self.heredocs
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Lexed:
@@ -104,7 +112,11 @@ def _heredoc_markers(text: str, escape: str) -> list[tuple[int, str, bool, bool,
 def lex(source: str, file: str = "Dockerfile") -> Lexed:
     if source.startswith("\ufeff"):
         source = source[1:]
-    physical = source.splitlines()
+    # Lines end at "\n" (a "\r" before it is dropped), as Go's bufio.ScanLines does;
+    # str.splitlines would also split on \x0c, \x85, \u2028 and miscount lines.
+    physical = [line.removesuffix("\r") for line in source.split("\n")]
+    if physical and physical[-1] == "":
+        physical.pop()
     directives, escape, i = _directives(file, physical)
     lines: list[LogicalLine] = []
     while i < len(physical):
@@ -123,7 +135,13 @@ def lex(source: str, file: str = "Dockerfile") -> Lexed:
             segments.append((len(text), i, 1))
             part, more = _strip_continuation(raw, escape)
             text += part
-        keyword = text.split(None, 1)[0].upper() if text.split() else ""
+        if not text.strip():
+            continue  # only continuations and comments: nothing to parse
+        lead = len(text) - len(text.lstrip())
+        if lead:  # the instruction starts on a continuation line
+            shifted = LogicalLine(file, text, tuple(segments)).tail(lead)
+            text, segments = shifted.text, list(shifted.segments)
+        keyword = text.split(None, 1)[0].upper()
         heredocs: list[Heredoc] = []
         if keyword in HEREDOC_INSTRUCTIONS and "<<" in text:
             logical = LogicalLine(file, text, tuple(segments))

@@ -5,6 +5,7 @@ I/O, no variable expansion (that happens per step at build time, see
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable
@@ -41,11 +42,23 @@ from lamina.build.instructions import (
     Workdir,
 )
 from lamina.build.lexer import LogicalLine, lex
-from lamina.build.words import split_raw
+from lamina.build.words import split_raw, unclosed_quote
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 _MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+_MOUNT_ALIASES = {
+    "dst": "target",
+    "destination": "target",
+    "src": "source",
+    "ro": "readonly",
+    "rw": "readwrite",
+}
+_MOUNT_KEYS = frozenset(
+    {"type", "target", "source", "from", "readonly", "readwrite", "id", "sharing", "mode"}
+    | {"uid", "gid", "required", "size", "env", "bind-propagation", "consistency"}
+    | set(_MOUNT_ALIASES)
+)
 _BOOL = {"": True, "true": True, "false": False}
 
 
@@ -71,6 +84,9 @@ class _Args:
         return ParseError(where, message, hint=hint)
 
     def words(self) -> list[tuple[int, str]]:
+        opened = unclosed_quote(self.text, escape=self.escape)
+        if opened is not None:
+            raise self.fail(opened, f"{self.keyword}: unterminated {self.text[opened]} quote")
         return split_raw(self.text, escape=self.escape)
 
     def require(self, what: str = "at least one argument") -> None:
@@ -81,7 +97,10 @@ class _Args:
 @dataclass(slots=True)
 class _Flags:
     values: dict[str, str | bool | list[str]]
-    offsets: dict[str, int]
+    offsets: dict[str, list[int]]
+
+    def at(self, name: str, index: int = -1) -> int:
+        return self.offsets[name][index]
 
     def text(self, name: str) -> str | None:
         value = self.values.get(name)
@@ -112,7 +131,7 @@ def _parse_flags(args: _Args, spec: dict[str, str]) -> tuple[_Flags, _Args]:
         if kind is None:
             known = ", ".join(f"--{n}" for n in spec) or "none"
             raise args.fail(offset, f"unknown flag: --{name} for {args.keyword} (known: {known})")
-        flags.offsets[name] = offset
+        flags.offsets.setdefault(name, []).append(offset)
         if kind == "bool":
             if value not in _BOOL:
                 raise args.fail(offset, f"--{name} takes true or false, not {value!r}")
@@ -200,13 +219,20 @@ def _arg(args: _Args) -> Arg:
 
 
 def _mount(args: _Args, offset: int, value: str) -> Mount:
+    """``--mount=`` is one CSV record of ``key=value`` fields (reference, "RUN --mount")."""
+    try:
+        (fields,) = csv.reader([value])
+    except (csv.Error, ValueError) as exc:
+        raise args.fail(offset, f"--mount: cannot parse {value!r}: {exc}") from exc
     options: list[tuple[str, str]] = []
-    mount_type = "bind"  # the default type (reference, "RUN --mount")
-    for field in value.split(","):
+    mount_type = "bind"  # the default type
+    for field in fields:
         if not field:
             continue
         key, eq, val = field.partition("=")
         key = key.strip().lower()
+        if key not in _MOUNT_KEYS:
+            raise args.fail(offset, f"--mount: unknown option {key!r}")
         if key == "type":
             if val not in _MOUNT_TYPES:
                 raise args.fail(
@@ -216,8 +242,17 @@ def _mount(args: _Args, offset: int, value: str) -> Mount:
                 )
             mount_type = val
             continue
-        options.append((key, val if eq else "true"))
-    return Mount(mount_type, tuple(options))
+        if key == "sharing" and val not in ("shared", "private", "locked"):
+            raise args.fail(
+                offset, f"--mount: sharing must be shared, private or locked, not {val!r}"
+            )
+        options.append((_MOUNT_ALIASES.get(key, key), val if eq else "true"))
+    mount = Mount(mount_type, tuple(options))
+    if mount_type in ("bind", "cache", "tmpfs") and mount.get("target") is None:
+        raise args.fail(
+            offset, f"--mount=type={mount_type} requires target=", hint="add target=/path"
+        )
+    return mount
 
 
 def _run(args: _Args) -> Run:
@@ -225,12 +260,12 @@ def _run(args: _Args) -> Run:
         args, {"mount": "list", "network": "str", "security": "str", "device": "list"}
     )
     rest.require()
-    mounts = tuple(_mount(args, flags.offsets["mount"], v) for v in flags.many("mount"))
+    mounts = tuple(_mount(args, flags.at("mount", i), v) for i, v in enumerate(flags.many("mount")))
     network, security = flags.text("network"), flags.text("security")
     if network is not None and network not in ("default", "none", "host"):
-        raise args.fail(flags.offsets["network"], f"unknown network mode {network!r}")
+        raise args.fail(flags.at("network"), f"unknown network mode {network!r}")
     if security is not None and security not in ("insecure", "sandbox"):
-        raise args.fail(flags.offsets["security"], f"unknown security mode {security!r}")
+        raise args.fail(flags.at("security"), f"unknown security mode {security!r}")
     return Run(
         args.location,
         _command(rest),
@@ -326,10 +361,10 @@ def _healthcheck(args: _Args) -> Healthcheck:
     for name in ("interval", "timeout", "start-period", "start-interval"):
         value = flags.text(name)
         if value is not None and not _DURATION.match(value):
-            raise args.fail(flags.offsets[name], f"--{name}: {value!r} is not a duration (30s)")
+            raise args.fail(flags.at(name), f"--{name}: {value!r} is not a duration (30s)")
     retries = flags.text("retries")
     if retries is not None and not retries.isdigit():
-        raise args.fail(flags.offsets["retries"], f"--retries: {retries!r} is not a number")
+        raise args.fail(flags.at("retries"), f"--retries: {retries!r} is not a number")
     skip = words[0][0] + len(words[0][1])
     body = _Args(rest.line, "HEALTHCHECK CMD", rest.text[skip:], rest.offset + skip, rest.escape)
     if not body.text.strip():
@@ -376,19 +411,10 @@ def _expose(args: _Args) -> Expose:
     return Expose(args.location, tuple(w for _, w in args.words()))
 
 
-def _sub_line(line: LogicalLine, start: int) -> LogicalLine:
-    """The tail of ``line`` from ``start``, positions kept."""
-    first = line.location(start)
-    tail = tuple((o - start, ln, col) for o, ln, col in line.segments if o > start)
-    return LogicalLine(
-        line.file, line.text[start:], ((0, first.line, first.column), *tail), line.heredocs
-    )
-
-
 def _onbuild(args: _Args) -> OnBuild:
     args.require("an instruction")
     lead = len(args.text) - len(args.text.lstrip())
-    inner = _sub_line(args.line, args.offset + lead)
+    inner = args.line.tail(args.offset + lead)
     inner = LogicalLine(inner.file, args.text[lead:], inner.segments, inner.heredocs)
     keyword = inner.text.split(None, 1)[0].upper()
     if keyword in ("ONBUILD", "FROM", "MAINTAINER"):

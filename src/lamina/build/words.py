@@ -281,6 +281,26 @@ def split_raw(text: str, *, escape: str = "\\") -> list[tuple[int, str]]:
     return words
 
 
+def unclosed_quote(text: str, *, escape: str = "\\") -> int | None:
+    """The offset of a quote that is never closed, or None."""
+    opened = -1
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+            elif ch == escape and quote != "'":
+                i += 1
+        elif ch in ("'", '"'):
+            quote, opened = ch, i
+        elif ch == escape:
+            i += 1
+        i += 1
+    return opened if quote else None
+
+
 def expand_pairs(
     pairs: tuple[tuple[str, str], ...], env: Mapping[str, str], *, escape: str = "\\"
 ) -> list[tuple[str, str]]:
