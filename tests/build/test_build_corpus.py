@@ -17,6 +17,7 @@ from lamina.build.instructions import (
     Heredoc,
     Location,
     Mount,
+    OnBuild,
     Run,
     ShellForm,
     heredoc_source,
@@ -178,3 +179,34 @@ def test_fuzz_parse_or_parse_error(pieces: list[str]) -> None:
         assert loc.column >= 1
     else:
         assert df.stages
+
+
+def test_heredoc_rules_follow_buildkit() -> None:
+    # ONBUILD triggers take heredocs too
+    df = parse("FROM scratch\nONBUILD RUN <<EOF\necho x\nEOF\nUSER u\n")
+    onbuild, user = df.stages[0].instructions
+    assert isinstance(onbuild, OnBuild) and isinstance(onbuild.instruction, Run)
+    assert onbuild.instruction.heredocs == (Heredoc("EOF", "echo x\n", True, False),)
+    assert user.location.line == 5
+    # a JSON form takes none: "<<EOF" is a plain argument
+    df = parse('FROM scratch\nRUN --network=none ["cat", "<<EOF"]\nUSER u\n')
+    run, _ = df.stages[0].instructions
+    assert isinstance(run, Run) and run.heredocs == ()
+    assert run.command == ExecForm(("cat", "<<EOF"))
+    # a quote anywhere in the delimiter disables expansion; the name is unquoted
+    df = parse('FROM scratch\nRUN <<E"O"F cat\n$x\nEOF\n')
+    (run,) = df.stages[0].instructions
+    assert isinstance(run, Run)
+    assert run.heredocs == (Heredoc("EOF", "$x\n", False, False),)
+    # names are any word without "<"
+    df = parse("FROM scratch\nRUN cat <<END-1.x\nbody\nEND-1.x\n")
+    (run,) = df.stages[0].instructions
+    assert isinstance(run, Run) and run.heredocs[0].name == "END-1.x"
+
+
+def test_escaped_escape_does_not_continue() -> None:
+    df = parse("FROM scratch\nRUN echo a\\\\\nUSER u\nRUN echo b \\ \t\n  c\n")
+    run, user, run2 = df.stages[0].instructions
+    assert run == Run(Location("Dockerfile", 2, 1), ShellForm("echo a\\\\"))
+    assert user.location.line == 3
+    assert run2 == Run(Location("Dockerfile", 4, 1), ShellForm("echo b   c"))

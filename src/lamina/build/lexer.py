@@ -6,6 +6,7 @@ errors can point at the exact ``line:column``.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -14,8 +15,7 @@ from lamina.build.words import split_raw
 
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9_-]*)\s*=\s*(.*?)\s*$")
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")
-_HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)(.+)$")
-_HEREDOC_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)([^<]+)$")
 # Only these instructions take heredocs (BuildKit 1.4+).
 HEREDOC_INSTRUCTIONS = frozenset({"RUN", "COPY", "ADD"})
 
@@ -85,28 +85,73 @@ def _is_comment(line: str) -> bool:
 
 
 def _strip_continuation(line: str, escape: str) -> tuple[str, bool]:
-    """(line without the trailing escape, whether the instruction continues)."""
-    stripped = line.rstrip()
-    if stripped.endswith(escape):
+    """(line without the trailing escape, whether the instruction continues). An escape
+    that is itself escaped (``\\\\`` at the end) does not continue the line; only
+    spaces and tabs may follow the escape."""
+    stripped = line.rstrip(" \t")
+    if stripped == escape:
+        return "", True
+    if stripped.endswith(escape) and not stripped.endswith(escape * 2):
         return stripped[: -len(escape)], True
     return line, False
 
 
+def _takes_heredocs(text: str) -> bool:
+    """RUN, COPY and ADD (also as an ONBUILD trigger), not in JSON form."""
+    keyword, _, rest = text.strip().partition(" ")
+    if keyword.upper() == "ONBUILD":
+        keyword, _, rest = rest.strip().partition(" ")
+    if keyword.upper() not in HEREDOC_INSTRUCTIONS:
+        return False
+    rest = rest.strip()
+    while rest.startswith("--"):  # flags come before a JSON form
+        rest = rest.partition(" ")[2].strip()
+    return not _is_json_array(rest)
+
+
+def _is_json_array(text: str) -> bool:
+    try:
+        value = json.loads(text.strip())
+    except ValueError:
+        return False
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def _heredoc_markers(text: str, escape: str) -> list[tuple[int, str, bool, bool, int | None]]:
-    """``<<NAME`` words of a RUN/COPY/ADD line: (offset, name, expand, chomp, fd)."""
+    """``<<NAME`` words of the line: (offset, name, expand, chomp, fd). A quote anywhere
+    in the delimiter word turns expansion of the body off (reference, "Here-Documents")."""
     markers = []
     for offset, word in split_raw(text, escape=escape):
         m = _HEREDOC_WORD.match(word)
         if not m:
             continue
         raw_name = m.group(3)
-        quoted = raw_name[0] in ("'", '"') and raw_name[-1] == raw_name[0] and len(raw_name) > 1
-        name = raw_name[1:-1] if quoted else raw_name
-        if not _HEREDOC_NAME.match(name):
+        name = _unquote(raw_name, escape)
+        if not name or any(ch.isspace() for ch in name):
             continue
         fd = int(m.group(1)) if m.group(1) else None
+        quoted = any(q in raw_name for q in "'\"")
         markers.append((offset, name, not quoted, m.group(2) == "-", fd))
     return markers
+
+
+def _unquote(word: str, escape: str) -> str:
+    out: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(word):
+        ch = word[i]
+        if quote and ch == quote:
+            quote = ""
+        elif not quote and ch in ("'", '"'):
+            quote = ch
+        elif ch == escape and quote != "'" and i + 1 < len(word):
+            i += 1
+            out.append(word[i])
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def lex(source: str, file: str = "Dockerfile") -> Lexed:
@@ -141,9 +186,8 @@ def lex(source: str, file: str = "Dockerfile") -> Lexed:
         if lead:  # the instruction starts on a continuation line
             shifted = LogicalLine(file, text, tuple(segments)).tail(lead)
             text, segments = shifted.text, list(shifted.segments)
-        keyword = text.split(None, 1)[0].upper()
         heredocs: list[Heredoc] = []
-        if keyword in HEREDOC_INSTRUCTIONS and "<<" in text:
+        if "<<" in text and _takes_heredocs(text):
             logical = LogicalLine(file, text, tuple(segments))
             for offset, name, expand, chomp, fd in _heredoc_markers(text, escape):
                 body: list[str] = []
