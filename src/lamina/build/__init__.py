@@ -2,13 +2,15 @@
 
 - ``parser``: :func:`parse` Dockerfile text into the typed AST of ``instructions``
   (pure: text in, AST out). ``lexer`` does directives, continuations and heredocs;
-  ``words`` the quoting and ``$VAR`` substitution the executor applies per step.
+  ``words`` the quoting and ``$VAR`` substitution the executor applies per step;
+  ``scope`` the ARG/ENV scoping rules (:func:`global_scope`, :class:`StageScope`).
 """
 
 from __future__ import annotations
 
 from lamina.build.instructions import Dockerfile, Location, ParseError, Stage
 from lamina.build.parser import parse
+from lamina.build.scope import StageScope, global_scope
 from lamina.build.words import expand, expand_pairs, expand_words
 
 __all__ = [
@@ -16,8 +18,10 @@ __all__ = [
     "Location",
     "ParseError",
     "Stage",
+    "StageScope",
     "expand",
     "expand_pairs",
     "expand_words",
+    "global_scope",
     "parse",
 ]
