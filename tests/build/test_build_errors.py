@@ -63,6 +63,11 @@ BAD: list[tuple[str, str, str]] = [
     ("FROM scratch\nRUN --mount=target=/a,colour=red true\n", "2:5", "unknown option 'colour'"),
     ("FROM scratch\nRUN --mount=type=cache,target=/a,sharing=all true\n", "2:5", "sharing must be"),
     ('FROM scratch\nRUN --mount=type=cache,"target=/a true\n', "2:24", 'unterminated " quote'),
+    ("FROM scratch\nRUN echo it's\n", "1:1", "no-error"),  # the shell's business
+    ("FROM scratch\nCMD --help\n", "2:5", "unknown flag: --help for CMD (known: none)"),
+    ("FROM scratch\nUSER   --me\n", "2:8", "unknown flag: --me"),
+    ("FROM scratch\nWORKDIR -- --odd\n", "1:1", "no-error"),
+    ('FROM scratch\nENV --x="1\n', "2:9", 'unterminated " quote in a flag'),
     # quotes that never close
     ('FROM scratch\nENV a="x b=1\n', "2:7", 'unterminated " quote'),
     ("FROM scratch\nLABEL a=1 b='x\n", "2:13", "unterminated ' quote"),

@@ -212,6 +212,7 @@ SINGLE: list[tuple[str, Instruction]] = [
     # WORKDIR / USER / VOLUME / STOPSIGNAL / SHELL
     ("WORKDIR /path/to/workdir", Workdir(L(), "/path/to/workdir")),
     ("WORKDIR $DIRPATH/$DIRNAME", Workdir(L(), "$DIRPATH/$DIRNAME")),
+    ("WORKDIR -- --odd", Workdir(L(), "--odd")),
     ("USER patrick", User(L(), "patrick")),
     ("USER 1000:1000", User(L(), "1000:1000")),
     ('VOLUME ["/data"]', Volume(L(), ("/data",))),

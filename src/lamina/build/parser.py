@@ -119,13 +119,16 @@ def _parse_flags(args: _Args, spec: dict[str, str]) -> tuple[_Flags, _Args]:
     ``list`` (repeatable). Returns the flags and the arguments after them."""
     flags = _Flags({}, {})
     rest = len(args.text)
-    for offset, word in args.words():
+    for offset, word in split_raw(args.text, escape=args.escape):
         if not word.startswith("--"):
             rest = offset
             break
         if word == "--":  # end of flags
             rest = offset + 2
             break
+        opened = unclosed_quote(word, escape=args.escape)
+        if opened is not None:
+            raise args.fail(offset + opened, f"unterminated {word[opened]} quote in a flag")
         name, eq, value = word[2:].partition("=")
         kind = spec.get(name)
         if kind is None:
@@ -444,6 +447,9 @@ _PARSERS: dict[str, Callable[[_Args], Instruction]] = {
 }
 
 
+_TAKES_FLAGS = frozenset({"FROM", "RUN", "COPY", "ADD", "HEALTHCHECK"})
+
+
 def _instruction(line: LogicalLine, escape: str) -> Instruction:
     m = re.match(r"(\S+)(\s*)", line.text)
     assert m is not None  # the lexer never yields blank lines
@@ -456,7 +462,12 @@ def _instruction(line: LogicalLine, escape: str) -> Instruction:
             hint="see the Dockerfile reference for the instructions",
         )
     text = line.text[m.end() :].rstrip()
-    return parser(_Args(line, keyword, text, m.end(), escape))
+    args = _Args(line, keyword, text, m.end(), escape)
+    if keyword not in _TAKES_FLAGS:
+        # BuildKit extracts leading --flags from every instruction, and those without
+        # flags reject them: "CMD --x" is an error, not a command.
+        args = _parse_flags(args, {})[1]
+    return parser(args)
 
 
 def parse(source: str, file: str = "Dockerfile") -> Dockerfile:
