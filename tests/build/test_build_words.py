@@ -3,9 +3,21 @@ replacement"), including the pattern modifiers and the backtick escape."""
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
+
 import pytest
 
-from lamina.build.words import expand, expand_pairs, expand_words, glob_regex, split_raw
+from lamina.build.instructions import Location, ParseError
+from lamina.build.words import (
+    expand,
+    expand_at,
+    expand_pairs,
+    expand_words,
+    glob_regex,
+    split_raw,
+)
 from lamina.errors import InvalidArgument
 
 ENV = {
@@ -130,3 +142,45 @@ def test_glob_regex() -> None:
     assert glob_regex("*.t?z") == ".*\\.t.z"
     assert glob_regex("[!a]") == "[^a]"
     assert glob_regex("\\*") == "\\*"
+
+
+def test_expand_at_points_at_the_instruction() -> None:
+    where = Location("Dockerfile", 7, 3)
+    assert expand_at(where, "${A}", ENV) == "apple"
+    with pytest.raises(ParseError, match=r"^Dockerfile:7:3: NEED: set it$") as info:
+        expand_at(where, "${NEED:?set it}", ENV)
+    assert info.value.location == where
+
+
+# Pattern modifiers against the real bash (the semantics Dockerfile borrows).
+BASH_CASES = [
+    ("archive.tar.gz", "${v#*.}"),
+    ("archive.tar.gz", "${v##*.}"),
+    ("archive.tar.gz", "${v%.*}"),
+    ("archive.tar.gz", "${v%%.*}"),
+    ("/usr/local/bin", "${v#/usr}"),
+    ("/usr/local/bin", "${v##*/}"),
+    ("/usr/local/bin", "${v%/*}"),
+    ("aaa", "${v#a*}"),
+    ("aaa", "${v##a*}"),
+    ("abcabc", "${v%b*}"),
+    ("abcabc", "${v%%b*}"),
+    ("foo-bar-foo", "${v/foo/baz}"),
+    ("foo-bar-foo", "${v//foo/baz}"),
+    ("foo-bar-foo", "${v//o}"),
+    ("foo-bar-foo", "${v/b?r/Q}"),
+    ("foo-bar-foo", "${v//[fb]/_}"),
+    ("foo-bar-foo", "${v/o*/X}"),
+    ("xyz", "${v#nomatch}"),
+    ("", "${v:-default}"),
+    ("", "${v-default}"),
+    ("set", "${v:+alt}"),
+]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+@pytest.mark.parametrize(("value", "word"), BASH_CASES)
+def test_pattern_modifiers_match_bash(value: str, word: str) -> None:
+    script = f'v={shlex.quote(value)}; printf %s "{word}"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert expand(word, {"v": value}) == out.stdout

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from lamina.build.instructions import Location, ParseError
 from lamina.errors import InvalidArgument
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -241,6 +242,15 @@ class _Lexer:
 def expand(word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
     """One word, quotes removed and variables expanded; whitespace is kept."""
     return "".join(_Lexer(word, env, False, escape).run().current)
+
+
+def expand_at(location: Location, word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
+    """:func:`expand`, with errors (``${X:?unset}``, a missing ``}``) raised as a
+    :class:`ParseError` pointing at the instruction."""
+    try:
+        return expand(word, env, escape=escape)
+    except InvalidArgument as exc:
+        raise ParseError(location, exc.message) from exc
 
 
 def expand_words(text: str, env: Mapping[str, str], *, escape: str = "\\") -> list[str]:
