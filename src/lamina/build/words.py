@@ -22,6 +22,7 @@ from lamina.build.instructions import Location, ParseError
 from lamina.errors import InvalidArgument
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_SPECIAL = frozenset("@*#?-$!")
 _MODIFIERS = (":-", "-", ":+", "+", ":?", "?")
 
 
@@ -171,7 +172,17 @@ class _Lexer:
                 parts.append(ch)
 
     def _name(self) -> str:
+        # Positional ($1, $999) and special ($@, $#, $?, ...) parameters are names
+        # too; they are never set in a Dockerfile, so they expand to nothing.
         start = self.pos
+        first = self._peek()
+        if first.isdigit():
+            while self._peek().isdigit():
+                self.pos += 1
+            return self.text[start : self.pos]
+        if first and first in _SPECIAL:
+            self.pos += 1
+            return first
         while self._peek() and self._peek() in _NAME_CHARS:
             self.pos += 1
         return self.text[start : self.pos]
