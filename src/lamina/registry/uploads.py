@@ -1,0 +1,142 @@
+"""The blob upload state machine (distribution-spec "Pushing blobs": end-4..end-6,
+end-13, end-14), pure: the server keeps an :class:`UploadSession` per upload id, asks
+these functions what a request may do, and stores what they return.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from lamina.oci.digest import Digest
+from lamina.registry.errors import RegistryError
+
+# OCI-Chunk-Min-Length (distribution-spec main, "Pushing a blob in chunks"): the smallest
+# non-final chunk this registry wants; 0 would mean any size.
+CHUNK_MIN_LENGTH = 0
+# PATCH Content-Range is "<start>-<end>", inclusive, without the "bytes " unit.
+_CHUNK_RANGE_RE = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    """An open upload: ``offset`` bytes received so far, hashed with ``algorithm``."""
+
+    uuid: str
+    name: str
+    offset: int = 0
+    started: float = 0.0
+    algorithm: str = "sha256"
+    updated: float | None = None  # last accepted chunk; None = only started
+
+
+def location(name: str, uuid: str) -> str:
+    """The ``Location`` of an upload session (clients follow it verbatim)."""
+    return f"/v2/{name}/blobs/uploads/{uuid}"
+
+
+def range_header(session: UploadSession) -> str:
+    """The ``Range`` header of a 202/204 upload answer: bytes ``0-<offset-1>`` held.
+
+    With nothing received yet this is ``0-0``, as distribution sends it (the spec has
+    no form for an empty range); clients read the offset from the end value + 1 only
+    when it is non-zero, so they resume from 0 either way.
+    """
+    return f"0-{max(session.offset - 1, 0)}"
+
+
+def chunk_min_length_header(min_length: int = CHUNK_MIN_LENGTH) -> str:
+    return str(min_length)
+
+
+def _out_of_order(session: UploadSession, detail: str) -> RegistryError:
+    # distribution-spec "Pushing a blob in chunks": an out-of-order chunk MUST be
+    # answered with 416 and the Range the registry holds.
+    return RegistryError(
+        "RANGE_NOT_SATISFIABLE",
+        f"chunk out of order: {detail}",
+        headers={
+            "Range": range_header(session),
+            "Location": location(session.name, session.uuid),
+        },
+    )
+
+
+def apply_patch(
+    session: UploadSession, content_range: str | None, content_length: int | None
+) -> int | None:
+    """Check a PATCH (or a final PUT with a body) against the session.
+
+    Returns the offset the upload will reach when the chunk is stored, or None for a
+    streamed chunk of unknown length (no Content-Range, no Content-Length: the server
+    counts what it writes and calls :func:`advance`). Raises RegistryError 416 for a
+    chunk that does not start at the current offset, SIZE_INVALID when Content-Length
+    disagrees with Content-Range or is negative.
+    """
+    if content_length is not None and content_length < 0:
+        raise RegistryError("SIZE_INVALID", f"negative Content-Length {content_length}")
+    if content_range is None:
+        if content_length is None:
+            return None
+        return session.offset + content_length
+    m = _CHUNK_RANGE_RE.fullmatch(content_range.strip())
+    if m is None:
+        raise _out_of_order(session, f"malformed Content-Range {content_range[:60]!r}")
+    start, end = int(m[1]), int(m[2])
+    if end < start:
+        raise _out_of_order(session, f"Content-Range {start}-{end} ends before it starts")
+    if start != session.offset:
+        raise _out_of_order(session, f"chunk starts at {start}, upload is at {session.offset}")
+    length = end - start + 1
+    if content_length is not None and content_length != length:
+        raise RegistryError(
+            "SIZE_INVALID",
+            f"Content-Length {content_length} does not match Content-Range {start}-{end}",
+            detail={"content_length": content_length, "content_range": f"{start}-{end}"},
+        )
+    return end + 1
+
+
+def advance(session: UploadSession, written: int, now: float) -> UploadSession:
+    """The session after ``written`` more bytes were stored."""
+    if written < 0:
+        raise RegistryError("SIZE_INVALID", f"negative chunk size {written}")
+    return replace(session, offset=session.offset + written, updated=now)
+
+
+def is_stale(session: UploadSession, now: float, ttl: float) -> bool:
+    """True when nothing happened to the upload for longer than ``ttl`` seconds."""
+    last = session.started if session.updated is None else max(session.started, session.updated)
+    return now - last > ttl
+
+
+def finish(
+    session: UploadSession, digest_param: Digest, computed_digest: Digest, size: int
+) -> Digest:
+    """Decide whether a closing PUT (end-6) commits: the content the server hashed
+    (``computed_digest``, ``size`` bytes in all) must be what ``?digest=`` names.
+
+    Raises DIGEST_INVALID for a mismatch or an algorithm other than the session's
+    (the bytes were hashed with that one only), SIZE_INVALID when ``size`` is not the
+    session offset (bytes lost or counted twice).
+    """
+    if digest_param.algorithm != session.algorithm:
+        raise RegistryError(
+            "DIGEST_INVALID",
+            f"upload was hashed with {session.algorithm}, digest says {digest_param.algorithm}",
+            detail={"digest": str(digest_param)},
+            hint="start the upload with ?digest-algorithm= matching the final digest",
+        )
+    if size != session.offset:
+        raise RegistryError(
+            "SIZE_INVALID",
+            f"upload holds {session.offset} bytes, {size} were hashed",
+            detail={"offset": session.offset, "size": size},
+        )
+    if computed_digest != digest_param:
+        raise RegistryError(
+            "DIGEST_INVALID",
+            f"content has digest {computed_digest}, not {digest_param}",
+            detail={"digest": str(digest_param), "computed": str(computed_digest)},
+        )
+    return computed_digest
