@@ -64,6 +64,8 @@ BAD: list[tuple[str, str, str]] = [
     ("FROM scratch\nRUN --mount=type=cache,target=/a,sharing=all true\n", "2:5", "sharing must be"),
     ('FROM scratch\nRUN --mount=type=cache,"target=/a true\n', "2:24", 'unterminated " quote'),
     ("FROM scratch\nRUN echo it's\n", "1:1", "no-error"),  # the shell's business
+    ("FROM scratch\nCOPY --from=a --link --from=b x y\n", "2:22", "duplicate flag --from"),
+    ("FROM scratch\nCOPY --exclude=a --exclude=b x y\n", "1:1", "no-error"),
     ("FROM scratch\nCMD --help\n", "2:5", "unknown flag: --help for CMD (known: none)"),
     ("FROM scratch\nUSER   --me\n", "2:8", "unknown flag: --me"),
     ("FROM scratch\nWORKDIR -- --odd\n", "1:1", "no-error"),

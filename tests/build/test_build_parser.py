@@ -475,5 +475,6 @@ def test_onbuild_positions_across_continuation() -> None:
 
 def test_nodes_are_frozen() -> None:
     node = one("USER x\n")
+    assert isinstance(node, User)
     with pytest.raises(AttributeError):
         node.user = "y"  # type: ignore[misc]

@@ -134,6 +134,8 @@ def _parse_flags(args: _Args, spec: dict[str, str]) -> tuple[_Flags, _Args]:
         if kind is None:
             known = ", ".join(f"--{n}" for n in spec) or "none"
             raise args.fail(offset, f"unknown flag: --{name} for {args.keyword} (known: {known})")
+        if kind != "list" and name in flags.values:
+            raise args.fail(offset, f"duplicate flag --{name}", hint="give it once")
         flags.offsets.setdefault(name, []).append(offset)
         if kind == "bool":
             if value not in _BOOL:
