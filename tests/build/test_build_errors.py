@@ -66,6 +66,12 @@ BAD: list[tuple[str, str, str]] = [
     ("FROM scratch\nRUN echo it's\n", "1:1", "no-error"),  # the shell's business
     ("FROM scratch\nCOPY --from=a --link --from=b x y\n", "2:22", "duplicate flag --from"),
     ("FROM scratch\nCOPY --exclude=a --exclude=b x y\n", "1:1", "no-error"),
+    ("FROM scratch\nCOPY --link --chmod=999 a b\n", "2:13", "not an octal or symbolic mode"),
+    ("FROM scratch\nADD --chmod=u+q a b\n", "2:5", "not an octal or symbolic mode"),
+    ("FROM scratch\nCOPY --chmod=rwx a b\n", "2:6", "not an octal or symbolic mode"),
+    ("FROM scratch\nCOPY --chmod=$MODE a b\n", "1:1", "no-error"),
+    ("FROM scratch\nCOPY --chmod=a+rX,u-w,go=,o+t a b\n", "1:1", "no-error"),
+    ("FROM scratch\nCOPY --chmod=0644 a b\n", "1:1", "no-error"),
     ("FROM scratch\nCMD --help\n", "2:5", "unknown flag: --help for CMD (known: none)"),
     ("FROM scratch\nUSER   --me\n", "2:8", "unknown flag: --me"),
     ("FROM scratch\nWORKDIR -- --odd\n", "1:1", "no-error"),

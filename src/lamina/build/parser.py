@@ -59,6 +59,10 @@ _MOUNT_KEYS = frozenset(
     | {"uid", "gid", "required", "size", "env", "bind-propagation", "consistency"}
     | set(_MOUNT_ALIASES)
 )
+_OCTAL_MODE = re.compile(r"^[0-7]{1,4}$")
+_SYMBOLIC_MODE = re.compile(
+    r"^[ugoa]*[-+=][rwxXst]*([-+=][rwxXst]*)*(,[ugoa]*[-+=][rwxXst]*([-+=][rwxXst]*)*)*$"
+)
 _BOOL = {"": True, "true": True, "false": False}
 
 
@@ -302,8 +306,23 @@ _COPY_FLAGS = {
 }
 
 
+def _check_chmod(args: _Args, flags: _Flags) -> None:
+    """``--chmod`` is octal (``0755``) or symbolic (``u=rwX,go=rX``, BuildKit 1.14+);
+    a ``$VAR`` is left for build time."""
+    mode = flags.text("chmod")
+    if mode is None or "$" in mode:
+        return
+    if not (_OCTAL_MODE.match(mode) or _SYMBOLIC_MODE.match(mode)):
+        raise args.fail(
+            flags.at("chmod"),
+            f"--chmod: {mode!r} is not an octal or symbolic mode",
+            hint="write e.g. --chmod=0755 or --chmod=u=rwX,go=rX",
+        )
+
+
 def _copy(args: _Args) -> Copy:
     flags, rest = _parse_flags(args, {"from": "str", **_COPY_FLAGS})
+    _check_chmod(args, flags)
     sources, dest = _paths(rest)
     return Copy(
         args.location,
@@ -322,6 +341,7 @@ def _copy(args: _Args) -> Copy:
 def _add(args: _Args) -> Add:
     spec = {**_COPY_FLAGS, "checksum": "str", "keep-git-dir": "bool", "unpack": "bool"}
     flags, rest = _parse_flags(args, spec)
+    _check_chmod(args, flags)
     sources, dest = _paths(rest)
     unpack = flags.values.get("unpack")
     return Add(
