@@ -22,6 +22,7 @@ from lamina.build.instructions import (
     ShellForm,
     heredoc_source,
 )
+from lamina.build.lexer import lex
 
 GO_APP = """\
 # syntax=docker/dockerfile:1.7
@@ -210,3 +211,17 @@ def test_escaped_escape_does_not_continue() -> None:
     assert run == Run(Location("Dockerfile", 2, 1), ShellForm("echo a\\\\"))
     assert user.location.line == 3
     assert run2 == Run(Location("Dockerfile", 4, 1), ShellForm("echo b   c"))
+
+
+_LINE_PIECES = st.sampled_from(["RUN a", "  b", "\tc ", "# c", "", "d \\", "e\\", "  \\", "x'y"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_LINE_PIECES, min_size=1, max_size=12))
+def test_every_character_maps_back_to_its_source_position(lines: list[str]) -> None:
+    source = "\n".join(lines) + "\n"
+    physical = source.split("\n")
+    for logical in lex(source, "f").lines:
+        for offset, ch in enumerate(logical.text):
+            loc = logical.location(offset)
+            assert physical[loc.line - 1][loc.column - 1] == ch, (logical.text, offset)
