@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from lamina.errors import InvalidArgument
+from lamina.errors import InvalidArgument, Unsafe, Unsupported
 from lamina.oci import mediatypes as mt
 from lamina.oci.artifact import referrer_descriptor, referrers_index
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES
@@ -172,7 +172,8 @@ def check_manifest_put(media_type_header: str | None, body: bytes, reference: st
         )
     try:
         doc = parse_document(body, media_type)
-    except InvalidArgument as exc:
+    except (InvalidArgument, Unsupported, Unsafe) as exc:
+        # Unsupported: Docker schema 1; Unsafe: nesting or size caps of the JSON reader.
         raise RegistryError(
             "MANIFEST_INVALID", f"manifest invalid: {exc.message}", detail={"reason": exc.message}
         ) from exc
