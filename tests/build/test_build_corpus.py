@@ -225,3 +225,22 @@ def test_every_character_maps_back_to_its_source_position(lines: list[str]) -> N
         for offset, ch in enumerate(logical.text):
             loc = logical.location(offset)
             assert physical[loc.line - 1][loc.column - 1] == ch, (logical.text, offset)
+
+
+def test_original_text_for_progress_and_history() -> None:
+    df = parse(GO_APP)
+    build, final = df.stages
+    assert (
+        df.original(build.base)
+        == "FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-alpine AS build"
+    )
+    assert df.original(build.instructions[2]) == (
+        "RUN --mount=type=cache,target=/go/pkg/mod "
+        "    --mount=type=bind,source=go.sum,target=go.sum "
+        "    --mount=type=bind,source=go.mod,target=go.mod "
+        "    go mod download -x"
+    )
+    assert df.original(final.instructions[-1]) == 'ENTRYPOINT [ "/bin/server" ]'
+    assert df.original(df.global_args[1]) == "ARG ALPINE=3.19"
+    other = parse("FROM scratch\nUSER nobody\n", "other/Dockerfile")
+    assert df.original(other.stages[0].instructions[0]) == ""

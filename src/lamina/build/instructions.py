@@ -285,10 +285,21 @@ class Dockerfile:
     directives: tuple[tuple[str, str], ...]
     global_args: tuple[Arg, ...]
     stages: tuple[Stage, ...]
+    # (location, text) of every instruction, continuations joined, as written: what
+    # progress output and history "created_by" show.
+    originals: tuple[tuple[Location, str], ...] = ()
 
     @property
     def syntax(self) -> str | None:
         return dict(self.directives).get("syntax")
+
+    def original(self, node: Instruction) -> str:
+        """The instruction's text as written (``RUN apt-get update``), continuations
+        joined; empty for nodes that did not come from this file."""
+        for location, text in self.originals:
+            if location == node.location:
+                return text
+        return ""
 
     def stage(self, name_or_index: str) -> Stage | None:
         """The stage called ``name_or_index`` (case-insensitive) or with that index."""

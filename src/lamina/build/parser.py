@@ -527,4 +527,7 @@ def parse(source: str, file: str = "Dockerfile") -> Dockerfile:
             hint="a Dockerfile starts with FROM IMAGE (after optional ARGs)",
         )
     stages.append(Stage(len(stages), current, tuple(body)))
-    return Dockerfile(file, lexed.escape, lexed.directives, tuple(global_args), tuple(stages))
+    originals = tuple((line.location(0), line.text) for line in lexed.lines)
+    return Dockerfile(
+        file, lexed.escape, lexed.directives, tuple(global_args), tuple(stages), originals
+    )
