@@ -272,3 +272,33 @@ def test_referrers_of_nothing_is_an_empty_index() -> None:
     assert json.loads(body) == {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
     assert "OCI-Filters-Applied" not in headers
     assert EMPTY_DESCRIPTOR.size == 2
+
+
+def test_blob_answer_whole_and_partial() -> None:
+    d = Digest.from_bytes(b"0123456789")
+    whole = p.blob_answer(d, 10, None)
+    assert (whole.status, whole.start, whole.end, whole.length) == (200, 0, 9, 10)
+    assert whole.headers == {
+        "Docker-Content-Digest": str(d),
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "Content-Length": "10",
+    }
+    part = p.blob_answer(d, 10, "bytes=-3")
+    assert (part.status, part.start, part.end, part.length) == (206, 7, 9, 3)
+    assert part.headers["Content-Range"] == "bytes 7-9/10"
+    assert part.headers["Content-Length"] == "3"
+    empty = p.blob_answer(d, 0, None)
+    assert (empty.status, empty.length) == (200, 0)
+    with pytest.raises(RegistryError) as info:
+        p.blob_answer(d, 10, "bytes=10-")
+    assert info.value.status == 416
+
+
+def test_manifest_headers_and_api_version() -> None:
+    assert p.manifest_headers(IMAGE_DIGEST, mt.DOCKER_MANIFEST, 7) == {
+        "Content-Type": mt.DOCKER_MANIFEST,
+        "Docker-Content-Digest": str(IMAGE_DIGEST),
+        "Content-Length": "7",
+    }
+    assert p.API_VERSION_HEADERS == {"Docker-Distribution-API-Version": "registry/2.0"}

@@ -19,7 +19,10 @@ from lamina.registry.uploads import (
     finish,
     is_stale,
     location,
+    new_session,
     range_header,
+    upload_headers,
+    verify_blob,
 )
 
 S0 = UploadSession("u1", "lib/x", 0, 100.0)
@@ -181,3 +184,30 @@ def test_range_is_always_inside_the_blob(a: int, b: int, size: int) -> None:
         return
     start, end = got
     assert 0 <= start <= end < size and start == a
+
+
+def test_new_session_and_upload_headers() -> None:
+    s = new_session("lib/x", "u9", 5.0, "sha512")
+    assert s == UploadSession("u9", "lib/x", 0, 5.0, "sha512")
+    assert upload_headers(s) == {
+        "Location": "/v2/lib/x/blobs/uploads/u9",
+        "Range": "0-0",
+        "Docker-Upload-UUID": "u9",
+    }
+    assert upload_headers(advance(s, 4, 6.0), min_length=1024) == {
+        "Location": "/v2/lib/x/blobs/uploads/u9",
+        "Range": "0-3",
+        "Docker-Upload-UUID": "u9",
+        "OCI-Chunk-Min-Length": "1024",
+    }
+
+
+def test_verify_blob() -> None:
+    assert verify_blob(D, D, 11, 11) == D
+    assert verify_blob(D, D, 11) == D
+    with pytest.raises(RegistryError) as info:
+        verify_blob(D, D, 10, 11)
+    assert info.value.code == "SIZE_INVALID"
+    with pytest.raises(RegistryError) as info:
+        verify_blob(D, Digest("sha256", "1" * 64), 11, 11)
+    assert info.value.code == "DIGEST_INVALID"

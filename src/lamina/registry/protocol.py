@@ -30,20 +30,29 @@ from lamina.registry.auth import (
     required_scopes,
 )
 from lamina.registry.errors import CODES, RegistryError, error_body
-from lamina.registry.ranges import content_range, parse_range
+from lamina.registry.ranges import content_range, parse_range, unsatisfiable
 from lamina.registry.routes import PAGE_MAX, Route, check_name, match, parse_digest
 from lamina.registry.uploads import (
+    CHUNK_MIN_LENGTH,
     UploadSession,
     advance,
     apply_patch,
     finish,
     is_stale,
     location,
+    new_session,
     range_header,
+    upload_headers,
+    verify_blob,
 )
 
 __all__ = [
+    "API_VERSION_HEADERS",
+    "CHUNK_MIN_LENGTH",
     "CODES",
+    "MANIFEST_MAX",
+    "PAGE_MAX",
+    "BlobAnswer",
     "Challenge",
     "ManifestPut",
     "RegistryError",
@@ -54,6 +63,7 @@ __all__ = [
     "apply_patch",
     "basic_challenge",
     "bearer_challenge",
+    "blob_answer",
     "catalog_body",
     "check_manifest_put",
     "check_name",
@@ -62,8 +72,11 @@ __all__ = [
     "finish",
     "is_stale",
     "location",
+    "manifest_blob_unknown",
+    "manifest_headers",
     "match",
     "missing_blobs",
+    "new_session",
     "paginate",
     "parse_challenge",
     "parse_challenges",
@@ -75,8 +88,13 @@ __all__ = [
     "required_scope",
     "required_scopes",
     "tags_body",
+    "unsatisfiable",
+    "upload_headers",
+    "verify_blob",
 ]
 
+# distribution-spec "Determining Support": clients check this header on /v2/.
+API_VERSION_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 MANIFEST_MAX = MAX_DOCUMENT_BYTES  # distribution-spec: registries SHOULD accept 4 MiB
 _NONDISTRIBUTABLE = frozenset(
     {
@@ -240,3 +258,45 @@ def referrers_response(
     if artifact_type:
         headers["OCI-Filters-Applied"] = "artifactType"
     return index.to_bytes(), headers
+
+
+@dataclass(frozen=True, slots=True)
+class BlobAnswer:
+    """How to answer a blob GET/HEAD (end-2): status 200 or 206, headers, and the
+    inclusive byte span to send (``start``, ``end``; ``end`` is -1 for an empty blob)."""
+
+    status: int
+    headers: dict[str, str]
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def blob_answer(digest: Digest, size: int, range_header_value: str | None) -> BlobAnswer:
+    """The status, headers and span of a blob read; raises RegistryError 416 (with
+    ``Content-Range: bytes */size``) for an unsatisfiable Range."""
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+    }
+    span = parse_range(range_header_value, size)
+    if span is None:
+        headers["Content-Length"] = str(size)
+        return BlobAnswer(200, headers, 0, size - 1)
+    start, end = span
+    headers["Content-Length"] = str(end - start + 1)
+    headers["Content-Range"] = content_range(start, end, size)
+    return BlobAnswer(206, headers, start, end)
+
+
+def manifest_headers(digest: Digest, media_type: str, size: int) -> dict[str, str]:
+    """Headers of a manifest GET/HEAD (end-3): Content-Type is the stored media type."""
+    return {
+        "Content-Type": media_type,
+        "Docker-Content-Digest": str(digest),
+        "Content-Length": str(size),
+    }

@@ -1,6 +1,13 @@
 """The blob upload state machine (distribution-spec "Pushing blobs": end-4..end-6,
 end-13, end-14), pure: the server keeps an :class:`UploadSession` per upload id, asks
 these functions what a request may do, and stores what they return.
+
+A server drives it so: POST -> :func:`new_session` (202, :func:`upload_headers`);
+PATCH -> :func:`apply_patch` (416 if out of order), write the body, :func:`advance`;
+PUT ?digest= -> the same for a body if any, then :func:`finish` with the digest it
+computed while writing; GET -> 204 with :func:`upload_headers`; expiry sweeps
+sessions for which :func:`is_stale` holds. A monolithic POST ?digest= is checked by
+:func:`verify_blob`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,43 @@ class UploadSession:
     started: float = 0.0
     algorithm: str = "sha256"
     updated: float | None = None  # last accepted chunk; None = only started
+
+
+def new_session(name: str, uuid: str, now: float, algorithm: str = "sha256") -> UploadSession:
+    """A fresh session for a POST (end-4a) with the ``?digest-algorithm=`` it asked for."""
+    return UploadSession(uuid, name, 0, now, algorithm)
+
+
+def upload_headers(session: UploadSession, min_length: int = CHUNK_MIN_LENGTH) -> dict[str, str]:
+    """Headers of a 202 (POST, PATCH) or 204 (status GET) upload answer."""
+    out = {
+        "Location": location(session.name, session.uuid),
+        "Range": range_header(session),
+        "Docker-Upload-UUID": session.uuid,
+    }
+    if min_length > 0:
+        out["OCI-Chunk-Min-Length"] = str(min_length)
+    return out
+
+
+def verify_blob(
+    expected: Digest, computed: Digest, size: int, content_length: int | None = None
+) -> Digest:
+    """Decide whether a monolithic upload (POST ?digest=, end-4b) commits: SIZE_INVALID
+    when the body was not Content-Length long, DIGEST_INVALID when it hashes otherwise."""
+    if content_length is not None and size != content_length:
+        raise RegistryError(
+            "SIZE_INVALID",
+            f"received {size} bytes, Content-Length said {content_length}",
+            detail={"size": size, "content_length": content_length},
+        )
+    if computed != expected:
+        raise RegistryError(
+            "DIGEST_INVALID",
+            f"content has digest {computed}, not {expected}",
+            detail={"digest": str(expected), "computed": str(computed)},
+        )
+    return computed
 
 
 def location(name: str, uuid: str) -> str:
