@@ -99,6 +99,7 @@ BAD: list[tuple[str, str, str]] = [
     ("FROM scratch\nHEALTHCHECK\n", "2:1", "HEALTHCHECK requires"),
     ("FROM scratch\nHEALTHCHECK --interval=5 CMD true\n", "2:13", "not a duration"),
     ("FROM scratch\nHEALTHCHECK --retries=x CMD true\n", "2:13", "not a number"),
+    ("FROM scratch\nHEALTHCHECK --retries=\u00b2 CMD true\n", "2:13", "not a number"),
     ("FROM scratch\nHEALTHCHECK --timeout=1s NONE\n", "2:26", "NONE takes no other"),
     ("FROM scratch\nHEALTHCHECK RUN true\n", "2:13", "expects NONE or CMD"),
     ("FROM scratch\nHEALTHCHECK CMD\n", "2:13", "requires a command"),

@@ -387,6 +387,8 @@ def test_multi_stage() -> None:
     assert df.stage("BUILD") is df.stages[0]
     assert df.stage("1") is df.stages[1]
     assert df.stage("nope") is None
+    assert df.stage("3") is None
+    assert df.stage("\u00b2") is None
 
 
 def test_directives() -> None:

@@ -307,6 +307,7 @@ class Dockerfile:
         for stage in self.stages:
             if stage.name is not None and stage.name.lower() == wanted:
                 return stage
-        if name_or_index.isdigit() and int(name_or_index) < len(self.stages):
-            return self.stages[int(name_or_index)]
+        if name_or_index.isascii() and name_or_index.isdigit():
+            index = int(name_or_index)
+            return self.stages[index] if index < len(self.stages) else None
         return None

@@ -388,7 +388,7 @@ def _healthcheck(args: _Args) -> Healthcheck:
         if value is not None and not _DURATION.match(value):
             raise args.fail(flags.at(name), f"--{name}: {value!r} is not a duration (30s)")
     retries = flags.text("retries")
-    if retries is not None and not retries.isdigit():
+    if retries is not None and not (retries.isascii() and retries.isdigit()):
         raise args.fail(flags.at("retries"), f"--retries: {retries!r} is not a number")
     skip = words[0][0] + len(words[0][1])
     body = _Args(rest.line, "HEALTHCHECK CMD", rest.text[skip:], rest.offset + skip, rest.escape)

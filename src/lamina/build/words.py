@@ -23,6 +23,7 @@ from lamina.errors import InvalidArgument
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _SPECIAL = frozenset("@*#?-$!")
+_DIGITS = frozenset("0123456789")
 _MODIFIERS = (":-", "-", ":+", "+", ":?", "?")
 
 
@@ -176,8 +177,8 @@ class _Lexer:
         # too; they are never set in a Dockerfile, so they expand to nothing.
         start = self.pos
         first = self._peek()
-        if first.isdigit():
-            while self._peek().isdigit():
+        if first in _DIGITS:
+            while self._peek() and self._peek() in _DIGITS:
                 self.pos += 1
             return self.text[start : self.pos]
         if first and first in _SPECIAL:
