@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,13 +11,17 @@ from hypothesis import strategies as st
 from lamina.registry.auth import (
     Challenge,
     Scope,
+    allows,
+    basic_authorization,
     basic_challenge,
     bearer_challenge,
+    parse_authorization,
     parse_challenge,
     parse_challenges,
     parse_scopes,
     required_scope,
     required_scopes,
+    unauthorized,
 )
 from lamina.registry.errors import RegistryError
 from lamina.registry.routes import match
@@ -177,3 +183,53 @@ def test_required_scopes(method: str, path: str, query: str, want: tuple[Scope, 
     assert required_scopes(route) == want
     own = [s for s in want if s.type == "repository" and s.name == route.name]
     assert required_scope(route) == ((own[0].name, own[0].actions) if own else None)
+
+
+def test_allows() -> None:
+    pull_a = [Scope("a", ("pull",))]
+    assert allows(pull_a, [Scope("a", ("pull",))])
+    assert not allows(pull_a, [Scope("a", ("pull", "push"))])
+    assert not allows(pull_a, [Scope("b", ("pull",))])
+    assert not allows(pull_a, [Scope("a", ("pull",), "registry")])
+    assert allows([Scope("a", ("pull",)), Scope("a", ("push",))], [Scope("a", ("pull", "push"))])
+    assert allows([Scope("catalog", ("*",), "registry")], [Scope("catalog", ("*",), "registry")])
+    assert allows([Scope("a", ("*",))], [Scope("a", ("delete",))])
+    assert allows([], [])
+    route = match("POST", "/v2/a/blobs/uploads/", f"mount={D}&from=b")
+    assert not allows([Scope("a", ("pull", "push"))], required_scopes(route))
+    assert allows([Scope("a", ("pull", "push")), Scope("b", ("pull",))], required_scopes(route))
+
+
+def test_unauthorized_carries_the_challenge() -> None:
+    err = unauthorized(basic_challenge("r"))
+    assert (err.code, err.status) == ("UNAUTHORIZED", 401)
+    assert err.headers == {"WWW-Authenticate": 'Basic realm="r",charset="UTF-8"'}
+
+
+def test_basic_authorization_round_trip() -> None:
+    header = basic_authorization("alice", "p:ä ss")
+    assert header == "Basic " + base64.b64encode("alice:p:ä ss".encode()).decode()
+    assert parse_authorization(header) == ("basic", "alice", "p:ä ss")
+    assert parse_authorization("bearer abc.def.ghi") == ("bearer", "abc.def.ghi", "")
+    assert parse_authorization(None) is None
+    with pytest.raises(RegistryError):
+        basic_authorization("a:b", "c")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic",
+        "Basic !!!",
+        "Basic " + base64.b64encode(b"nocolon").decode(),
+        "Basic " + base64.b64encode(b"\xff:x").decode(),
+        "Bearer",
+        "Bearer a b",
+        "Digest x",
+        "",
+    ],
+)
+def test_malformed_authorization(header: str) -> None:
+    with pytest.raises(RegistryError) as info:
+        parse_authorization(header)
+    assert (info.value.code, info.value.status) == ("UNAUTHORIZED", 401)

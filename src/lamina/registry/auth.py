@@ -7,7 +7,10 @@ route needs; the client parses challenges and formats the scopes it asks a token
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lamina.registry import routes as r
@@ -181,3 +184,52 @@ def required_scope(route: r.Route) -> tuple[str, tuple[str, ...]] | None:
         if scope.type == "repository" and scope.name == route.name:
             return scope.name, scope.actions
     return None
+
+
+def allows(granted: Iterable[Scope], needed: Iterable[Scope]) -> bool:
+    """True when every needed scope is covered by a granted one of the same type and
+    name (``*`` grants every action). A pull grant never covers push or another repo."""
+    have: dict[tuple[str, str], set[str]] = {}
+    for g in granted:
+        have.setdefault((g.type, g.name), set()).update(g.actions)
+    for need in needed:
+        acts = have.get((need.type, need.name), set())
+        if "*" not in acts and not set(need.actions) <= acts:
+            return False
+    return True
+
+
+def unauthorized(challenge: str, message: str | None = None) -> RegistryError:
+    """A 401 carrying ``WWW-Authenticate``."""
+    return RegistryError("UNAUTHORIZED", message, headers={"WWW-Authenticate": challenge})
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """An ``Authorization: Basic ...`` value (RFC 7617, UTF-8)."""
+    if ":" in username:
+        raise RegistryError("UNAUTHORIZED", "a Basic auth user name cannot hold ':'", status=400)
+    raw = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def parse_authorization(header: str | None) -> tuple[str, str, str] | None:
+    """``(scheme, user_or_token, password)`` from an ``Authorization`` value: for Basic
+    the user and password, for Bearer the token and ``""``; None when absent. A
+    malformed value is a 401 (the server then answers with its challenge)."""
+    if header is None:
+        return None
+    scheme, _, rest = header.strip().partition(" ")
+    rest = rest.strip()
+    kind = scheme.lower()
+    if kind == "basic" and rest:
+        try:
+            raw = base64.b64decode(rest, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise RegistryError("UNAUTHORIZED", "malformed Basic credentials") from exc
+        user, sep, password = raw.partition(":")
+        if not sep:
+            raise RegistryError("UNAUTHORIZED", "Basic credentials lack ':'")
+        return "basic", user, password
+    if kind == "bearer" and rest and " " not in rest:
+        return "bearer", rest, ""
+    raise RegistryError("UNAUTHORIZED", f"unsupported Authorization scheme {scheme[:20]!r}")

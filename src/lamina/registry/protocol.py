@@ -21,13 +21,17 @@ from lamina.oci.manifest import Index, Manifest, parse_document
 from lamina.registry.auth import (
     Challenge,
     Scope,
+    allows,
+    basic_authorization,
     basic_challenge,
     bearer_challenge,
+    parse_authorization,
     parse_challenge,
     parse_challenges,
     parse_scopes,
     required_scope,
     required_scopes,
+    unauthorized,
 )
 from lamina.registry.errors import CODES, RegistryError, error_body
 from lamina.registry.ranges import content_range, parse_range, unsatisfiable
@@ -60,7 +64,9 @@ __all__ = [
     "Scope",
     "UploadSession",
     "advance",
+    "allows",
     "apply_patch",
+    "basic_authorization",
     "basic_challenge",
     "bearer_challenge",
     "blob_answer",
@@ -78,6 +84,7 @@ __all__ = [
     "missing_blobs",
     "new_session",
     "paginate",
+    "parse_authorization",
     "parse_challenge",
     "parse_challenges",
     "parse_digest",
@@ -88,6 +95,7 @@ __all__ = [
     "required_scope",
     "required_scopes",
     "tags_body",
+    "unauthorized",
     "unsatisfiable",
     "upload_headers",
     "verify_blob",
