@@ -42,6 +42,13 @@ DG = Digest.parse(D256)
         ),
         ("DELETE", "/v2/x/manifests/t", "", Route(r.MANIFEST_DELETE, "DELETE", "x", tag="t")),
         ("POST", "/v2/x/blobs/uploads/", "", Route(r.UPLOAD_START, "POST", "x")),
+        ("POST", "/v2/x/blobs/uploads", "", Route(r.UPLOAD_START, "POST", "x")),
+        (
+            "POST",
+            "/v2/x/blobs/uploads",
+            "digest=" + D256,
+            Route(r.UPLOAD_MONOLITHIC, "POST", "x", digest=DG),
+        ),
         (
             "POST",
             "/v2/x/blobs/uploads/",
@@ -308,3 +315,41 @@ def test_any_name_either_matches_safely_or_is_refused(name: str) -> None:
     assert route.name is not None
     assert ".." not in route.name.split("/") and not route.name.startswith("/")
     assert r.NAME_RE.fullmatch(route.name)
+
+
+_METHOD = st.sampled_from(["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"])
+_PIECE = st.sampled_from(
+    [
+        "x",
+        "a/b",
+        "manifests",
+        "blobs",
+        "uploads",
+        "tags",
+        "list",
+        "referrers",
+        "_catalog",
+        D256,
+        "latest",
+        "..",
+        "",
+        "A",
+        "u1",
+        "sha256:zz",
+    ]
+)
+
+
+@given(_METHOD, st.lists(_PIECE, max_size=6), st.text(max_size=30))
+def test_match_only_ever_raises_registry_errors(method: str, pieces: list[str], query: str) -> None:
+    try:
+        route = match(method, "/v2/" + "/".join(pieces), query)
+    except RegistryError as exc:
+        assert exc.status in (400, 404, 405)
+        return
+    if route.name is not None:
+        assert r.is_valid_name(route.name)
+    if route.uuid is not None:
+        assert r.UUID_RE.fullmatch(route.uuid)
+    if route.tag is not None:
+        assert r.is_valid_tag(route.tag)

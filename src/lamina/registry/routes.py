@@ -210,6 +210,9 @@ def match(method: str, path: str, query: str = "") -> Route:
         if kind == "uploads":
             return _uploads(method, name, m["uuid"], q)
         if kind == "blobs":
+            if m["digest"] == "uploads" and method == "POST":
+                # Some clients drop the trailing slash of end-4; mean the same thing.
+                return _uploads(method, name, "", q)
             if method not in _METHODS["blobs"]:
                 raise _not_allowed(method, "blobs")
             endpoint = BLOB_DELETE if method == "DELETE" else BLOB
