@@ -3,6 +3,7 @@ replacement"), including the pattern modifiers and the backtick escape."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -169,6 +170,12 @@ def test_glob_regex() -> None:
     assert glob_regex("*.t?z") == ".*\\.t.z"
     assert glob_regex("[!a]") == "[^a]"
     assert glob_regex("\\*") == "\\*"
+    assert re.fullmatch(glob_regex("[]]"), "]")
+    assert re.fullmatch(glob_regex("[!]]"), "a") and not re.fullmatch(glob_regex("[!]]"), "]")
+    assert re.fullmatch(glob_regex("[]"), "[]")  # never closed: literal
+    assert re.fullmatch(glob_regex("[a-c]x"), "bx")
+    assert re.fullmatch(glob_regex("[[]"), "[")
+    assert re.fullmatch(glob_regex("[\\]"), "\\")
 
 
 def test_expand_at_points_at_the_instruction() -> None:
@@ -202,6 +209,10 @@ BASH_CASES = [
     ("", "${v:-default}"),
     ("", "${v-default}"),
     ("set", "${v:+alt}"),
+    ("a]b", "${v/[]]/X}"),
+    ("x[y", "${v/[[]/X}"),
+    ("abc", "${v//[!b]/.}"),
+    ("a-b", "${v/[a-]/_}"),
 ]
 
 

@@ -42,14 +42,16 @@ def glob_regex(pattern: str) -> str:
             out.append(re.escape(pattern[i]))
             i += 1
         elif ch == "[":
-            end = pattern.find("]", i + 1 if pattern[i : i + 1] in ("!", "^") else i)
+            # A "]" right after "[" or "[!" is a member, not the end of the set.
+            j = i + 1 if pattern[i : i + 1] in ("!", "^") else i
+            end = pattern.find("]", j + 1 if pattern[j : j + 1] == "]" else j)
             if end == -1:
                 out.append(re.escape(ch))
                 continue
             body = pattern[i:end]
-            if body[:1] in ("!", "^"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
+            negate = body[:1] in ("!", "^")
+            members = "".join(c if c == "-" else re.escape(c) for c in body[negate:])
+            out.append("[" + ("^" if negate else "") + members + "]")
             i = end + 1
         else:
             out.append(re.escape(ch))
