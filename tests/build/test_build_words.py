@@ -9,6 +9,8 @@ import shutil
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lamina.build.instructions import Location, ParseError
 from lamina.build.words import (
@@ -222,3 +224,20 @@ def test_pattern_modifiers_match_bash(value: str, word: str) -> None:
     script = f'v={shlex.quote(value)}; printf %s "{word}"'
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     assert expand(word, {"v": value}) == out.stdout
+
+
+_WORD_PIECES = st.sampled_from(
+    [*"ab$'\"\\{}:-+?#%/*[]!^` ", "${", "${A", "A", "B", "##", "%%", "//", "é", "²"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_WORD_PIECES, max_size=16), st.sampled_from(["\\", "`"]))
+def test_fuzz_expand_raises_only_invalid_argument(pieces: list[str], escape: str) -> None:
+    word = "".join(pieces)
+    try:
+        one = expand(word, {"A": "a*b/c.d", "B": ""}, escape=escape)
+        many = expand_words(word, {"A": "a*b/c.d", "B": ""}, escape=escape)
+    except InvalidArgument:
+        return
+    assert isinstance(one, str) and all(isinstance(w, str) for w in many)
