@@ -16,6 +16,7 @@ from lamina.build.instructions import Location, ParseError
 from lamina.build.words import (
     expand,
     expand_at,
+    expand_heredoc,
     expand_pairs,
     expand_words,
     glob_regex,
@@ -30,6 +31,8 @@ ENV = {
     "F": "archive.tar.gz",
     "P": "/usr/local/bin",
     "X": "foo-bar-foo",
+    "\uc548\ub155": "hello",
+    "\u00e9t\u00e9": "summer",
 }
 
 WORDS: list[tuple[str, str]] = [
@@ -88,6 +91,8 @@ WORDS: list[tuple[str, str]] = [
     ("$$", ""),
     ("$.", "$."),
     ("a$/b", "a$/b"),
+    ("$\uc548\ub155!", "hello!"),
+    ("${\u00e9t\u00e9}", "summer"),
     # braces
     ("${A}}", "apple}"),
     ("${U:-x {y}", "x {y"),
@@ -241,3 +246,20 @@ def test_fuzz_expand_raises_only_invalid_argument(pieces: list[str], escape: str
     except InvalidArgument:
         return
     assert isinstance(one, str) and all(isinstance(w, str) for w in many)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('echo "hello ${FOO}"\n', 'echo "hello bar"\n'),  # the reference's example
+        ("plain $FOO and ${FOO:-x}\n", "plain bar and bar\n"),
+        ("keep \\$FOO\n", "keep \\$FOO\n"),
+        ("keep '$FOO' as is\n", "keep '$FOO' as is\n"),
+        ('"a\\"$FOO"\n', '"a\\"bar"\n'),
+        ("back\\slash\n", "back\\slash\n"),
+        ("end\\", "end\\"),
+        ("${UNSET}|$UNSET|\n", "||\n"),
+    ],
+)
+def test_expand_heredoc_keeps_quotes_and_escapes(content: str, expected: str) -> None:
+    assert expand_heredoc(content, {"FOO": "bar"}) == expected

@@ -111,10 +111,14 @@ class _Out:
 
 
 class _Lexer:
-    __slots__ = ("env", "escape", "pos", "split", "text")
+    __slots__ = ("env", "escape", "pos", "raw", "split", "text")
 
-    def __init__(self, text: str, env: Mapping[str, str], split: bool, escape: str) -> None:
+    def __init__(
+        self, text: str, env: Mapping[str, str], split: bool, escape: str, raw: bool = False
+    ) -> None:
         self.text, self.env, self.split, self.escape, self.pos = text, env, split, escape, 0
+        # raw: quotes and escapes stay in the output (heredoc bodies); only $ expands.
+        self.raw = raw
 
     def _peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -143,7 +147,9 @@ class _Lexer:
                     out.raw(value)
             elif ch == self.escape:
                 if self.pos < len(self.text):  # an escape at the very end is dropped
-                    out.raw(self._next())
+                    out.raw(ch + self._next() if self.raw else self._next())
+                elif self.raw:
+                    out.raw(ch)
             elif self.split and ch.isspace():
                 out.end()
             else:
@@ -155,7 +161,7 @@ class _Lexer:
         if end == -1:
             raise InvalidArgument(f"missing closing single quote in {self.text!r}")
         value, self.pos = self.text[self.pos : end], end + 1
-        return value
+        return f"'{value}'" if self.raw else value
 
     def _double_quoted(self) -> str:
         parts: list[str] = []
@@ -164,11 +170,11 @@ class _Lexer:
                 raise InvalidArgument(f"missing closing double quote in {self.text!r}")
             ch = self._next()
             if ch == '"':
-                return "".join(parts)
+                return f'"{"".join(parts)}"' if self.raw else "".join(parts)
             if ch == "$":
                 parts.append(self._dollar())
             elif ch == self.escape and self._peek() in ('"', "$", self.escape):
-                parts.append(self._next())
+                parts.append(ch + self._next() if self.raw else self._next())
             elif ch == self.escape and not self._peek():
                 continue
             else:
@@ -186,7 +192,8 @@ class _Lexer:
         if first and first in _SPECIAL:
             self.pos += 1
             return first
-        while self._peek() and self._peek() in _NAME_CHARS:
+        # Names are letters (any script, as Go's unicode.IsLetter), digits and "_".
+        while self._peek() and (self._peek() in _NAME_CHARS or self._peek().isalpha()):
             self.pos += 1
         return self.text[start : self.pos]
 
@@ -256,6 +263,13 @@ class _Lexer:
 def expand(word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
     """One word, quotes removed and variables expanded; whitespace is kept."""
     return "".join(_Lexer(word, env, False, escape).run().current)
+
+
+def expand_heredoc(content: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
+    """A heredoc body whose delimiter was not quoted (``COPY <<EOF``): variables expand,
+    quotes and escapes stay as written (BuildKit expands with raw quotes and escapes,
+    so ``\\$X`` stays ``\\$X`` and ``'$X'`` is not expanded)."""
+    return "".join(_Lexer(content, env, False, escape, raw=True).run().current)
 
 
 def expand_at(location: Location, word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
