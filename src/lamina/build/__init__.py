@@ -11,7 +11,7 @@ from __future__ import annotations
 from lamina.build.instructions import Dockerfile, Location, ParseError, Stage
 from lamina.build.parser import parse
 from lamina.build.scope import StageScope, global_scope
-from lamina.build.words import expand, expand_pairs, expand_words
+from lamina.build.words import expand, expand_at, expand_heredoc, expand_pairs, expand_words
 
 __all__ = [
     "Dockerfile",
@@ -20,6 +20,8 @@ __all__ = [
     "Stage",
     "StageScope",
     "expand",
+    "expand_at",
+    "expand_heredoc",
     "expand_pairs",
     "expand_words",
     "global_scope",
