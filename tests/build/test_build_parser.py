@@ -468,6 +468,14 @@ def test_only_newline_ends_a_line() -> None:
     assert user.location == L(3)
 
 
+def test_heredoc_bodies_keep_crlf() -> None:
+    df = parse("FROM scratch\r\nCOPY <<-EOF /x\r\n\ta\r\nb\n\tEOF\r\nUSER u\r\n")
+    copy, user = df.stages[0].instructions
+    assert isinstance(copy, Copy)
+    assert copy.heredocs == (Heredoc("EOF", "a\r\nb\n", True, True),)
+    assert user == User(L(6), "u")
+
+
 def test_onbuild_positions_across_continuation() -> None:
     df = parse("FROM scratch\nONBUILD \\\n  RUN true\n")
     (node,) = df.stages[0].instructions

@@ -159,7 +159,9 @@ def lex(source: str, file: str = "Dockerfile") -> Lexed:
         source = source[1:]
     # Lines end at "\n" (a "\r" before it is dropped), as Go's bufio.ScanLines does;
     # str.splitlines would also split on \x0c, \x85, \u2028 and miscount lines.
-    physical = [line.removesuffix("\r") for line in source.split("\n")]
+    split = source.split("\n")
+    crlf = [line.endswith("\r") for line in split]
+    physical = [line.removesuffix("\r") for line in split]
     if physical and physical[-1] == "":
         physical.pop()
     directives, escape, i = _directives(file, physical)
@@ -199,12 +201,13 @@ def lex(source: str, file: str = "Dockerfile") -> Lexed:
                             hint=f"end it with a line holding only {name}",
                         )
                     line = physical[i]
+                    ending = "\r\n" if crlf[i] else "\n"  # bodies keep their line endings
                     i += 1
                     if chomp:
                         line = line.lstrip("\t")
                     if line == name:
                         break
-                    body.append(line + "\n")
+                    body.append(line + ending)
                 heredocs.append(Heredoc(name, "".join(body), expand, chomp, fd))
         lines.append(LogicalLine(file, text, tuple(segments), tuple(heredocs)))
     return Lexed(tuple(directives), escape, tuple(lines))
