@@ -155,6 +155,9 @@ def _unquote(word: str, escape: str) -> str:
 
 
 def lex(source: str, file: str = "Dockerfile") -> Lexed:
+    """Directives, then one :class:`LogicalLine` per instruction: blank and comment lines
+    skipped, continuations joined (comment and blank lines inside them dropped),
+    heredoc bodies of RUN/COPY/ADD (and ONBUILD of those) attached."""
     if source.startswith("\ufeff"):
         source = source[1:]
     # Lines end at "\n" (a "\r" before it is dropped), as Go's bufio.ScanLines does;
