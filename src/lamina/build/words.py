@@ -1,275 +1,33 @@
-"""Dockerfile words: quotes, the escape character and ``$VAR`` substitution.
-
-Dockerfile reference, "Environment replacement": ``'...'`` is literal; in ``"..."`` the
-escape character escapes only ``"``, ``$`` and itself; outside quotes it escapes any
-character. ``$name`` and ``${name}`` expand, with ``${name:-word}``, ``${name-word}``,
-``${name:+word}``, ``${name+word}``, ``${name:?word}``, ``${name?word}`` and the
-pattern modifiers ``${name#p}``, ``${name##p}``, ``${name%p}``, ``${name%%p}``,
-``${name/p/r}`` and ``${name//p/r}`` (``p`` a shell glob). Unset variables expand to
-nothing.
-
-This is :mod:`lamina.oci.shellwords` generalised: the escape character is a parameter
-(``# escape=`` may make it a backtick) and the pattern modifiers are supported; the
-``--change`` path keeps its stricter, backslash-only copy.
-"""
+"""Dockerfile words for the build: the shared lexer of :mod:`lamina.oci.shellwords`
+(quotes, the escape character, ``$VAR`` substitution with every modifier), plus errors
+positioned at the instruction."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from lamina.build.instructions import Location, ParseError
 from lamina.errors import InvalidArgument
+from lamina.oci.shellwords import (
+    expand,
+    expand_heredoc,
+    expand_pairs,
+    expand_words,
+    glob_regex,
+    split_raw,
+    unclosed_quote,
+)
 
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-_SPECIAL = frozenset("@*#?-$!")
-_DIGITS = frozenset("0123456789")
-_MODIFIERS = (":-", "-", ":+", "+", ":?", "?")
-
-
-def glob_regex(pattern: str) -> str:
-    """A shell glob (``*``, ``?``, ``[...]``, ``\\x``) as a regular expression."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        i += 1
-        if ch == "*":
-            out.append(".*")
-        elif ch == "?":
-            out.append(".")
-        elif ch == "\\" and i < len(pattern):
-            out.append(re.escape(pattern[i]))
-            i += 1
-        elif ch == "[":
-            # A "]" right after "[" or "[!" is a member, not the end of the set.
-            j = i + 1 if pattern[i : i + 1] in ("!", "^") else i
-            end = pattern.find("]", j + 1 if pattern[j : j + 1] == "]" else j)
-            if end == -1:
-                out.append(re.escape(ch))
-                continue
-            body = pattern[i:end]
-            negate = body[:1] in ("!", "^")
-            members = "".join(c if c == "-" else re.escape(c) for c in body[negate:])
-            out.append("[" + ("^" if negate else "") + members + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(ch))
-    return "".join(out)
-
-
-def _strip_prefix(value: str, pattern: str, longest: bool) -> str:
-    rx = re.compile(glob_regex(pattern), re.DOTALL)
-    ends = range(len(value), -1, -1) if longest else range(len(value) + 1)
-    for end in ends:
-        if rx.fullmatch(value[:end]):
-            return value[end:]
-    return value
-
-
-def _strip_suffix(value: str, pattern: str, longest: bool) -> str:
-    rx = re.compile(glob_regex(pattern), re.DOTALL)
-    starts = range(len(value) + 1) if longest else range(len(value), -1, -1)
-    for start in starts:
-        if rx.fullmatch(value[start:]):
-            return value[:start]
-    return value
-
-
-def _replace(value: str, pattern: str, replacement: str, every: bool) -> str:
-    if not pattern:
-        return value
-    rx = re.compile(glob_regex(pattern), re.DOTALL)
-    return rx.sub(lambda _m: replacement, value, count=0 if every else 1)
-
-
-class _Out:
-    """Accumulates characters into words; ``raw`` characters never split."""
-
-    __slots__ = ("current", "started", "words")
-
-    def __init__(self) -> None:
-        self.words: list[str] = []
-        self.current: list[str] = []
-        self.started = False
-
-    def raw(self, text: str) -> None:
-        self.current.append(text)
-        self.started = True
-
-    def splitting(self, text: str) -> None:
-        for ch in text:
-            if ch.isspace():
-                self.end()
-            else:
-                self.raw(ch)
-
-    def end(self) -> None:
-        if self.started:
-            self.words.append("".join(self.current))
-        self.current, self.started = [], False
-
-
-class _Lexer:
-    __slots__ = ("env", "escape", "pos", "raw", "split", "text")
-
-    def __init__(
-        self, text: str, env: Mapping[str, str], split: bool, escape: str, raw: bool = False
-    ) -> None:
-        self.text, self.env, self.split, self.escape, self.pos = text, env, split, escape, 0
-        # raw: quotes and escapes stay in the output (heredoc bodies); only $ expands.
-        self.raw = raw
-
-    def _peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def _next(self) -> str:
-        ch = self._peek()
-        self.pos += 1
-        return ch
-
-    def run(self, stops: str = "") -> _Out:
-        out = _Out()
-        while self.pos < len(self.text):
-            ch = self._peek()
-            if ch in stops and stops:
-                break
-            self.pos += 1
-            if ch == "'":
-                out.raw(self._single_quoted())
-            elif ch == '"':
-                out.raw(self._double_quoted())
-            elif ch == "$":
-                value = self._dollar()
-                if self.split:
-                    out.splitting(value)
-                elif value:
-                    out.raw(value)
-            elif ch == self.escape:
-                if self.pos < len(self.text):  # an escape at the very end is dropped
-                    out.raw(ch + self._next() if self.raw else self._next())
-                elif self.raw:
-                    out.raw(ch)
-            elif self.split and ch.isspace():
-                out.end()
-            else:
-                out.raw(ch)
-        return out
-
-    def _single_quoted(self) -> str:
-        end = self.text.find("'", self.pos)
-        if end == -1:
-            raise InvalidArgument(f"missing closing single quote in {self.text!r}")
-        value, self.pos = self.text[self.pos : end], end + 1
-        return f"'{value}'" if self.raw else value
-
-    def _double_quoted(self) -> str:
-        parts: list[str] = []
-        while True:
-            if self.pos >= len(self.text):
-                raise InvalidArgument(f"missing closing double quote in {self.text!r}")
-            ch = self._next()
-            if ch == '"':
-                return f'"{"".join(parts)}"' if self.raw else "".join(parts)
-            if ch == "$":
-                parts.append(self._dollar())
-            elif ch == self.escape and self._peek() in ('"', "$", self.escape):
-                parts.append(ch + self._next() if self.raw else self._next())
-            elif ch == self.escape and not self._peek():
-                continue
-            else:
-                parts.append(ch)
-
-    def _name(self) -> str:
-        # Positional ($1, $999) and special ($@, $#, $?, ...) parameters are names
-        # too; they are never set in a Dockerfile, so they expand to nothing.
-        start = self.pos
-        first = self._peek()
-        if first in _DIGITS:
-            while self._peek() and self._peek() in _DIGITS:
-                self.pos += 1
-            return self.text[start : self.pos]
-        if first and first in _SPECIAL:
-            self.pos += 1
-            return first
-        # Names are letters (any script, as Go's unicode.IsLetter), digits and "_".
-        while self._peek() and (self._peek() in _NAME_CHARS or self._peek().isalpha()):
-            self.pos += 1
-        return self.text[start : self.pos]
-
-    def _word(self, stops: str) -> str:
-        # The word after a modifier is one word even when splitting; its expansion
-        # is split (or not) with the rest of the value by the caller.
-        saved, self.split = self.split, False
-        try:
-            return "".join(self.run(stops=stops).current)
-        finally:
-            self.split = saved
-
-    def _close(self) -> None:
-        if self._next() != "}":
-            raise InvalidArgument(f"missing '}}' in {self.text!r}")
-
-    def _dollar(self) -> str:
-        if self._peek() != "{":
-            name = self._name()
-            return self.env.get(name, "") if name else "$"
-        self.pos += 1
-        name = self._name()
-        if not name:
-            raise InvalidArgument(f"bad substitution in {self.text!r}: no variable name")
-        op = self._next()
-        if not op:
-            raise InvalidArgument(f"missing '}}' in {self.text!r}")
-        if op == "}":
-            return self.env.get(name, "")
-        value = self.env.get(name)
-        if op in ("#", "%"):
-            longest = self._peek() == op
-            if longest:
-                self.pos += 1
-            pattern = self._word("}")
-            self._close()
-            strip = _strip_prefix if op == "#" else _strip_suffix
-            return strip(value or "", pattern, longest)
-        if op == "/":
-            every = self._peek() == "/"
-            if every:
-                self.pos += 1
-            pattern = self._word("/}")
-            replacement = ""
-            if self._peek() == "/":
-                self.pos += 1
-                replacement = self._word("}")
-            self._close()
-            return _replace(value or "", pattern, replacement, every)
-        if op == ":":
-            op += self._next()
-        if op not in _MODIFIERS:
-            raise InvalidArgument(f"unsupported modifier {op!r} in ${{{name}...}}")
-        word = self._word("}")
-        self._close()
-        is_set, non_empty = value is not None, bool(value)
-        present = non_empty if op.startswith(":") else is_set
-        if op.endswith("-"):
-            return value if present and value is not None else word
-        if op.endswith("+"):
-            return word if present else ""
-        if not present:
-            raise InvalidArgument(f"{name}: {word or 'is not set or empty'}")
-        return value or ""
-
-
-def expand(word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
-    """One word, quotes removed and variables expanded; whitespace is kept."""
-    return "".join(_Lexer(word, env, False, escape).run().current)
-
-
-def expand_heredoc(content: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
-    """A heredoc body whose delimiter was not quoted (``COPY <<EOF``): variables expand,
-    quotes and escapes stay as written (BuildKit expands with raw quotes and escapes,
-    so ``\\$X`` stays ``\\$X`` and ``'$X'`` is not expanded)."""
-    return "".join(_Lexer(content, env, False, escape, raw=True).run().current)
+__all__ = [
+    "expand",
+    "expand_at",
+    "expand_heredoc",
+    "expand_pairs",
+    "expand_words",
+    "glob_regex",
+    "split_raw",
+    "unclosed_quote",
+]
 
 
 def expand_at(location: Location, word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
@@ -279,74 +37,3 @@ def expand_at(location: Location, word: str, env: Mapping[str, str], *, escape: 
         return expand(word, env, escape=escape)
     except InvalidArgument as exc:
         raise ParseError(location, exc.message) from exc
-
-
-def expand_words(text: str, env: Mapping[str, str], *, escape: str = "\\") -> list[str]:
-    """Words split on unquoted whitespace, quotes removed, variables expanded."""
-    out = _Lexer(text, env, True, escape).run()
-    out.end()
-    return out.words
-
-
-def split_raw(text: str, *, escape: str = "\\") -> list[tuple[int, str]]:
-    """Split on whitespace outside quotes, keeping quotes and escapes in the words;
-    each word with its offset in ``text`` (for error columns)."""
-    words: list[tuple[int, str]] = []
-    start = -1
-    quote = ""
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-            elif ch == escape and quote != "'":
-                i += 1
-        elif ch.isspace():
-            if start >= 0:
-                words.append((start, text[start:i]))
-            start = -1
-        else:
-            if start < 0:
-                start = i
-            if ch in ("'", '"'):
-                quote = ch
-            elif ch == escape:
-                i += 1
-        i += 1
-    if start >= 0:
-        words.append((start, text[start:]))
-    return words
-
-
-def unclosed_quote(text: str, *, escape: str = "\\") -> int | None:
-    """The offset of a quote that is never closed, or None."""
-    opened = -1
-    quote = ""
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-            elif ch == escape and quote != "'":
-                i += 1
-        elif ch in ("'", '"'):
-            quote, opened = ch, i
-        elif ch == escape:
-            i += 1
-        i += 1
-    return opened if quote else None
-
-
-def expand_pairs(
-    pairs: tuple[tuple[str, str], ...], env: Mapping[str, str], *, escape: str = "\\"
-) -> list[tuple[str, str]]:
-    """``ENV``/``LABEL`` pairs expanded against ``env`` as it was *before* the
-    instruction: ``ENV a=x b=$a`` gives ``b`` the old ``a`` (Dockerfile reference,
-    "Environment replacement")."""
-    snapshot = dict(env)
-    return [
-        (expand(key, snapshot, escape=escape), expand(value, snapshot, escape=escape))
-        for key, value in pairs
-    ]

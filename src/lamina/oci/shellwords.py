@@ -1,29 +1,88 @@
-"""Dockerfile word processing: quotes, escapes and ``$VAR`` expansion.
+"""Dockerfile words: quotes, the escape character and ``$VAR`` substitution.
 
-What Docker's builder does to the arguments of ENV, LABEL, EXPOSE, USER, VOLUME,
-WORKDIR and STOPSIGNAL before using them (Dockerfile reference, "Environment
-replacement"): ``'...'`` is literal; in ``"..."`` a backslash escapes only ``"``, ``$``
-and ``\\``; outside quotes a backslash escapes any character; ``$name`` and
-``${name}`` expand, with ``${name:-word}``, ``${name-word}``, ``${name:+word}``,
-``${name+word}``, ``${name:?word}`` and ``${name?word}``. Unset variables expand to
-nothing. :func:`split_words` also splits on unquoted whitespace, including whitespace
-that came out of an unquoted expansion (so ``EXPOSE $PORTS`` may expose several).
+Dockerfile reference, "Environment replacement": ``'...'`` is literal; in ``"..."`` the
+escape character escapes only ``"``, ``$`` and itself; outside quotes it escapes any
+character. ``$name`` and ``${name}`` expand, with ``${name:-word}``, ``${name-word}``,
+``${name:+word}``, ``${name+word}``, ``${name:?word}``, ``${name?word}`` and the
+pattern modifiers ``${name#p}``, ``${name##p}``, ``${name%p}``, ``${name%%p}``,
+``${name/p/r}`` and ``${name//p/r}`` (``p`` a shell glob). Unset variables expand to
+nothing.
 
-Also :func:`split_quoted`, the Dockerfile parser's splitting of ``k=v "k 2"="v 2"``
-into words that keep their quotes for the processing above.
+The escape character is a parameter (``# escape=`` may make it a backtick). One lexer
+serves both the Containerfile parser (:mod:`lamina.build.words`) and ``--change``
+(:mod:`lamina.oci.changes`), which Docker parses with the same rules.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from lamina.errors import InvalidArgument
 
-ESCAPE = "\\"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_SPECIAL = frozenset("@*#?-$!")
+_DIGITS = frozenset("0123456789")
+_MODIFIERS = (":-", "-", ":+", "+", ":?", "?")
 
 
-class _Words:
+def glob_regex(pattern: str) -> str:
+    """A shell glob (``*``, ``?``, ``[...]``, ``\\x``) as a regular expression."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "\\" and i < len(pattern):
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif ch == "[":
+            # A "]" right after "[" or "[!" is a member, not the end of the set.
+            j = i + 1 if pattern[i : i + 1] in ("!", "^") else i
+            end = pattern.find("]", j + 1 if pattern[j : j + 1] == "]" else j)
+            if end == -1:
+                out.append(re.escape(ch))
+                continue
+            body = pattern[i:end]
+            negate = body[:1] in ("!", "^")
+            members = "".join(c if c == "-" else re.escape(c) for c in body[negate:])
+            out.append("[" + ("^" if negate else "") + members + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
+
+
+def _strip_prefix(value: str, pattern: str, longest: bool) -> str:
+    rx = re.compile(glob_regex(pattern), re.DOTALL)
+    ends = range(len(value), -1, -1) if longest else range(len(value) + 1)
+    for end in ends:
+        if rx.fullmatch(value[:end]):
+            return value[end:]
+    return value
+
+
+def _strip_suffix(value: str, pattern: str, longest: bool) -> str:
+    rx = re.compile(glob_regex(pattern), re.DOTALL)
+    starts = range(len(value) + 1) if longest else range(len(value), -1, -1)
+    for start in starts:
+        if rx.fullmatch(value[start:]):
+            return value[:start]
+    return value
+
+
+def _replace(value: str, pattern: str, replacement: str, every: bool) -> str:
+    if not pattern:
+        return value
+    rx = re.compile(glob_regex(pattern), re.DOTALL)
+    return rx.sub(lambda _m: replacement, value, count=0 if every else 1)
+
+
+class _Out:
     """Accumulates characters into words; ``raw`` characters never split."""
 
     __slots__ = ("current", "started", "words")
@@ -51,10 +110,14 @@ class _Words:
 
 
 class _Lexer:
-    __slots__ = ("env", "pos", "split", "text")
+    __slots__ = ("env", "escape", "pos", "raw", "split", "text")
 
-    def __init__(self, text: str, env: Mapping[str, str], split: bool) -> None:
-        self.text, self.env, self.split, self.pos = text, env, split, 0
+    def __init__(
+        self, text: str, env: Mapping[str, str], split: bool, escape: str, raw: bool = False
+    ) -> None:
+        self.text, self.env, self.split, self.escape, self.pos = text, env, split, escape, 0
+        # raw: quotes and escapes stay in the output (heredoc bodies); only $ expands.
+        self.raw = raw
 
     def _peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -64,11 +127,11 @@ class _Lexer:
         self.pos += 1
         return ch
 
-    def run(self, stop: str = "") -> _Words:
-        out = _Words()
+    def run(self, stops: str = "") -> _Out:
+        out = _Out()
         while self.pos < len(self.text):
             ch = self._peek()
-            if stop and ch == stop:
+            if ch in stops and stops:
                 break
             self.pos += 1
             if ch == "'":
@@ -81,9 +144,11 @@ class _Lexer:
                     out.splitting(value)
                 elif value:
                     out.raw(value)
-            elif ch == ESCAPE:
-                if self.pos < len(self.text):  # a backslash at the very end is dropped
-                    out.raw(self._next())
+            elif ch == self.escape:
+                if self.pos < len(self.text):  # an escape at the very end is dropped
+                    out.raw(ch + self._next() if self.raw else self._next())
+                elif self.raw:
+                    out.raw(ch)
             elif self.split and ch.isspace():
                 out.end()
             else:
@@ -93,32 +158,56 @@ class _Lexer:
     def _single_quoted(self) -> str:
         end = self.text.find("'", self.pos)
         if end == -1:
-            raise InvalidArgument("unexpected end of text looking for a closing single quote")
+            raise InvalidArgument(f"missing closing single quote in {self.text!r}")
         value, self.pos = self.text[self.pos : end], end + 1
-        return value
+        return f"'{value}'" if self.raw else value
 
     def _double_quoted(self) -> str:
         parts: list[str] = []
         while True:
             if self.pos >= len(self.text):
-                raise InvalidArgument("unexpected end of text looking for a closing double quote")
+                raise InvalidArgument(f"missing closing double quote in {self.text!r}")
             ch = self._next()
             if ch == '"':
-                return "".join(parts)
+                return f'"{"".join(parts)}"' if self.raw else "".join(parts)
             if ch == "$":
                 parts.append(self._dollar())
-            elif ch == ESCAPE and self._peek() in ('"', "$", ESCAPE):
-                parts.append(self._next())
-            elif ch == ESCAPE and not self._peek():
+            elif ch == self.escape and self._peek() in ('"', "$", self.escape):
+                parts.append(ch + self._next() if self.raw else self._next())
+            elif ch == self.escape and not self._peek():
                 continue
             else:
                 parts.append(ch)
 
     def _name(self) -> str:
+        # Positional ($1, $999) and special ($@, $#, $?, ...) parameters are names
+        # too; they are never set in a Dockerfile, so they expand to nothing.
         start = self.pos
-        while self._peek() and self._peek() in _NAME_CHARS:
+        first = self._peek()
+        if first in _DIGITS:
+            while self._peek() and self._peek() in _DIGITS:
+                self.pos += 1
+            return self.text[start : self.pos]
+        if first and first in _SPECIAL:
+            self.pos += 1
+            return first
+        # Names are letters (any script, as Go's unicode.IsLetter), digits and "_".
+        while self._peek() and (self._peek() in _NAME_CHARS or self._peek().isalpha()):
             self.pos += 1
         return self.text[start : self.pos]
+
+    def _word(self, stops: str) -> str:
+        # The word after a modifier is one word even when splitting; its expansion
+        # is split (or not) with the rest of the value by the caller.
+        saved, self.split = self.split, False
+        try:
+            return "".join(self.run(stops=stops).current)
+        finally:
+            self.split = saved
+
+    def _close(self) -> None:
+        if self._next() != "}":
+            raise InvalidArgument(f"missing '}}' in {self.text!r}")
 
     def _dollar(self) -> str:
         if self._peek() != "{":
@@ -133,20 +222,32 @@ class _Lexer:
             raise InvalidArgument(f"missing '}}' in {self.text!r}")
         if op == "}":
             return self.env.get(name, "")
+        value = self.env.get(name)
+        if op in ("#", "%"):
+            longest = self._peek() == op
+            if longest:
+                self.pos += 1
+            pattern = self._word("}")
+            self._close()
+            strip = _strip_prefix if op == "#" else _strip_suffix
+            return strip(value or "", pattern, longest)
+        if op == "/":
+            every = self._peek() == "/"
+            if every:
+                self.pos += 1
+            pattern = self._word("/}")
+            replacement = ""
+            if self._peek() == "/":
+                self.pos += 1
+                replacement = self._word("}")
+            self._close()
+            return _replace(value or "", pattern, replacement, every)
         if op == ":":
             op += self._next()
-        if op not in (":-", "-", ":+", "+", ":?", "?"):
+        if op not in _MODIFIERS:
             raise InvalidArgument(f"unsupported modifier {op!r} in ${{{name}...}}")
-        # The word after the modifier is one word even when splitting; its expansion
-        # is split (or not) with the rest of the value by the caller.
-        saved, self.split = self.split, False
-        try:
-            word = "".join(self.run(stop="}").current)
-        finally:
-            self.split = saved
-        if self._next() != "}":
-            raise InvalidArgument(f"missing '}}' in {self.text!r}")
-        value = self.env.get(name)
+        word = self._word("}")
+        self._close()
         is_set, non_empty = value is not None, bool(value)
         present = non_empty if op.startswith(":") else is_set
         if op.endswith("-"):
@@ -158,53 +259,103 @@ class _Lexer:
         return value or ""
 
 
-def process_word(text: str, env: Mapping[str, str]) -> str:
+def expand(word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
     """One word, quotes removed and variables expanded; whitespace is kept."""
-    words = _Lexer(text, env, split=False).run()
-    return "".join(words.current)
+    return "".join(_Lexer(word, env, False, escape).run().current)
 
 
-def split_words(text: str, env: Mapping[str, str]) -> list[str]:
+def expand_heredoc(content: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
+    """A heredoc body whose delimiter was not quoted (``COPY <<EOF``): variables expand,
+    quotes and escapes stay as written (BuildKit expands with raw quotes and escapes,
+    so ``\\$X`` stays ``\\$X`` and ``'$X'`` is not expanded)."""
+    return "".join(_Lexer(content, env, False, escape, raw=True).run().current)
+
+
+def expand_words(text: str, env: Mapping[str, str], *, escape: str = "\\") -> list[str]:
     """Words split on unquoted whitespace, quotes removed, variables expanded."""
-    words = _Lexer(text, env, split=True).run()
-    words.end()
-    return words.words
+    out = _Lexer(text, env, True, escape).run()
+    out.end()
+    return out.words
 
 
-def split_quoted(text: str) -> list[str]:
-    """Split on whitespace outside quotes, keeping quotes and escapes in the words (the
-    Dockerfile parser's first pass over ``ENV``/``LABEL`` arguments)."""
-    words: list[str] = []
-    current: list[str] = []
+def split_raw(text: str, *, escape: str = "\\") -> list[tuple[int, str]]:
+    """Split on whitespace outside quotes, keeping quotes and escapes in the words;
+    each word with its offset in ``text`` (for error columns)."""
+    words: list[tuple[int, str]] = []
+    start = -1
     quote = ""
-    started = False
     i = 0
     while i < len(text):
         ch = text[i]
         if quote:
-            current.append(ch)
             if ch == quote:
                 quote = ""
-            elif ch == ESCAPE and quote != "'" and i + 1 < len(text):
+            elif ch == escape and quote != "'":
                 i += 1
-                current.append(text[i])
         elif ch.isspace():
-            if started:
-                words.append("".join(current))
-            current, started = [], False
+            if start >= 0:
+                words.append((start, text[start:i]))
+            start = -1
         else:
-            started = True
+            if start < 0:
+                start = i
             if ch in ("'", '"'):
                 quote = ch
-                current.append(ch)
-            elif ch == ESCAPE:
-                if i + 1 < len(text):
-                    current.append(ch)
-                    i += 1
-                    current.append(text[i])
-            else:
-                current.append(ch)
+            elif ch == escape:
+                i += 1
         i += 1
-    if started:
-        words.append("".join(current))
+    if start >= 0:
+        words.append((start, text[start:]))
     return words
+
+
+def unclosed_quote(text: str, *, escape: str = "\\") -> int | None:
+    """The offset of a quote that is never closed, or None."""
+    opened = -1
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+            elif ch == escape and quote != "'":
+                i += 1
+        elif ch in ("'", '"'):
+            quote, opened = ch, i
+        elif ch == escape:
+            i += 1
+        i += 1
+    return opened if quote else None
+
+
+def expand_pairs(
+    pairs: tuple[tuple[str, str], ...], env: Mapping[str, str], *, escape: str = "\\"
+) -> list[tuple[str, str]]:
+    """``ENV``/``LABEL`` pairs expanded against ``env`` as it was *before* the
+    instruction: ``ENV a=x b=$a`` gives ``b`` the old ``a`` (Dockerfile reference,
+    "Environment replacement")."""
+    snapshot = dict(env)
+    return [
+        (expand(key, snapshot, escape=escape), expand(value, snapshot, escape=escape))
+        for key, value in pairs
+    ]
+
+
+# The names lamina.oci.changes uses.
+
+
+def process_word(text: str, env: Mapping[str, str]) -> str:
+    """One word, quotes removed and variables expanded; whitespace is kept."""
+    return expand(text, env)
+
+
+def split_words(text: str, env: Mapping[str, str]) -> list[str]:
+    """Words split on unquoted whitespace, quotes removed, variables expanded."""
+    return expand_words(text, env)
+
+
+def split_quoted(text: str) -> list[str]:
+    """Split on whitespace outside quotes, keeping quotes and escapes in the words (the
+    first pass over ``ENV``/``LABEL`` arguments)."""
+    return [word for _, word in split_raw(text)]
