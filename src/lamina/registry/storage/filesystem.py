@@ -1,0 +1,455 @@
+"""The default registry storage driver: plain files under one root directory.
+
+Layout (after distribution's, so an operator can read it)::
+
+    blobs/<alg>/<hex>                                 the bytes, mode 0444, never rewritten
+    repositories/<name>/_layers/<alg>/<hex>           link: "<digest>"
+    repositories/<name>/_manifests/revisions/<alg>/<hex>   media type of the manifest
+    repositories/<name>/_manifests/tags/<tag>         "<digest>"
+    _uploads/<uuid>/{name,startedat,data}
+
+Small files are written with :func:`lamina.atomic.write_atomic`; a blob enters ``blobs/``
+only by ``os.link`` of a fully written, fsynced and verified file, which fails with
+EEXIST instead of replacing: concurrent finishes of one blob keep the first intact copy
+and a killed process leaves only ``_uploads/`` garbage. Names and tags are validated with
+the distribution-spec grammar before they are joined to the root; repository path
+components never start with ``_``, so they cannot collide with the ``_layers`` etc.
+directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+import uuid as uuidlib
+from collections.abc import Iterator
+from types import TracebackType
+from typing import BinaryIO
+
+from lamina.atomic import fsync_dir, write_all, write_atomic
+from lamina.errors import DigestMismatch, InvalidArgument, LaminaError, NotFound
+from lamina.oci.digest import ALGORITHMS, Digest, new_hasher
+from lamina.registry.errors import RegistryError
+from lamina.registry.routes import UUID_RE, check_name, is_valid_tag
+from lamina.registry.storage.api import CHUNK, Readable, UploadData, UploadInfo
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def _check_tag(tag: str) -> str:
+    # distribution-spec "Pulling manifests": <reference> as a tag MUST match the tag grammar.
+    if not is_valid_tag(tag):
+        raise RegistryError(
+            "TAG_INVALID",
+            f"invalid tag {tag[:200]!r}",
+            hint="tags are [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+        )
+    return tag
+
+
+def _check_uuid(uuid: str) -> str:
+    if UUID_RE.fullmatch(uuid) is None:
+        raise NotFound(f"no upload {uuid[:200]!r}", hint="start a new upload")
+    return uuid
+
+
+def _io_error(what: str, exc: OSError) -> LaminaError:
+    return LaminaError(f"registry storage: {what}: {exc.strerror or exc}")
+
+
+class _RangeReader:
+    """Reads at most ``remaining`` bytes of an open file, then reports end of stream."""
+
+    __slots__ = ("_f", "_remaining")
+
+    def __init__(self, f: BinaryIO, remaining: int) -> None:
+        self._f = f
+        self._remaining = remaining
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._remaining <= 0:
+            return b""
+        n = self._remaining if size < 0 else min(size, self._remaining)
+        data = self._f.read(n)
+        self._remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> _RangeReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _read_quiet(path: str) -> str:
+    """A small metadata file's text, or "" if a crash left it missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return ""
+
+
+def _iter_data(data: UploadData) -> Iterator[bytes | bytearray | memoryview]:
+    if isinstance(data, Readable):
+        while chunk := data.read(CHUNK):
+            yield chunk
+    else:
+        yield from data
+
+
+class FilesystemStorage:
+    """A :class:`~lamina.registry.storage.api.RegistryStorage` on a local directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        for sub in ("blobs", "repositories", "_uploads"):
+            os.makedirs(os.path.join(self.root, sub), mode=0o700, exist_ok=True)
+
+    # -- paths (only from validated values) ------------------------------------------
+    def _blob(self, digest: Digest) -> str:
+        return os.path.join(self.root, "blobs", digest.algorithm, digest.encoded)
+
+    def _repo(self, name: str) -> str:
+        return os.path.join(self.root, "repositories", check_name(name))
+
+    def _link(self, name: str, digest: Digest) -> str:
+        return os.path.join(self._repo(name), "_layers", digest.algorithm, digest.encoded)
+
+    def _revision(self, name: str, digest: Digest) -> str:
+        return os.path.join(
+            self._repo(name), "_manifests", "revisions", digest.algorithm, digest.encoded
+        )
+
+    def _tags(self, name: str) -> str:
+        return os.path.join(self._repo(name), "_manifests", "tags")
+
+    def _upload(self, name: str, uuid: str) -> str:
+        check_name(name)
+        path = os.path.join(self.root, "_uploads", _check_uuid(uuid))
+        try:
+            with open(os.path.join(path, "name"), encoding="utf-8") as f:
+                owner = f.read()
+        except FileNotFoundError:
+            owner = None
+        except OSError as exc:
+            raise _io_error(f"reading upload {uuid}", exc) from exc
+        # An upload id is only valid in the repository that started it.
+        if owner != name:
+            raise NotFound(f"no upload {uuid!r} in {name!r}", hint="start a new upload")
+        return path
+
+    def _put_small(self, path: str, data: bytes) -> None:
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            write_atomic(path, data, 0o644)
+        except OSError as exc:
+            raise _io_error(f"writing {path}", exc) from exc
+
+    @staticmethod
+    def _read_small(path: str, what: str) -> str:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound(f"{what} not found") from exc
+        except OSError as exc:
+            raise _io_error(f"reading {what}", exc) from exc
+
+    # -- blobs -------------------------------------------------------------------------
+    def stat_blob(self, digest: Digest) -> int:
+        try:
+            return os.stat(self._blob(digest)).st_size
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {digest} not found") from exc
+        except OSError as exc:
+            raise _io_error(f"stat of blob {digest}", exc) from exc
+
+    def open_blob(self, digest: Digest, offset: int = 0, length: int | None = None) -> _RangeReader:
+        try:
+            fd = os.open(self._blob(digest), _OPEN_FLAGS)
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {digest} not found") from exc
+        except OSError as exc:
+            raise _io_error(f"opening blob {digest}", exc) from exc
+        f = os.fdopen(fd, "rb")
+        size = os.fstat(fd).st_size
+        end = size if length is None else offset + length
+        if offset < 0 or (length is not None and length < 0) or offset > size or end > size:
+            f.close()
+            raise InvalidArgument(f"range {offset}+{length} outside blob {digest} of {size}")
+        f.seek(offset)
+        return _RangeReader(f, end - offset)
+
+    def blob_path(self, digest: Digest) -> str | None:
+        self.stat_blob(digest)
+        return self._blob(digest)
+
+    def delete_blob(self, digest: Digest) -> None:
+        try:
+            os.unlink(self._blob(digest))
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {digest} not found") from exc
+        except OSError as exc:
+            raise _io_error(f"deleting blob {digest}", exc) from exc
+
+    def iter_blobs(self) -> Iterator[Digest]:
+        for algorithm in ALGORITHMS:
+            directory = os.path.join(self.root, "blobs", algorithm)
+            try:
+                entries = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                with contextlib.suppress(InvalidArgument):  # skip foreign files
+                    yield Digest(algorithm, entry)
+
+    def _store_file(self, src: str, digest: Digest) -> None:
+        """Hard-link a complete, fsynced file into blobs/; an existing copy wins."""
+        target = self._blob(digest)
+        try:
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            os.chmod(src, 0o444)
+            try:
+                os.link(src, target)
+            except FileExistsError:
+                return  # same digest, same bytes: keep the one readers may already hold
+            fsync_dir(os.path.dirname(target))
+        except OSError as exc:
+            raise _io_error(f"storing blob {digest}", exc) from exc
+
+    # -- links -------------------------------------------------------------------------
+    def link_blob(self, name: str, digest: Digest) -> None:
+        path = self._link(name, digest)
+        self.stat_blob(digest)
+        if not os.path.exists(path):
+            self._put_small(path, str(digest).encode())
+
+    def has_link(self, name: str, digest: Digest) -> bool:
+        return os.path.isfile(self._link(name, digest)) and os.path.isfile(self._blob(digest))
+
+    def unlink_blob(self, name: str, digest: Digest) -> None:
+        try:
+            os.unlink(self._link(name, digest))
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound(f"blob {digest} not linked in {name}") from exc
+        except OSError as exc:
+            raise _io_error(f"unlinking {digest} from {name}", exc) from exc
+
+    # -- uploads -----------------------------------------------------------------------
+    def start_upload(self, name: str) -> str:
+        check_name(name)
+        uuid = str(uuidlib.uuid4())
+        path = os.path.join(self.root, "_uploads", uuid)
+        try:
+            os.mkdir(path, 0o700)
+            os.close(os.open(os.path.join(path, "data"), os.O_WRONLY | os.O_CREAT, 0o600))
+            write_atomic(os.path.join(path, "startedat"), repr(time.time()).encode())
+            # Written last: a session without its owner is invisible to _upload().
+            write_atomic(os.path.join(path, "name"), name.encode())
+        except OSError as exc:
+            raise _io_error("starting an upload", exc) from exc
+        return uuid
+
+    def append_upload(self, name: str, uuid: str, data: UploadData) -> int:
+        path = os.path.join(self._upload(name, uuid), "data")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no upload {uuid!r}", hint="start a new upload") from exc
+        except OSError as exc:
+            raise _io_error(f"opening upload {uuid}", exc) from exc
+        try:
+            for chunk in _iter_data(data):
+                write_all(fd, chunk)
+            return os.fstat(fd).st_size
+        except OSError as exc:
+            raise _io_error(f"writing upload {uuid}", exc) from exc
+        finally:
+            os.close(fd)
+
+    def upload_size(self, name: str, uuid: str) -> int:
+        try:
+            return os.stat(os.path.join(self._upload(name, uuid), "data")).st_size
+        except FileNotFoundError as exc:
+            raise NotFound(f"no upload {uuid!r}", hint="start a new upload") from exc
+
+    def finish_upload(self, name: str, uuid: str, expected: Digest) -> Digest:
+        session = self._upload(name, uuid)
+        data = os.path.join(session, "data")
+        hasher = new_hasher(expected.algorithm)
+        try:
+            with open(data, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    hasher.update(chunk)
+                os.fsync(f.fileno())  # durable before it becomes visible
+        except FileNotFoundError as exc:
+            raise NotFound(f"no upload {uuid!r}", hint="start a new upload") from exc
+        except OSError as exc:
+            raise _io_error(f"reading upload {uuid}", exc) from exc
+        got = Digest(expected.algorithm, hasher.hexdigest())
+        if got != expected:
+            self.cancel_upload(name, uuid)
+            raise DigestMismatch(
+                f"uploaded content has digest {got}, expected {expected}",
+                hint="upload the blob again",
+            )
+        self._store_file(data, expected)
+        self.link_blob(name, expected)
+        self.cancel_upload(name, uuid)
+        return expected
+
+    def cancel_upload(self, name: str, uuid: str) -> None:
+        try:
+            session = self._upload(name, uuid)
+        except NotFound:
+            return
+        self._remove_session(session)
+
+    @staticmethod
+    def _remove_session(session: str) -> None:
+        # Rename first so a half-removed session never looks valid to another process.
+        doomed = f"{session}.deleted-{os.urandom(4).hex()}"
+        try:
+            os.rename(session, doomed)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _io_error("removing an upload", exc) from exc
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def iter_uploads(self) -> Iterator[UploadInfo]:
+        base = os.path.join(self.root, "_uploads")
+        for entry in os.listdir(base):
+            path = os.path.join(base, entry)
+            name = _read_quiet(os.path.join(path, "name"))
+            try:
+                started = float(_read_quiet(os.path.join(path, "startedat")) or 0.0)
+            except ValueError:
+                started = 0.0
+            try:
+                size = os.stat(os.path.join(path, "data")).st_size
+            except OSError:
+                size = 0
+            yield UploadInfo(name, entry, started, size)
+
+    def remove_stale_upload(self, uuid: str) -> None:
+        """Remove a session by id alone (expiry of sessions a crash left without owner)."""
+        path = os.path.join(self.root, "_uploads", uuid)
+        if os.path.dirname(path) != os.path.join(self.root, "_uploads") or uuid.startswith("."):
+            raise InvalidArgument(f"invalid upload id {uuid[:200]!r}")
+        if ".deleted-" in uuid:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            self._remove_session(path)
+
+    # -- manifests and tags ------------------------------------------------------------
+    def put_manifest(self, name: str, digest: Digest, media_type: str, data: bytes) -> None:
+        path = self._revision(name, digest)
+        digest.verify(data)
+        target = self._blob(digest)
+        if not os.path.exists(target):
+            try:
+                os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+                write_atomic(target, data, 0o444)
+            except OSError as exc:
+                raise _io_error(f"storing manifest {digest}", exc) from exc
+        self._put_small(path, media_type.encode())
+
+    def get_manifest(self, name: str, digest: Digest) -> tuple[str, bytes]:
+        media_type = self._read_small(self._revision(name, digest), f"manifest {digest}")
+        try:
+            with open(self._blob(digest), "rb") as f:
+                return media_type, f.read()
+        except FileNotFoundError as exc:
+            raise NotFound(f"manifest {digest} not found") from exc
+        except OSError as exc:
+            raise _io_error(f"reading manifest {digest}", exc) from exc
+
+    def has_manifest(self, name: str, digest: Digest) -> bool:
+        return os.path.isfile(self._revision(name, digest)) and os.path.isfile(self._blob(digest))
+
+    def delete_manifest(self, name: str, digest: Digest) -> None:
+        try:
+            os.unlink(self._revision(name, digest))
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound(f"manifest {digest} not found in {name}") from exc
+        except OSError as exc:
+            raise _io_error(f"deleting manifest {digest}", exc) from exc
+        for tag in self._tag_names(name):
+            with contextlib.suppress(NotFound):
+                if self.resolve_tag(name, tag) == digest:
+                    self.untag(name, tag)
+
+    def iter_manifests(self, name: str) -> Iterator[Digest]:
+        base = os.path.join(self._repo(name), "_manifests", "revisions")
+        for algorithm in ALGORITHMS:
+            try:
+                entries = os.listdir(os.path.join(base, algorithm))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                with contextlib.suppress(InvalidArgument):
+                    yield Digest(algorithm, entry)
+
+    def tag(self, name: str, tag: str, digest: Digest) -> None:
+        path = os.path.join(self._tags(name), _check_tag(tag))
+        if not self.has_manifest(name, digest):
+            raise NotFound(f"manifest {digest} not found in {name}", hint="put the manifest first")
+        self._put_small(path, str(digest).encode())
+
+    def resolve_tag(self, name: str, tag: str) -> Digest:
+        path = os.path.join(self._tags(name), _check_tag(tag))
+        text = self._read_small(path, f"tag {tag!r} of {name}")
+        try:
+            return Digest.parse(text)
+        except InvalidArgument as exc:
+            raise NotFound(f"tag {tag!r} of {name} is damaged", hint="tag it again") from exc
+
+    def untag(self, name: str, tag: str) -> None:
+        path = os.path.join(self._tags(name), _check_tag(tag))
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound(f"tag {tag!r} of {name} not found") from exc
+        except OSError as exc:
+            raise _io_error(f"removing tag {tag!r}", exc) from exc
+
+    def _tag_names(self, name: str) -> list[str]:
+        try:
+            entries = os.listdir(self._tags(name))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        # Skip write_atomic's temp files (".tag.xxxx.tmp"): a valid tag never starts with ".".
+        return sorted(e for e in entries if is_valid_tag(e))
+
+    def list_tags(self, name: str) -> list[str]:
+        if not self._is_repository(self._repo(name)):
+            raise NotFound(f"repository {name} not found")
+        return self._tag_names(name)
+
+    @staticmethod
+    def _is_repository(path: str) -> bool:
+        return os.path.isdir(os.path.join(path, "_layers")) or os.path.isdir(
+            os.path.join(path, "_manifests")
+        )
+
+    def list_repositories(self) -> list[str]:
+        base = os.path.join(self.root, "repositories")
+        found: list[str] = []
+        for dirpath, dirnames, _files in os.walk(base):
+            if self._is_repository(dirpath):
+                found.append(os.path.relpath(dirpath, base).replace(os.sep, "/"))
+            # Never descend into the driver's own directories.
+            dirnames[:] = [d for d in dirnames if not d.startswith("_")]
+        return sorted(found)
