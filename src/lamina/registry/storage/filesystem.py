@@ -36,6 +36,9 @@ from lamina.registry.routes import UUID_RE, check_name, is_valid_tag
 from lamina.registry.storage.api import CHUNK, Readable, UploadData, UploadInfo
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+# Dot-named leftovers in _uploads/ older than this are swept by iter_uploads; no live
+# start or cancel takes anywhere near this long.
+GARBAGE_AGE = 3600.0
 
 
 def _check_tag(tag: str) -> str:
@@ -250,14 +253,19 @@ class FilesystemStorage:
     def start_upload(self, name: str) -> str:
         check_name(name)
         uuid = str(uuidlib.uuid4())
-        path = os.path.join(self.root, "_uploads", uuid)
+        base = os.path.join(self.root, "_uploads")
+        # Built under a dot name and renamed into place: a session is either whole (name,
+        # startedat, data) or dot-named garbage that iter_uploads sweeps.
+        staging = os.path.join(base, f".{uuid}.new")
         try:
-            os.mkdir(path, 0o700)
-            os.close(os.open(os.path.join(path, "data"), os.O_WRONLY | os.O_CREAT, 0o600))
-            write_atomic(os.path.join(path, "startedat"), repr(time.time()).encode())
-            # Written last: a session without its owner is invisible to _upload().
-            write_atomic(os.path.join(path, "name"), name.encode())
+            os.mkdir(staging, 0o700)
+            os.close(os.open(os.path.join(staging, "data"), os.O_WRONLY | os.O_CREAT, 0o600))
+            write_atomic(os.path.join(staging, "startedat"), repr(time.time()).encode())
+            write_atomic(os.path.join(staging, "name"), name.encode())
+            os.rename(staging, os.path.join(base, uuid))
+            fsync_dir(base)
         except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
             raise _io_error("starting an upload", exc) from exc
         return uuid
 
@@ -318,8 +326,9 @@ class FilesystemStorage:
 
     @staticmethod
     def _remove_session(session: str) -> None:
-        # Rename first so a half-removed session never looks valid to another process.
-        doomed = f"{session}.deleted-{os.urandom(4).hex()}"
+        # Renamed to a dot name first, so a half-removed session never looks valid.
+        head, tail = os.path.split(session)
+        doomed = os.path.join(head, f".{tail}.deleted-{os.urandom(4).hex()}")
         try:
             os.rename(session, doomed)
         except FileNotFoundError:
@@ -330,8 +339,15 @@ class FilesystemStorage:
 
     def iter_uploads(self) -> Iterator[UploadInfo]:
         base = os.path.join(self.root, "_uploads")
+        now = time.time()
         for entry in os.listdir(base):
             path = os.path.join(base, entry)
+            if entry.startswith("."):
+                # A start or a removal killed midway; old enough that no live call owns it.
+                with contextlib.suppress(OSError):
+                    if now - os.lstat(path).st_mtime > GARBAGE_AGE:
+                        shutil.rmtree(path, ignore_errors=True)
+                continue
             name = _read_quiet(os.path.join(path, "name"))
             try:
                 started = float(_read_quiet(os.path.join(path, "startedat")) or 0.0)
@@ -340,18 +356,8 @@ class FilesystemStorage:
             try:
                 size = os.stat(os.path.join(path, "data")).st_size
             except OSError:
-                size = 0
+                continue  # removed while we looked
             yield UploadInfo(name, entry, started, size)
-
-    def remove_stale_upload(self, uuid: str) -> None:
-        """Remove a session by id alone (expiry of sessions a crash left without owner)."""
-        path = os.path.join(self.root, "_uploads", uuid)
-        if os.path.dirname(path) != os.path.join(self.root, "_uploads") or uuid.startswith("."):
-            raise InvalidArgument(f"invalid upload id {uuid[:200]!r}")
-        if ".deleted-" in uuid:
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            self._remove_session(path)
 
     # -- manifests and tags ------------------------------------------------------------
     def put_manifest(self, name: str, digest: Digest, media_type: str, data: bytes) -> None:
