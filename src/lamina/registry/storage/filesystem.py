@@ -312,8 +312,14 @@ class FilesystemStorage:
                 f"uploaded content has digest {got}, expected {expected}",
                 hint="upload the blob again",
             )
-        self._store_file(data, expected)
-        self.link_blob(name, expected)
+        try:
+            self._store_file(data, expected)
+            self.link_blob(name, expected)
+        except NotFound:
+            # A GC sweep removed the existing copy between our EEXIST and the link: our
+            # verified bytes are still in the session, so store them instead.
+            self._store_file(data, expected)
+            self.link_blob(name, expected)
         self.cancel_upload(name, uuid)
         return expected
 
