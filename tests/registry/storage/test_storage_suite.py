@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -351,3 +352,44 @@ def test_killed_uploader_leaves_nothing_visible(storage: RegistryStorage, locati
     for u in stale:
         storage.cancel_upload(u.name, u.uuid)
     assert list(storage.iter_uploads()) == []
+
+
+_LOOPER = """
+import os, sys, hashlib
+from lamina.oci.digest import Digest
+from lamina.registry.storage import open_storage
+s = open_storage(sys.argv[1])
+i = 0
+while True:
+    data = os.urandom(1 << 20) * 2 + i.to_bytes(8, "big")
+    uuid = s.start_upload("loop")
+    s.append_upload("loop", uuid, [data[: 1 << 20], data[1 << 20 :]])
+    s.finish_upload("loop", uuid, Digest("sha256", hashlib.sha256(data).hexdigest()))
+    i += 1
+    if i == 2:
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
+"""
+
+
+def test_killed_mid_pushes_leaves_a_consistent_store(
+    storage: RegistryStorage, location: str
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LOOPER, location], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    time.sleep(0.3)  # land the kill somewhere inside an upload or a finish
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    blobs = list(storage.iter_blobs())
+    assert len(blobs) >= 2
+    for d in blobs:
+        with storage.open_blob(d) as r:
+            h = hashlib.new(d.algorithm)
+            while chunk := r.read(MIB):
+                h.update(chunk)
+        assert h.hexdigest() == d.encoded  # no torn or half-written blob
+    linked = [d for d in blobs if storage.has_link("loop", d)]
+    assert len(linked) >= len(blobs) - 1  # at most the one being finished is unlinked
+    assert push(storage, "loop", b"after the crash") == digest_of(b"after the crash")
