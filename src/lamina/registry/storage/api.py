@@ -28,6 +28,11 @@ or, for a blob finished but not yet linked, an unreferenced blob that GC reclaim
 Concurrent finishes of uploads with the same digest end with exactly one intact blob
 (the first one stays; later ones are dropped as duplicates, each still succeeding).
 
+Races the contract settles: a tag may outlive a concurrently deleted manifest (a lookup
+then raises NotFound, which the server answers 404); deleting a blob (GC) while a
+repository links it leaves the link dangling, so :meth:`has_link` turns false; a finish
+whose blob GC sweeps at that moment stores its own verified copy instead.
+
 Idempotency: putting the same blob, link, manifest or tag again succeeds and changes
 nothing; :meth:`tag` overwrites. Deletes of things that are absent raise
 :class:`~lamina.errors.NotFound` (the server answers 404), except

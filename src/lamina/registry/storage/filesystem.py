@@ -94,6 +94,20 @@ class _RangeReader:
         self.close()
 
 
+def _makedirs(path: str, mode: int) -> None:
+    """``os.makedirs`` that fsyncs each parent it adds an entry to: a link or tag whose
+    file was fsynced must not vanish after a crash because its new directory did."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    _makedirs(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    fsync_dir(parent)
+
+
 def _read_quiet(path: str) -> str:
     """A small metadata file's text, or "" if a crash left it missing or unreadable."""
     try:
@@ -154,7 +168,7 @@ class FilesystemStorage:
 
     def _put_small(self, path: str, data: bytes) -> None:
         try:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            _makedirs(os.path.dirname(path), 0o700)
             write_atomic(path, data, 0o644)
         except OSError as exc:
             raise _io_error(f"writing {path}", exc) from exc
@@ -221,7 +235,7 @@ class FilesystemStorage:
         """Hard-link a complete, fsynced file into blobs/; an existing copy wins."""
         target = self._blob(digest)
         try:
-            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            _makedirs(os.path.dirname(target), 0o755)
             os.chmod(src, 0o444)
             try:
                 os.link(src, target)
@@ -372,7 +386,7 @@ class FilesystemStorage:
         target = self._blob(digest)
         if not os.path.exists(target):
             try:
-                os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+                _makedirs(os.path.dirname(target), 0o755)
                 write_atomic(target, data, 0o444)
             except OSError as exc:
                 raise _io_error(f"storing manifest {digest}", exc) from exc
