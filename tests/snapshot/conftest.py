@@ -4,9 +4,6 @@ and a guard that fails any test leaving a mount behind."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -61,26 +58,3 @@ def mounted(tmp_path: Path) -> Mounted:
             unmount_all(str(target))
 
     return mount
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start ``python -c SCRIPT ARGS...`` with pipes; every child is killed at teardown."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(script: str, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(script), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
