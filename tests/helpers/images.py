@@ -118,7 +118,7 @@ def make_random_image(
             layer.diff_id, History(created="2023-11-14T22:13:20Z", created_by=f"layer {index}")
         )
     with store.lease():
-        descriptor, _ = build_image(store, written, config, name)
+        descriptor, _ = build_image(store, [w.descriptor for w in written], config, name)
     return RandomImage(descriptor, tuple(written), merged)
 
 

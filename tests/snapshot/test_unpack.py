@@ -296,7 +296,7 @@ def _image_of(store: LocalStore, layers: list[list[tuple[Entry, bytes]]]) -> Ima
         written.append(lw)
         config = config.with_layer(lw.diff_id, History(created_by="test"))
     with store.lease():
-        desc, _ = build_image(store, written, config, "example.com/hand:1")
+        desc, _ = build_image(store, [w.descriptor for w in written], config, "example.com/hand:1")
     return load_image(store, desc)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lamina.image.images import Image
 from lamina.image.importer import build_image, rfc3339
-from lamina.image.layer_io import LayerWritten, write_layer
+from lamina.image.layer_io import write_layer
 from lamina.layers.diff import diff_overlay_upper
 from lamina.layers.tarstream import TarWriter
 from lamina.oci import mediatypes as mt
@@ -61,17 +61,10 @@ def commit_upper(
         config = replace(config.with_layer(layer.diff_id, history), created=created)
         if author is not None:
             config = replace(config, author=author)
-        base_layers = [
-            LayerWritten(d, diff_id, 0)
-            for d, diff_id in zip(base.manifest.layers, base.config.diff_ids, strict=True)
-        ]
         # A Docker-typed base keeps working: its layers are retyped to their OCI twins
         # (the bytes are the same) since the new manifest is an OCI one.
-        base_layers = [
-            replace(w, descriptor=replace(w.descriptor, media_type=_oci_layer_type(w.descriptor)))
-            for w in base_layers
-        ]
-        manifest, image_id = build_image(store, [*base_layers, layer], config, name)
+        base_layers = [replace(d, media_type=_oci_layer_type(d)) for d in base.manifest.layers]
+        manifest, image_id = build_image(store, [*base_layers, layer.descriptor], config, name)
     return CommitResult(manifest, image_id, layer.descriptor, layer.diff_id)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lamina.errors import Conflict, InvalidArgument, InvalidReference, NotFound
-from lamina.oci import mediatypes as mt
 from lamina.oci.config import ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
@@ -105,14 +104,15 @@ def resolve(store: Store, text: str, platform: Platform | None = None) -> Image:
     wanted = text.removeprefix("sha256:")
     if _is_hex_prefix(wanted):
         matches: dict[Digest, Image] = {}
-        for name, desc in refs.items():
+        for desc in refs.values():
+            if desc.digest in matches:
+                continue  # another name of an image already matched
             try:
                 image = load_image(store, desc, platform=platform)
             except NotFound:
                 continue
             if desc.digest.encoded.startswith(wanted) or image.id.encoded.startswith(wanted):
                 matches.setdefault(desc.digest, image)
-                _ = name
         if len(matches) == 1:
             ((digest, image),) = matches.items()
             return Image(
@@ -180,7 +180,3 @@ def untag(store: Store, text: str, force: bool = False) -> list[str]:
     for name in image.names:
         store.delete_ref(name)
     return list(image.names)
-
-
-def is_manifest_type(media_type: str) -> bool:
-    return media_type in mt.MANIFEST_TYPES or media_type in mt.INDEX_TYPES

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from lamina.errors import InvalidArgument, NotFound
-from lamina.image.layer_io import LayerWritten, write_layer
+from lamina.image.layer_io import write_layer
 from lamina.layers.api import DEFAULT_LIMITS
 from lamina.layers.compression import open_decompressed
 from lamina.layers.diff import diff_trees
@@ -74,15 +74,16 @@ def _tar_producer(stream: BinaryIO, clamp_ns: int | None) -> Callable[[TarWriter
 
 def build_image(
     store: Store,
-    layers: Sequence[LayerWritten],
+    layers: Sequence[Descriptor],
     config: ImageConfig,
     name: str | None,
 ) -> tuple[Descriptor, Digest]:
-    """Store config and manifest for ``layers``; tag as ``name``. Returns (manifest, id)."""
+    """Store config and manifest for ``layers`` (descriptors, base first); tag as ``name``.
+    Returns (manifest, id)."""
     config_info = store.put_bytes(config.to_bytes())
     manifest = Manifest(
         config=Descriptor(mt.OCI_CONFIG, config_info.digest, config_info.size),
-        layers=tuple(layer.descriptor for layer in layers),
+        layers=tuple(layers),
     )
     data = manifest.to_bytes()
     info = store.put_bytes(data)
@@ -138,5 +139,5 @@ def import_rootfs(
             comment=message if message is not None else f"Imported from {label}",
         )
         config = config.with_layer(layer.diff_id, history)
-        manifest, image_id = build_image(store, [layer], config, name)
+        manifest, image_id = build_image(store, [layer.descriptor], config, name)
     return ImportResult(name, manifest, image_id, layer.descriptor, layer.diff_id)
