@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BuiltImage, Containerd, build_image, build_index, compress, skopeo
+from helpers.archives import BuiltImage, Containerd, build_image, build_index, compress, skopeo
 from lamina.errors import (
     DigestMismatch,
     InvalidFormat,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BuiltImage, Containerd, build_image, build_index, run, skopeo
+from helpers.archives import BuiltImage, Containerd, build_image, build_index, run, skopeo
 from lamina.errors import (
     DigestMismatch,
     InvalidArgument,
