@@ -41,6 +41,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "commit": ("container_cmd", "cmd_commit"),
     "mount": ("container_cmd", "cmd_mount"),
     "umount": ("container_cmd", "cmd_umount"),
+    "build": ("build_cmd", "cmd_build"),
+    "registry": ("registry_cmd", "cmd_registry"),
+    "push": ("remote_cmd", "cmd_push"),
+    "pull": ("remote_cmd", "cmd_pull"),
+    "login": ("remote_cmd", "cmd_login"),
+    "logout": ("remote_cmd", "cmd_logout"),
+}
+
+# Modules (in lamina.cli) whose ``add_parsers(sub)`` define the parsers of the commands
+# above that are not built here; each is imported only when one of its commands runs
+# (or when every parser is built, for --help).
+ARG_MODULES: dict[str, str] = {
+    "build": "build_args",
+    "registry": "registry_args",
+    "push": "remote_args",
+    "pull": "remote_args",
+    "login": "remote_args",
+    "logout": "remote_args",
 }
 
 
@@ -48,11 +66,28 @@ class _Arguments(Protocol):
     def add_argument(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
+class Parsers(Protocol):
+    """What an ``ARG_MODULES`` module's ``add_parsers(sub)`` receives: ``add_parser``
+    returns an argparse parser (or a stand-in taking the same calls, including
+    ``add_subparsers`` for nested commands)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any: ...
+
+
 class _Unbuilt:
     """Stands in for the parser of a command that is not being run: building all 22
     sub-parsers costs more than a warm ``lamina run`` may spend on parsing."""
 
     def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def add_subparsers(self, **kwargs: Any) -> _Unbuilt:
+        return self
+
+    def add_parser(self, name: str, **kwargs: Any) -> _Unbuilt:
+        return self
+
+    def set_defaults(self, **kwargs: Any) -> None:
         return None
 
 
@@ -178,11 +213,23 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _add_json(p)
 
     p = sub.add_parser("bootstrap", help="make a base image without a registry")
-    p.add_argument("kind", choices=["busybox"], help="busybox: from the host's busybox-static")
+    p.add_argument(
+        "kind",
+        choices=["busybox", "debian"],
+        help="busybox: from the host's busybox-static; debian: debootstrap from the apt mirror",
+    )
     p.add_argument("-t", "--tag", dest="ref", required=True, help="name of the new image")
+    p.add_argument("--suite", default="bookworm", help="debian: the release to bootstrap")
+    p.add_argument("--variant", default="minbase", help="debian: debootstrap --variant")
+    p.add_argument("--mirror", default=None, help="debian: mirror URL (default: apt's own)")
+    p.add_argument(
+        "--include", default=None, help="debian: extra packages, comma-separated (e.g. gcc)"
+    )
     _add_json(p)
 
     _container_parsers(sub)
+    for module_name in sorted({m for v, m in ARG_MODULES.items() if only in (None, v)}):
+        importlib.import_module(f"lamina.cli.{module_name}").add_parsers(sub)
     return parser
 
 

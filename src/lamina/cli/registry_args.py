@@ -1,0 +1,24 @@
+"""Arguments of ``lamina registry serve|gc``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lamina.cli.main import Parsers
+
+
+def add_parsers(sub: Parsers) -> None:
+    p = sub.add_parser("registry", help="run an OCI registry, or collect its garbage")
+    actions = p.add_subparsers(dest="registry_action", metavar="ACTION", required=True)
+    s = actions.add_parser("serve", help="serve the OCI Distribution API")
+    s.add_argument("--addr", default="127.0.0.1:5000", help="HOST:PORT to listen on")
+    s.add_argument("--storage", default=None, help="DIR or s3://BUCKET/PREFIX?endpoint=URL")
+    s.add_argument("--htpasswd", default=None, help="htpasswd file (bcrypt) for basic auth")
+    s.add_argument("--token-key", default=None, help="private key for the built-in token issuer")
+    s.add_argument("--tls-cert", default=None, help="TLS certificate (PEM)")
+    s.add_argument("--tls-key", default=None, help="TLS private key (PEM)")
+    g = actions.add_parser("gc", help="delete blobs no manifest or tag needs")
+    g.add_argument("--storage", default=None, help="DIR or s3://BUCKET/PREFIX?endpoint=URL")
+    g.add_argument("--dry-run", action="store_true", help="report only")
+    g.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -1,0 +1,39 @@
+"""Arguments of ``lamina push|pull|login|logout``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lamina.cli.main import Parsers
+
+
+def _transport(p: Any) -> None:
+    add = p.add_argument
+    add("--insecure", action="store_true", help="plain HTTP / no TLS verification")
+    add("--authfile", default=None, help="credentials file (default: ~/.docker/config.json)")
+
+
+def add_parsers(sub: Parsers) -> None:
+    p = sub.add_parser("push", help="push an image to a registry")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("dest", nargs="?", default=None, metavar="DEST")
+    _transport(p)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    p = sub.add_parser("pull", help="pull an image from a registry")
+    p.add_argument("ref", metavar="REF")
+    p.add_argument("--platform", default=None, help="os/arch[/variant] (default: host)")
+    _transport(p)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    p = sub.add_parser("login", help="save credentials for a registry")
+    p.add_argument("server", metavar="SERVER")
+    p.add_argument("-u", "--username", default=None)
+    p.add_argument("-p", "--password", default=None)
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    _transport(p)
+
+    p = sub.add_parser("logout", help="forget the credentials for a registry")
+    p.add_argument("server", metavar="SERVER")
+    _transport(p)
