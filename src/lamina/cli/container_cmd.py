@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from lamina.cli.output import print_json, print_table, time_ago
 from lamina.errors import AlreadyExists, InvalidArgument, NotFound, Unsupported
-from lamina.store.local import default_root
+from lamina.sysinfo import default_root
 
 if TYPE_CHECKING:
     from lamina.runtime.containers import Container, ContainerStore

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def open_store(args: argparse.Namespace) -> LocalStore:
-    from lamina.store.local import LocalStore, default_root
+    from lamina.store.local import LocalStore
+    from lamina.sysinfo import default_root
 
     return LocalStore(args.root or default_root())
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from lamina.errors import AlreadyExists, InvalidFormat, LaminaError, NotFound
 from lamina.oci.ids import chain_ids
 from lamina.snapshot.api import Kind, Snapshotter
+from lamina.sysinfo import boot_id, start_time
 
 if TYPE_CHECKING:
     from lamina.image.images import Image
@@ -120,35 +121,20 @@ def _exists(snapshotter: Snapshotter, name: str) -> bool:
 # --------------------------------------------------------------------------- stale work
 
 
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
-            return fh.read().strip()
-    except OSError:
-        return "unknown"
-
-
 def _start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
-    fields = data[data.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
+    started = start_time(pid)
+    return None if started is None else str(started)
 
 
 def _owner_label(pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
-    return f"{_boot_id()}:{pid}:{_start_time(pid)}"
+    return f"{boot_id()}:{pid}:{_start_time(pid)}"
 
 
 def _owner_alive(label: str) -> bool:
     boot, _, rest = label.partition(":")
     pid_text, _, start = rest.partition(":")
-    if boot != _boot_id() or not pid_text.isdigit():
+    if boot != boot_id() or not pid_text.isdigit():
         return False
     return _start_time(int(pid_text)) == start
 

@@ -42,6 +42,7 @@ from lamina.runtime.containers import (
     write_file_atomic,
 )
 from lamina.runtime.runc import EXIT_RUNTIME_FAILED, OCIRuntime, RunResult, runtime_for
+from lamina.sysinfo import start_time
 
 if TYPE_CHECKING:
     from lamina.oci.config import ContainerConfig
@@ -55,21 +56,6 @@ MAX_CONFIG_BYTES = 4 << 20
 
 
 # ---------------------------------------------------------------------- processes
-
-
-def start_time(pid: int) -> int | None:
-    """The start time of a live (not zombie) process, or None."""
-    if pid <= 0:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    if not fields or fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])  # field 22 of proc(5), counted after "pid (comm)"
 
 
 def _alive(pid: int, started: int) -> bool:

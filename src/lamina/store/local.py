@@ -39,23 +39,10 @@ from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, GCResult
 from lamina.store.locks import SharedLease, exclusive, shared_lease
 from lamina.store.refs import RefFile, check_ref_name
 from lamina.store.verify import CHUNK, DAMAGED_HINT, VerifyingReader
+from lamina.sysinfo import default_root as default_root  # noqa: PLC0414 (re-export)
 
 TEMP_SUFFIX = ".tmp"
 _REFS_HINT = "list refs with `lamina images`"
-
-
-def default_root() -> str:
-    """``$LAMINA_ROOT``; else /var/lib/lamina for root; else ``$XDG_DATA_HOME/lamina``."""
-    env = os.environ.get("LAMINA_ROOT")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/var/lib/lamina"
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    # XDG Base Directory spec: a relative value is invalid and must be ignored.
-    if not os.path.isabs(xdg):
-        xdg = os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(xdg, "lamina")
 
 
 def _make_dir(path: str) -> None:
