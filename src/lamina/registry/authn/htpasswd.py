@@ -79,8 +79,8 @@ def parse_htpasswd(data: bytes, origin: str = "htpasswd") -> dict[str, bytes]:
             )
         if _BCRYPT_RE.fullmatch(hashed) is None:
             raise Unsupported(
-                f"{origin}:{lineno}: user {user!r} has a {_kind(hashed)} hash; "
-                "only bcrypt is supported",
+                f"{origin}:{lineno}: user {user!r} has an unsupported hash, "
+                f"{_kind(hashed)}: only bcrypt is accepted",
                 hint="recreate the entry with `htpasswd -B FILE USER`",
             )
         entries[user] = hashed
@@ -187,9 +187,9 @@ class Htpasswd:
             stamp, data = self._read()
             return self._parse(stamp, data)
         except (NotFound, InvalidFormat, Unsupported) as exc:
-            _log.error("htpasswd %s: %s; refusing every login until it is fixed", self.path, exc)
+            _log.error("%s; refusing every login until it is fixed", exc)
             # Remember the broken version's stamp so it is not parsed again per request.
-            return _Loaded(seen, {}, self._dummy(DEFAULT_COST), error=str(exc))
+            return _Loaded(seen, {}, self._state.dummy, error=str(exc))
 
     def _read(self) -> tuple[tuple[int, int, int, int], bytes]:
         try:

@@ -45,6 +45,27 @@ def _int_bytes(n: int, length: int | None = None) -> bytes:
     return n.to_bytes(length or (n.bit_length() + 7) // 8, "big")
 
 
+def jwk_thumbprint(public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> str:
+    """The RFC 7638 JWK SHA-256 thumbprint of ``public``, base64url: a stable key id."""
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if not isinstance(public.curve, ec.SECP256R1):
+            raise Unsupported(f"EC key on curve {public.curve.name}; token signing needs P-256")
+        nums = public.public_numbers()
+        size = 32
+        # RFC 7638 section 3.2: the required members only, in lexicographic order.
+        jwk = {
+            "crv": "P-256",
+            "kty": "EC",
+            "x": _b64url(_int_bytes(nums.x, size)),
+            "y": _b64url(_int_bytes(nums.y, size)),
+        }
+    else:
+        rnums = public.public_numbers()
+        jwk = {"e": _b64url(_int_bytes(rnums.e)), "kty": "RSA", "n": _b64url(_int_bytes(rnums.n))}
+    canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()
+    return _b64url(hashlib.sha256(canonical).digest())
+
+
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     """A private key, its JWS algorithm and its key id."""
@@ -61,32 +82,15 @@ class SigningKey:
                     f"EC key on curve {key.curve.name}; token signing needs P-256",
                     hint="make one with `openssl ecparam -name prime256v1 -genkey -noout`",
                 )
-            nums = key.public_key().public_numbers()
-            # RFC 7638 section 3.2: required members only, lexicographic order.
-            jwk = {
-                "crv": "P-256",
-                "kty": "EC",
-                "x": _b64url(_int_bytes(nums.x, 32)),
-                "y": _b64url(_int_bytes(nums.y, 32)),
-            }
-            algorithm = "ES256"
-        elif isinstance(key, rsa.RSAPrivateKey):
+            return cls(key, "ES256", jwk_thumbprint(key.public_key()))
+        if isinstance(key, rsa.RSAPrivateKey):
             if key.key_size < 2048:
                 raise Unsupported(f"RSA key of {key.key_size} bits; at least 2048 needed")
-            rnums = key.public_key().public_numbers()
-            jwk = {
-                "e": _b64url(_int_bytes(rnums.e)),
-                "kty": "RSA",
-                "n": _b64url(_int_bytes(rnums.n)),
-            }
-            algorithm = "RS256"
-        else:
-            raise Unsupported(
-                f"token keys must be EC P-256 or RSA, not {type(key).__name__}",
-                hint="omit the file and lamina creates an EC P-256 key",
-            )
-        canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()
-        return cls(key, algorithm, _b64url(hashlib.sha256(canonical).digest()))
+            return cls(key, "RS256", jwk_thumbprint(key.public_key()))
+        raise Unsupported(
+            f"token keys must be EC P-256 or RSA, not {type(key).__name__}",
+            hint="omit the file and lamina creates an EC P-256 key",
+        )
 
     def public_pem(self) -> bytes:
         return self.key.public_key().public_bytes(
