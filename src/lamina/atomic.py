@@ -27,15 +27,20 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` crash-safely; raises OSError (callers wrap it)."""
+def write_atomic(path: str, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` crash-safely; raises OSError (callers wrap it).
+
+    ``durable=False`` skips both fsyncs: readers still see the old or the new version
+    (rename is atomic), but after a power cut the file may be empty. For short-lived
+    files whose loss costs nothing (the record of a ``run --rm`` container)."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         try:
             write_all(fd, data)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -43,4 +48,5 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)

@@ -21,76 +21,57 @@ monitor of a detached container, or the ``lamina run`` itself in the foreground.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from lamina.atomic import write_atomic
 from lamina.errors import (
     AlreadyExists,
     Conflict,
     InvalidArgument,
     InvalidFormat,
-    LaminaError,
     NotFound,
 )
+from lamina.runtime.basics import (
+    ADJECTIVES,
+    ID_RE,
+    NOUNS,
+    check_name,
+    now,
+    random_name,
+    write_exit,
+    write_file_atomic,
+)
+from lamina.runtime.basics import os_error as _os_error
 
-T = TypeVar("T")
+__all__ = [
+    "ADJECTIVES",
+    "MAX_STATE_BYTES",
+    "NOUNS",
+    "STATUSES",
+    "Container",
+    "ContainerStore",
+    "check_name",
+    "human_duration",
+    "now",
+    "parse_time",
+    "random_name",
+    "status_text",
+    "write_exit",
+    "write_file_atomic",
+]
+
 STATUSES = ("created", "running", "exited")
 MAX_STATE_BYTES = 1 << 20
-_ID = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+_ID = ID_RE
 _LOCK_TIMEOUT = 30.0
-
-# Random names: an adjective and a noun, as `docker run` gives (own word lists).
-_ADJECTIVES = (
-    "agile amber bold brave bright calm clever cosmic crisp curious daring eager early fancy "
-    "fearless gentle glad golden happy humble jolly keen kind lively lucid merry mighty "
-    "nimble noble patient plucky polite proud quick quiet rapid serene sharp shiny silent "
-    "steady sunny swift tidy vivid warm wise witty zealous zesty"
-)
-_NOUNS = (
-    "albatross badger basalt beacon birch canyon cedar comet coral cricket delta dolphin "
-    "falcon fjord galaxy garnet geyser glacier granite harbor heron island jaguar kestrel "
-    "lagoon lantern lynx magnet maple meadow meteor nebula orchid otter pebble pelican "
-    "prairie quartz raven reef sequoia sparrow summit tundra valley walrus willow wombat yak "
-    "zephyr"
-)
-ADJECTIVES = tuple(_ADJECTIVES.split())
-NOUNS = tuple(_NOUNS.split())
-
-
-def _os_error(action: str, what: str, exc: OSError) -> LaminaError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return LaminaError(f"cannot {action} {what}: no space left", hint="free some disk space")
-    return LaminaError(f"cannot {action} {what}: {exc.strerror or exc}")
-
-
-def write_file_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Temp file, write, fsync, rename over ``path``, fsync the directory."""
-    try:
-        write_atomic(path, data, mode)
-    except OSError as exc:
-        raise _os_error("write", path, exc) from exc
-
-
-def write_exit(directory: str, code: int | None, finished: str) -> None:
-    """The keeper's ``exit.json``: how the container's process ended."""
-    data = json.dumps({"exit_code": code, "finished": finished}).encode()
-    write_file_atomic(os.path.join(directory, "exit.json"), data, 0o644)
-
-
-def now() -> str:
-    """RFC 3339 UTC time with nanosecond-free precision, like Docker's ``Created``."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime | None:
@@ -140,30 +121,6 @@ def status_text(c: Container, at: datetime | None = None) -> str:
     finished = parse_time(c.finished)
     ago = f" {human_duration((at - finished).total_seconds())} ago" if finished else ""
     return f"Exited ({code}){ago}"
-
-
-def check_name(name: str) -> None:
-    if not _NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"invalid container name {name!r}",
-            hint="use letters, digits, '_', '.' and '-' (starting with a letter or digit)",
-        )
-
-
-def _pick(items: Sequence[T]) -> T:
-    return items[int.from_bytes(os.urandom(4), "big") % len(items)]
-
-
-def random_name(taken: set[str]) -> str:
-    for _ in range(100):
-        name = f"{_pick(ADJECTIVES)}_{_pick(NOUNS)}"
-        if name not in taken:
-            return name
-    # Docker's answer to a crowded namespace: add a number.
-    while True:
-        name = f"{_pick(ADJECTIVES)}_{_pick(NOUNS)}{_pick(range(100))}"
-        if name not in taken:
-            return name
 
 
 @dataclass(frozen=True, slots=True)

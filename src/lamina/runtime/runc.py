@@ -16,35 +16,48 @@ host. When that does not work, :func:`select_runtime` falls back to runc and say
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 from lamina.errors import Conflict, InvalidArgument, NotFound, ToolError
+from lamina.runtime.procs import (
+    EXIT_CANNOT_INVOKE,
+    EXIT_NOT_FOUND,
+    EXIT_RUNTIME_FAILED,
+    FORWARDED_SIGNALS,
+    exit_code_for,
+    forward_signals,
+    log_error,
+    log_size,
+    runtime_outcome,
+)
+
+__all__ = [
+    "EXIT_CANNOT_INVOKE",
+    "EXIT_NOT_FOUND",
+    "EXIT_RUNTIME_FAILED",
+    "FORWARDED_SIGNALS",
+    "OCIRuntime",
+    "RunResult",
+    "RuntimeState",
+    "cgroup_layout",
+    "exit_code_for",
+    "find_binary",
+    "forward_signals",
+    "runtime_for",
+    "select_runtime",
+]
 
 RUNTIMES = ("runc", "crun")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-FORWARDED_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-)
 _HYBRID_UNMOUNT = 'umount /sys/fs/cgroup/unified && exec "$0" "$@"'
 _TIMEOUT = 60.0
-
-# Exit codes of `docker run` when the container's process never ran.
-EXIT_RUNTIME_FAILED = 125
-EXIT_CANNOT_INVOKE = 126
-EXIT_NOT_FOUND = 127
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,64 +117,6 @@ def cgroup_layout(mountinfo: str | None = None) -> str:
     if fstypes.get("/sys/fs/cgroup/unified") == "cgroup2":
         return "hybrid"
     return "legacy"
-
-
-def _log_error(path: str, offset: int) -> str | None:
-    """The last error the runtime wrote to its JSON log after ``offset``."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(1 << 20)
-    except OSError:
-        return None
-    message = None
-    for line in data.decode("utf-8", "replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
-            message = str(entry.get("msg", "")).strip() or message
-    return message
-
-
-def _log_size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def exit_code_for(error: str) -> int:
-    """Docker's exit code for a process that could not be started."""
-    lowered = error.lower()
-    if "executable file not found" in lowered or "no such file or directory" in lowered:
-        return EXIT_NOT_FOUND
-    if "permission denied" in lowered:
-        return EXIT_CANNOT_INVOKE
-    return EXIT_RUNTIME_FAILED
-
-
-@contextlib.contextmanager
-def forward_signals(pid: int) -> Iterator[None]:
-    """Send FORWARDED_SIGNALS this process gets to ``pid`` (the runtime, which passes
-    them on to the container's process) for the length of the block."""
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-    try:
-        for sig in FORWARDED_SIGNALS:
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: nothing to forward from
-        pass
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 class OCIRuntime:
@@ -286,7 +241,7 @@ class OCIRuntime:
         stderr: int | IO[Any] | None,
         own_process_group: bool,
     ) -> RunResult:
-        offset = _log_size(log)
+        offset = log_size(log)
         try:
             proc = subprocess.Popen(
                 argv,
@@ -299,13 +254,7 @@ class OCIRuntime:
             raise ToolError(f"cannot start {self.name}: {exc}") from exc
         with forward_signals(proc.pid):
             code = proc.wait()
-        if code < 0:  # the runtime itself was killed by a signal
-            code = 128 - code
-        if code != 0:
-            error = _log_error(log, offset)
-            if error is not None:
-                return RunResult(exit_code_for(error), error)
-        return RunResult(code)
+        return RunResult(*runtime_outcome(code, log, offset))
 
     def create(
         self,
@@ -328,7 +277,7 @@ class OCIRuntime:
         args = ["create", "--bundle", bundle, "--pid-file", pid_file]
         if console_socket is not None:
             args += ["--console-socket", console_socket]
-        offset = _log_size(log)
+        offset = log_size(log)
         try:
             proc = subprocess.run(
                 self.command(*args, container_id, log=log),
@@ -342,7 +291,7 @@ class OCIRuntime:
         except (OSError, subprocess.SubprocessError) as exc:
             raise ToolError(f"{self.name} create failed: {exc}") from exc
         if proc.returncode != 0:
-            error = _log_error(log, offset) or f"exit status {proc.returncode}"
+            error = log_error(log, offset) or f"exit status {proc.returncode}"
             raise ToolError(f"{self.name} create failed: {error}")
         try:
             with open(pid_file, encoding="ascii") as f:

@@ -17,8 +17,6 @@ directories whose lock it can get.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -28,9 +26,9 @@ from typing import ClassVar
 from lamina.errors import AlreadyExists, Conflict, InvalidArgument, LaminaError, NotFound
 from lamina.snapshot.api import Info, Kind, Mount, Usage, check_labels, check_name
 from lamina.snapshot.fsutil import disk_usage, os_error, remove_tree
+from lamina.snapshot.held import TMP_PREFIX, Held
 from lamina.snapshot.metadata import METADATA, MetaFile, Record, State
 
-TMP_PREFIX = "tmp-"
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -49,47 +47,6 @@ def make_private_dir(path: str) -> None:
             ) from None
         return
     os.chmod(path, 0o700)
-
-
-class Held:
-    """A directory this process holds with an flock, so that cleanup leaves it alone."""
-
-    def __init__(self, path: str, fd: int) -> None:
-        self.path = path
-        self.fd = fd
-
-    @classmethod
-    def make(cls, root: str) -> Held:
-        path = os.path.join(root, TMP_PREFIX + os.urandom(8).hex())
-        os.mkdir(path, 0o700)
-        fd = os.open(path, _O_DIR)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return cls(path, fd)
-
-    @classmethod
-    def take(cls, path: str) -> Held | None:
-        """Lock an existing directory whose owner is gone; None if it is busy or gone."""
-        try:
-            fd = os.open(path, _O_DIR)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return None
-            raise
-        return cls(path, fd)
-
-    def rename(self, path: str) -> None:
-        os.rename(self.path, path)
-        self.path = path
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 class DirSnapshotter:

@@ -37,8 +37,7 @@ import errno
 import os
 from collections.abc import Sequence
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from lamina.errors import (
     Conflict,
@@ -49,11 +48,16 @@ from lamina.errors import (
     ToolError,
     Unsupported,
 )
-from lamina.snapshot.api import Mount
-from lamina.snapshot.mountinfo import mountinfo
 
-MountAPI = Literal["auto", "new", "legacy"]
+if TYPE_CHECKING:
+    from typing import Literal
 
+    from lamina.snapshot.api import Mount
+
+    MountAPI = Literal["auto", "new", "legacy"]
+
+# Imports stay light (no dataclasses, no typing at run time): `lamina run`'s fast path
+# (lamina.runtime.fastrun) mounts through this module and counts every millisecond.
 # <linux/mount.h>
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -191,13 +195,16 @@ def _check(ret: int, what: str) -> int:
 # --------------------------------------------------------------------------- options
 
 
-@dataclass(frozen=True, slots=True)
 class _Parsed:
-    """Mount options split into flags, propagation and filesystem data."""
+    """Mount options split into flags, propagation and filesystem data (a plain class,
+    not a dataclass: see the import note above)."""
 
-    flags: int  # MS_* flags of the mount itself
-    propagation: int  # MS_PRIVATE etc., applied after the mount
-    data: tuple[str, ...]  # filesystem options (key=value or words)
+    __slots__ = ("data", "flags", "propagation")
+
+    def __init__(self, flags: int, propagation: int, data: tuple[str, ...]) -> None:
+        self.flags = flags  # MS_* flags of the mount itself
+        self.propagation = propagation  # MS_PRIVATE etc., applied after the mount
+        self.data = data  # filesystem options (key=value or words)
 
 
 def _parse(mount: Mount) -> _Parsed:
@@ -260,7 +267,18 @@ def mount_all(mounts: Sequence[Mount], target: str, *, mount_api: MountAPI = "au
 def _mount_one(mount: Mount, target: str, api: MountAPI) -> None:
     parsed = _parse(mount)
     if mount.type == "overlay":
-        _mount_overlay(mount, parsed, target, api)
+        lowers = _split_lowerdir(mount.option("lowerdir") or "")
+        data = tuple(o for o in parsed.data if not o.startswith("lowerdir="))
+        flag_words = tuple(o for o in mount.options if o in _FLAGS)
+        _mount_overlay(
+            target,
+            lowers,
+            source=mount.source,
+            data=data,
+            flags=parsed.flags,
+            flag_words=flag_words,
+            api=api,
+        )
     elif parsed.flags & MS_BIND:
         _mount_bind(mount, parsed, target)
     else:
@@ -326,8 +344,48 @@ def _setattr_recursive(target: str, ms_flags: int) -> bool:
 # --------------------------------------------------------------------------- overlay
 
 
-def _mount_overlay(mount: Mount, parsed: _Parsed, target: str, api: MountAPI) -> None:
-    lowers = _split_lowerdir(mount.option("lowerdir") or "")
+def mount_overlay(
+    target: str,
+    lowers: Sequence[str],
+    options: Sequence[str],
+    *,
+    flags: int = 0,
+    api: MountAPI = "auto",
+) -> None:
+    """Mount overlay on ``target``: ``lowers`` nearest first, ``options`` the other
+    filesystem options (``upperdir=...``, ``workdir=...``, ``index=off``...), ``flags``
+    MS_* bits. What :func:`mount_all` does for an overlay :class:`Mount`, without
+    building one (for ``lamina run``'s fast path)."""
+    words = tuple(k for k, v in _FLAGS.items() if v and flags & v == v and k not in ("bind",))
+    _mount_overlay(
+        target,
+        list(lowers),
+        source="overlay",
+        data=tuple(options),
+        flags=flags,
+        flag_words=words,
+        api=api,
+    )
+
+
+def _option(data: Sequence[str], key: str) -> str | None:
+    for opt in data:
+        k, eq, value = opt.partition("=")
+        if k == key and eq:
+            return value
+    return None
+
+
+def _mount_overlay(
+    target: str,
+    lowers: list[str],
+    *,
+    source: str,
+    data: tuple[str, ...],
+    flags: int,
+    flag_words: tuple[str, ...],
+    api: MountAPI,
+) -> None:
     if not lowers:
         raise InvalidArgument(f"overlay mount on {target} has no lowerdir")
     if len(lowers) > MAX_OVERLAY_LOWERS:
@@ -339,7 +397,7 @@ def _mount_overlay(mount: Mount, parsed: _Parsed, target: str, api: MountAPI) ->
     try:
         if api in ("auto", "new"):
             try:
-                _overlay_new_api(mount, parsed, lowers, target)
+                _overlay_new_api(source, data, flags, lowers, target)
                 return
             except _NoNewAPI:
                 if api == "new":
@@ -347,10 +405,12 @@ def _mount_overlay(mount: Mount, parsed: _Parsed, target: str, api: MountAPI) ->
                         "this kernel has no overlay lowerdir+ (Linux 6.8+)",
                         hint="use mount_api='legacy'",
                     ) from None
-        _overlay_legacy(mount, parsed, lowers, target)
+        _overlay_legacy(
+            target, lowers, source=source, data_opts=data, flags=flags, flag_words=flag_words
+        )
     except NotFound:
         # overlay logs which path it could not resolve only to dmesg: name it here
-        paths = [target, *lowers, *(v for k in _PATH_OPTIONS if (v := mount.option(k)))]
+        paths = [target, *lowers, *(v for k in _PATH_OPTIONS if (v := _option(data, k)))]
         missing = next((p for p in paths if not os.path.isdir(p)), None)
         if missing is None:
             raise
@@ -379,7 +439,9 @@ def _fs_messages(fd: int) -> str:
     return "; ".join(lines)
 
 
-def _overlay_new_api(mount: Mount, parsed: _Parsed, lowers: list[str], target: str) -> None:
+def _overlay_new_api(
+    source: str, data: tuple[str, ...], flags: int, lowers: list[str], target: str
+) -> None:
     what = f"mount overlay on {target}"
     fsfd = _syscall(
         ctypes.c_long(_SYS_FSOPEN), ctypes.c_char_p(b"overlay"), ctypes.c_uint(_FSOPEN_CLOEXEC)
@@ -412,21 +474,19 @@ def _overlay_new_api(mount: Mount, parsed: _Parsed, lowers: list[str], target: s
                     raise _NoNewAPI()
                 raise _error(err, what, detail)
 
-        config(_FSCONFIG_SET_STRING, "source", mount.source)
+        config(_FSCONFIG_SET_STRING, "source", source)
         for lower in lowers:
             config(_FSCONFIG_SET_STRING, "lowerdir+", lower)
-        for opt in parsed.data:
+        for opt in data:
             key, eq, value = opt.partition("=")
-            if key == "lowerdir":
-                continue
             if eq:
                 config(_FSCONFIG_SET_STRING, key, value)
             else:
                 config(_FSCONFIG_SET_FLAG, key, None)
-        if parsed.flags & MS_RDONLY:
+        if flags & MS_RDONLY:
             config(_FSCONFIG_SET_FLAG, "ro", None)
         config(_FSCONFIG_CMD_CREATE, None, None)
-        attrs = sum(v for k, v in _ATTRS.items() if parsed.flags & k)
+        attrs = sum(v for k, v in _ATTRS.items() if flags & k)
         mfd = _syscall(
             ctypes.c_long(_SYS_FSMOUNT),
             ctypes.c_int(fsfd),
@@ -455,15 +515,23 @@ def _short_path(path: str, stack: ExitStack) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def _overlay_legacy(mount: Mount, parsed: _Parsed, lowers: list[str], target: str) -> None:
-    data = ",".join(parsed.data)
+def _overlay_legacy(
+    target: str,
+    lowers: list[str],
+    *,
+    source: str,
+    data_opts: tuple[str, ...],
+    flags: int,
+    flag_words: tuple[str, ...],
+) -> None:
+    data = ",".join((f"lowerdir={':'.join(lowers)}", *data_opts))
     page = os.sysconf("SC_PAGESIZE")
     if len(data.encode()) < page:
-        _mount_legacy("overlay", mount.source, target, parsed.flags, data)
+        _mount_legacy("overlay", source, target, flags, data)
         return
     # Too long for one page: make every layer path relative to their common directory
     # and mount from there. Only mount(8) in a child can chdir without moving our threads.
-    paths = lowers + [v for k in _PATH_OPTIONS if (v := mount.option(k)) is not None]
+    paths = lowers + [v for k in _PATH_OPTIONS if (v := _option(data_opts, k)) is not None]
     if not all(os.path.isabs(p) for p in paths):
         raise LimitExceeded(f"overlay options for {target} are {len(data)} bytes, over one page")
     base = os.path.commonpath(paths)
@@ -477,13 +545,11 @@ def _overlay_legacy(mount: Mount, parsed: _Parsed, lowers: list[str], target: st
         return os.path.relpath(path, base)
 
     opts = [f"lowerdir={':'.join(rel(p) for p in lowers)}"]
-    for opt in parsed.data:
+    for opt in data_opts:
         key, eq, value = opt.partition("=")
-        if key == "lowerdir":
-            continue
         opts.append(f"{key}={rel(value)}" if key in _PATH_OPTIONS and eq else opt)
-    flags = [o for o in mount.options if o in _FLAGS and o not in ("bind", "rbind")]
-    short = ",".join(opts + flags)
+    words = [o for o in flag_words if o not in ("bind", "rbind")]
+    short = ",".join(opts + words)
     if len(short.encode()) >= page:
         raise LimitExceeded(
             f"overlay options for {target} are {len(short)} bytes even with relative paths",
@@ -493,7 +559,7 @@ def _overlay_legacy(mount: Mount, parsed: _Parsed, lowers: list[str], target: st
 
     try:
         proc = subprocess.run(
-            ["mount", "-t", "overlay", "-o", short, mount.source, target],
+            ["mount", "-t", "overlay", "-o", short, source, target],
             cwd=base,
             capture_output=True,
             text=True,
@@ -538,6 +604,8 @@ def unmount_all(target: str, *, lazy_fallback: bool = True) -> int:
 
     A missing or unmounted target is fine (0): this is what cleanup after a crash calls.
     """
+    from lamina.snapshot.mountinfo import mountinfo
+
     real = os.path.realpath(target)
     for count in range(1000):
         below = [m.mount_point for m in mountinfo() if _is_under(m.mount_point, real)]
@@ -555,5 +623,7 @@ def _is_under(path: str, root: str) -> bool:
 
 def is_mounted(path: str) -> bool:
     """True when something is mounted exactly on ``path``."""
+    from lamina.snapshot.mountinfo import mountinfo
+
     real = os.path.realpath(path)
     return any(m.mount_point == real for m in mountinfo())

@@ -20,8 +20,9 @@ import os
 
 from lamina.errors import Conflict, InvalidArgument, LaminaError, Unsupported
 from lamina.snapshot.api import Kind, Mount
-from lamina.snapshot.base import DirSnapshotter, Held
+from lamina.snapshot.base import DirSnapshotter
 from lamina.snapshot.fsutil import remove_tree
+from lamina.snapshot.held import Held
 from lamina.snapshot.metadata import Record
 from lamina.snapshot.mountinfo import overlay_uppers
 

@@ -1,0 +1,92 @@
+"""The small pieces of container records that ``lamina run``'s fast path shares with
+the rest of the runtime: names, timestamps, the exit file, crash-safe writes.
+
+Only light standard modules here (no dataclasses, no datetime): the fast path
+(:mod:`lamina.runtime.fastrun`) imports this, and its start-up time is a feature.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+from typing import TypeVar
+
+from lamina.atomic import write_atomic
+from lamina.errors import InvalidArgument, LaminaError
+
+T = TypeVar("T")
+ID_RE = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+
+# Random names: an adjective and a noun, as `docker run` gives (own word lists).
+_ADJECTIVES = (
+    "agile amber bold brave bright calm clever cosmic crisp curious daring eager early fancy "
+    "fearless gentle glad golden happy humble jolly keen kind lively lucid merry mighty "
+    "nimble noble patient plucky polite proud quick quiet rapid serene sharp shiny silent "
+    "steady sunny swift tidy vivid warm wise witty zealous zesty"
+)
+_NOUNS = (
+    "albatross badger basalt beacon birch canyon cedar comet coral cricket delta dolphin "
+    "falcon fjord galaxy garnet geyser glacier granite harbor heron island jaguar kestrel "
+    "lagoon lantern lynx magnet maple meadow meteor nebula orchid otter pebble pelican "
+    "prairie quartz raven reef sequoia sparrow summit tundra valley walrus willow wombat yak "
+    "zephyr"
+)
+ADJECTIVES = tuple(_ADJECTIVES.split())
+NOUNS = tuple(_NOUNS.split())
+
+
+def os_error(action: str, what: str, exc: OSError) -> LaminaError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return LaminaError(f"cannot {action} {what}: no space left", hint="free some disk space")
+    return LaminaError(f"cannot {action} {what}: {exc.strerror or exc}")
+
+
+def write_file_atomic(path: str, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Temp file, write, fsync, rename over ``path``, fsync the directory (no fsyncs
+    with ``durable=False``: see :func:`lamina.atomic.write_atomic`)."""
+    try:
+        write_atomic(path, data, mode, durable=durable)
+    except OSError as exc:
+        raise os_error("write", path, exc) from exc
+
+
+def write_exit(directory: str, code: int | None, finished: str, *, durable: bool = True) -> None:
+    """The keeper's ``exit.json``: how the container's process ended."""
+    data = json.dumps({"exit_code": code, "finished": finished}).encode()
+    write_file_atomic(os.path.join(directory, "exit.json"), data, 0o644, durable=durable)
+
+
+def now() -> str:
+    """RFC 3339 UTC time in microseconds, like Docker's ``Created``
+    (``2024-01-02T03:04:05.123456Z``)."""
+    secs, ns = divmod(time.time_ns(), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+
+
+def check_name(name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"invalid container name {name!r}",
+            hint="use letters, digits, '_', '.' and '-' (starting with a letter or digit)",
+        )
+
+
+def _pick(items: Sequence[T]) -> T:
+    return items[int.from_bytes(os.urandom(4), "big") % len(items)]
+
+
+def random_name(taken: set[str]) -> str:
+    for _ in range(100):
+        name = f"{_pick(ADJECTIVES)}_{_pick(NOUNS)}"
+        if name not in taken:
+            return name
+    # Docker's answer to a crowded namespace: add a number.
+    while True:
+        name = f"{_pick(ADJECTIVES)}_{_pick(NOUNS)}{_pick(range(100))}"
+        if name not in taken:
+            return name

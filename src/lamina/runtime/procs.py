@@ -1,0 +1,97 @@
+"""Driving an OCI runtime process in the foreground: signal forwarding and turning its
+exit into ``docker run``'s exit code. Light imports only (shared by
+:mod:`lamina.runtime.runc` and ``lamina run``'s fast path, :mod:`lamina.runtime.fastrun`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+# Exit codes of `docker run` when the container's process never ran.
+EXIT_RUNTIME_FAILED = 125
+EXIT_CANNOT_INVOKE = 126
+EXIT_NOT_FOUND = 127
+
+
+def log_error(path: str, offset: int) -> str | None:
+    """The last error the runtime wrote to its JSON log after ``offset``."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(1 << 20)
+    except OSError:
+        return None
+    message = None
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+            message = str(entry.get("msg", "")).strip() or message
+    return message
+
+
+def log_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def exit_code_for(error: str) -> int:
+    """Docker's exit code for a process that could not be started."""
+    lowered = error.lower()
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
+        return EXIT_NOT_FOUND
+    if "permission denied" in lowered:
+        return EXIT_CANNOT_INVOKE
+    return EXIT_RUNTIME_FAILED
+
+
+@contextlib.contextmanager
+def forward_signals(pid: int) -> Iterator[None]:
+    """Send FORWARDED_SIGNALS this process gets to ``pid`` (the runtime, which passes
+    them on to the container's process) for the length of the block."""
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    try:
+        for sig in FORWARDED_SIGNALS:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: nothing to forward from
+        pass
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def runtime_outcome(status: int, log: str, offset: int) -> tuple[int, str | None]:
+    """``(exit code, runtime error)`` of a finished runtime process from its wait status
+    code (negative: killed by that signal) and its JSON log past ``offset``: the
+    container's own exit code, or 125/126/127 when the runtime says the process never
+    ran (the runtime has then printed why on the inherited stderr)."""
+    code = 128 - status if status < 0 else status
+    if code != 0:
+        error = log_error(log, offset)
+        if error is not None:
+            return exit_code_for(error), error
+    return code, None
