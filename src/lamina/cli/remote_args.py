@@ -11,23 +11,36 @@ if TYPE_CHECKING:
 def _transport(p: Any) -> None:
     add = p.add_argument
     add("--insecure", action="store_true", help="plain HTTP / no TLS verification")
-    add("--authfile", default=None, help="credentials file (default: ~/.docker/config.json)")
+    add(
+        "--authfile",
+        default=None,
+        help="credentials file (default: $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, "
+        "~/.docker/config.json)",
+    )
+
+
+def _transfer(p: Any) -> None:
+    p.add_argument("--parallel", type=int, default=4, help="blobs transferred at once (default: 4)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def add_parsers(sub: Parsers) -> None:
     p = sub.add_parser("push", help="push an image to a registry")
-    p.add_argument("ref", metavar="REF")
-    p.add_argument("dest", nargs="?", default=None, metavar="DEST")
+    p.add_argument("ref", metavar="REF", help="the local image (name, ID or digest)")
+    p.add_argument(
+        "dest", nargs="?", default=None, metavar="DEST", help="where to push (default: REF)"
+    )
     _transport(p)
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _transfer(p)
 
     p = sub.add_parser("pull", help="pull an image from a registry")
-    p.add_argument("ref", metavar="REF")
+    p.add_argument("ref", metavar="REF", help="name[:tag] or name@digest")
     p.add_argument("--platform", default=None, help="os/arch[/variant] (default: host)")
     _transport(p)
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _transfer(p)
 
-    p = sub.add_parser("login", help="save credentials for a registry")
+    p = sub.add_parser("login", help="check and save credentials for a registry")
     p.add_argument("server", metavar="SERVER")
     p.add_argument("-u", "--username", default=None)
     p.add_argument("-p", "--password", default=None)

@@ -1,0 +1,226 @@
+"""HTTP for the registry client: one aiohttp session, auth, retries, error mapping.
+
+:meth:`Transport.request` is the one narrow method (httpx's ``handle_request``): it
+sends a request, answers a 401 through :class:`~.authflow.AuthFlow` and retries once,
+retries idempotent failures (dropped connections, 5xx, 429) with exponential backoff,
+and maps refusals to lamina errors. Bodies are given as bytes or as a factory of async
+byte iterators, so a retry can send the body again from its start.
+
+Scheme: ``https`` unless the registry is loopback (``localhost``, ``127.0.0.0/8``,
+``::1``, as docker treats them) or the caller passed ``insecure`` (plain HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+
+from lamina.errors import LaminaError, NotFound, ToolError
+from lamina.registry.auth import Scope
+from lamina.registry.client.authflow import AuthFlow, CredentialLookup
+from lamina.registry.errors import CODES, RegistryError
+
+Body = bytes | Callable[[], AsyncIterable[bytes]] | None
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Failures after which the same request may be sent again: the connection dropped or
+# stalled before a whole answer came back.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    TimeoutError,
+)
+_ERROR_BODY_MAX = 64 << 10
+USER_AGENT = "lamina"
+
+
+def is_loopback(registry: str) -> bool:
+    host = registry.rsplit(":", 1)[0] if not registry.startswith("[") else registry
+    host = host.strip("[]").split("]")[0]
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+class Backoff:
+    """Exponential backoff with jitter: 0.2 s, 0.4 s, 0.8 s ... capped at 5 s."""
+
+    def __init__(self, attempts: int = 5, base: float = 0.2, cap: float = 5.0) -> None:
+        self.attempts = attempts
+        self.base = base
+        self.cap = cap
+        self.tried = 0
+
+    def more(self) -> bool:
+        return self.tried < self.attempts
+
+    async def wait(self, retry_after: str | None = None) -> None:
+        delay = min(self.cap, self.base * (2**self.tried)) * (0.5 + random.random() / 2)
+        if retry_after and retry_after.isdigit():
+            delay = min(max(delay, float(retry_after)), 30.0)
+        self.tried += 1
+        await asyncio.sleep(delay)
+
+
+class Transport:
+    """An aiohttp session with registry auth and retries. Use as ``async with``."""
+
+    def __init__(
+        self,
+        credentials: CredentialLookup,
+        *,
+        insecure: bool = False,
+        connections: int = 16,
+        attempts: int = 5,
+    ) -> None:
+        self.auth = AuthFlow(credentials)
+        self.insecure = insecure
+        self.attempts = attempts
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Transport:
+        connector = aiohttp.TCPConnector(limit=self._connections, ssl=not self.insecure)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # Blobs must arrive byte for byte: never decode a Content-Encoding.
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
+            headers={"User-Agent": USER_AGENT},
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise ToolError("registry transport used outside `async with`")
+        return self._session
+
+    def scheme(self, registry: str) -> str:
+        return "http" if self.insecure or is_loopback(registry) else "https"
+
+    def base_url(self, registry: str) -> str:
+        # Docker Hub's API lives on registry-1.docker.io, not on docker.io.
+        host = "registry-1.docker.io" if registry == "docker.io" else registry
+        return f"{self.scheme(registry)}://{host}"
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        registry: str,
+        scopes: Iterable[Scope] = (),
+        headers: Mapping[str, str] | None = None,
+        body: Body = None,
+        ok: Iterable[int] = (200,),
+        what: str = "",
+        retry: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send until an answer in ``ok`` comes back (yielded, released on exit) or the
+        retries run out (raised as a lamina error). ``what`` names the object for
+        messages (``manifest x:1``)."""
+        scope_list = tuple(scopes)
+        ok_set = frozenset(ok)
+        backoff = Backoff(self.attempts if retry else 1)
+        answered_challenge = False
+        ssl = not self.insecure
+        while True:
+            send_headers = dict(headers or {})
+            authorization = self.auth.authorization(registry, scope_list)
+            if authorization:
+                send_headers["Authorization"] = authorization
+            data: Any = body() if callable(body) else body
+            try:
+                resp = await self.session.request(
+                    method, url, headers=send_headers, data=data, ssl=ssl
+                )
+            except NETWORK_ERRORS as exc:
+                if not backoff.more():
+                    raise _network_error(method, url, exc) from exc
+                await backoff.wait()
+                continue
+            try:
+                if resp.status == 401 and not answered_challenge:
+                    answered_challenge = True
+                    challenge = resp.headers.get("WWW-Authenticate")
+                    resp.release()
+                    await self.auth.challenged(self.session, registry, challenge, scope_list, ssl)
+                    continue
+                if resp.status in RETRY_STATUSES and backoff.more() and resp.status not in ok_set:
+                    retry_after = resp.headers.get("Retry-After")
+                    resp.release()
+                    await backoff.wait(retry_after)
+                    continue
+                if resp.status not in ok_set:
+                    raise await error_from_response(resp, method, registry, what)
+                yield resp
+                return
+            finally:
+                resp.release()
+
+
+def _network_error(method: str, url: str, exc: BaseException) -> ToolError:
+    reason = str(exc) or type(exc).__name__
+    return ToolError(
+        f"{method} {url} failed after retries: {reason}",
+        hint="check that the registry is up and reachable (is it HTTP? then use --insecure)",
+    )
+
+
+async def error_from_response(
+    resp: aiohttp.ClientResponse, method: str, registry: str, what: str
+) -> LaminaError:
+    """A lamina error for a refusal, using the distribution-spec error body if any."""
+    try:
+        raw = await resp.content.read(_ERROR_BODY_MAX)
+    except NETWORK_ERRORS:
+        raw = b""
+    code, message = _first_error(raw)
+    status = resp.status
+    subject = what or f"{method} {resp.url.path}"
+    text = f"{subject}: {message}" if message else f"{subject}: HTTP {status}"
+    if status == 401:
+        return RegistryError(
+            "UNAUTHORIZED",
+            f"{registry} refused the credentials ({text})",
+            hint=f"log in with `lamina login {registry}` (or pass --authfile)",
+        )
+    if status == 403:
+        return RegistryError(
+            "DENIED", f"access denied by {registry} ({text})", hint="check your permissions"
+        )
+    if status == 404:
+        return NotFound(f"{text} (not found on {registry})", hint="check the name and tag")
+    if code in CODES and code not in ("UNAUTHORIZED", "DENIED"):
+        return RegistryError(code, f"{registry} refused {text}", status=status)
+    return ToolError(
+        f"{registry} answered HTTP {status} to {method} {resp.url.path}: {message or 'no detail'}",
+        hint="the registry may be overloaded or misconfigured; try again later",
+    )
+
+
+def _first_error(raw: bytes) -> tuple[str, str]:
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "", raw[:200].decode("utf-8", "replace").strip()
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        code = first.get("code")
+        message = first.get("message")
+        return (code if isinstance(code, str) else ""), (
+            message if isinstance(message, str) else ""
+        )
+    return "", ""
