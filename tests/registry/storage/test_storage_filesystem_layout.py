@@ -8,9 +8,6 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-
-from lamina.errors import Unsupported
 from lamina.oci.digest import Digest
 from lamina.registry.storage import FilesystemStorage, open_storage
 from lamina.registry.storage.api import CHUNK
@@ -95,5 +92,3 @@ def test_open_storage(tmp_path: Path) -> None:
     s = open_storage(f"file://{tmp_path}/x")
     assert isinstance(s, FilesystemStorage)
     assert s.root == str(tmp_path / "x")
-    with pytest.raises(Unsupported):
-        open_storage("s3://bucket/prefix")

@@ -1,5 +1,7 @@
 """One suite for every registry storage driver: add a driver by adding a ``DRIVERS`` entry
-(a factory from a fresh temp dir to the ``--storage`` location ``open_storage`` takes)."""
+(a factory from the test's request and a fresh temp dir to the ``--storage`` location
+``open_storage`` takes). The S3 driver runs on a real SeaweedFS, started once per test
+process and only when an S3 test is selected; each test gets its own key prefix."""
 
 from __future__ import annotations
 
@@ -20,10 +22,10 @@ from lamina.errors import DigestMismatch, InvalidArgument, LaminaError, NotFound
 from lamina.oci.digest import Digest
 from lamina.registry.storage import RegistryStorage, open_storage
 
-# name -> (tmp_path -> location). An S3 driver adds e.g. "s3": a bucket on a SeaweedFS
-# started by a session fixture.
-DRIVERS: dict[str, Callable[[Path], str]] = {
-    "filesystem": lambda tmp: str(tmp / "registry"),
+# name -> (request, tmp_path) -> location
+DRIVERS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
+    "filesystem": lambda request, tmp: str(tmp / "registry"),
+    "s3": lambda request, tmp: request.getfixturevalue("seaweed").location(),
 }
 
 MIB = 1 << 20
@@ -31,7 +33,7 @@ MIB = 1 << 20
 
 @pytest.fixture(params=sorted(DRIVERS))
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return DRIVERS[request.param](tmp_path)
+    return DRIVERS[request.param](request, tmp_path)
 
 
 @pytest.fixture
