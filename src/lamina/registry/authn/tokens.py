@@ -3,8 +3,9 @@ describes them, signed and checked with one key.
 
 Claims: ``iss``, ``sub`` (the user; ``""`` when anonymous), ``aud`` (the registry's
 service name), ``exp``, ``nbf``, ``iat``, ``jti`` and ``access``, a list of
-``{"type", "name", "actions"}``. The header names the algorithm and a ``kid`` (the key's
-RFC 7638 JWK thumbprint). The key is EC P-256 (ES256) or RSA of 2048 bits or more
+``{"type", "name", "actions"}``. The header names the algorithm and a ``kid`` (the key id
+docker-registry uses, so it can verify these tokens given :meth:`SigningKey.certificate_pem`
+as its ``rootcertbundle``). The key is EC P-256 (ES256) or RSA of 2048 bits or more
 (RS256); verification accepts exactly that one algorithm, so ``alg: none`` and the
 HS256-signed-with-the-public-key confusion are refused before any signature check.
 """
@@ -14,16 +15,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from lamina.atomic import fsync_dir, write_all
 from lamina.errors import InvalidArgument, InvalidFormat, Unsupported
@@ -37,33 +40,16 @@ _ACCESS_MAX = 64  # resources per token
 _PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _int_bytes(n: int, length: int | None = None) -> bytes:
-    return n.to_bytes(length or (n.bit_length() + 7) // 8, "big")
-
-
-def jwk_thumbprint(public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> str:
-    """The RFC 7638 JWK SHA-256 thumbprint of ``public``, base64url: a stable key id."""
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        if not isinstance(public.curve, ec.SECP256R1):
-            raise Unsupported(f"EC key on curve {public.curve.name}; token signing needs P-256")
-        nums = public.public_numbers()
-        size = 32
-        # RFC 7638 section 3.2: the required members only, in lexicographic order.
-        jwk = {
-            "crv": "P-256",
-            "kty": "EC",
-            "x": _b64url(_int_bytes(nums.x, size)),
-            "y": _b64url(_int_bytes(nums.y, size)),
-        }
-    else:
-        rnums = public.public_numbers()
-        jwk = {"e": _b64url(_int_bytes(rnums.e)), "kty": "RSA", "n": _b64url(_int_bytes(rnums.n))}
-    canonical = json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()
-    return _b64url(hashlib.sha256(canonical).digest())
+def key_id(public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> str:
+    """The key id distribution (docker-registry 2.x) gives a key in its
+    ``rootcertbundle`` and looks a token's ``kid`` up by: SHA-256 of the DER
+    SubjectPublicKeyInfo, cut to 240 bits, base32, in twelve groups of four joined by
+    ``:``. Using it lets a docker-registry verify this issuer's tokens."""
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    text = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode("ascii")
+    return ":".join(text[i : i + 4] for i in range(0, len(text), 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +68,32 @@ class SigningKey:
                     f"EC key on curve {key.curve.name}; token signing needs P-256",
                     hint="make one with `openssl ecparam -name prime256v1 -genkey -noout`",
                 )
-            return cls(key, "ES256", jwk_thumbprint(key.public_key()))
+            return cls(key, "ES256", key_id(key.public_key()))
         if isinstance(key, rsa.RSAPrivateKey):
             if key.key_size < 2048:
                 raise Unsupported(f"RSA key of {key.key_size} bits; at least 2048 needed")
-            return cls(key, "RS256", jwk_thumbprint(key.public_key()))
+            return cls(key, "RS256", key_id(key.public_key()))
         raise Unsupported(
             f"token keys must be EC P-256 or RSA, not {type(key).__name__}",
             hint="omit the file and lamina creates an EC P-256 key",
         )
+
+    def certificate_pem(self, days: int = 3650) -> bytes:
+        """A self-signed certificate of the public key, for verifiers that take keys
+        only as certificates (docker-registry's ``auth.token.rootcertbundle``)."""
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lamina token issuer")])
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=days))
+            .sign(self.key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
 
     def public_pem(self) -> bytes:
         return self.key.public_key().public_bytes(
