@@ -18,6 +18,17 @@ def add_parsers(sub: Parsers) -> None:
     s.add_argument("--token-key", default=None, help="private key for the built-in token issuer")
     s.add_argument("--tls-cert", default=None, help="TLS certificate (PEM)")
     s.add_argument("--tls-key", default=None, help="TLS private key (PEM)")
+    s.add_argument("--realm", default=None, help="auth realm (token auth: the issuer's URL)")
+    s.add_argument("--service", default="lamina-registry", help="token auth service name")
+    s.add_argument("--acl", default=None, help="JSON access policy file")
+    s.add_argument("--anonymous-pull", action="store_true", help="let anyone pull")
+    s.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    s.add_argument(
+        "--upload-ttl",
+        type=float,
+        default=24 * 3600.0,
+        help="seconds an idle upload session lives (default: a day)",
+    )
     g = actions.add_parser("gc", help="delete blobs no manifest or tag needs")
     g.add_argument("--storage", default=None, help="DIR or s3://BUCKET/PREFIX?endpoint=URL")
     g.add_argument("--dry-run", action="store_true", help="report only")

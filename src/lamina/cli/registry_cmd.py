@@ -1,0 +1,84 @@
+"""``lamina registry serve|gc``: run the OCI registry, or collect its garbage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _storage(args: argparse.Namespace) -> str:
+    if args.storage:
+        return str(args.storage)
+    from lamina.sysinfo import default_root
+
+    return os.path.join(args.root or default_root(), "registry")
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    if args.registry_action == "serve":
+        return _serve(args)
+    return _gc(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lamina.registry.authn import open_authenticator
+    from lamina.registry.server import parse_addr, serve
+
+    host, port = parse_addr(args.addr)
+    scheme = "https" if args.tls_cert else "http"
+    shown = f"[{host}]" if ":" in host else host
+    realm = args.realm or (
+        f"{scheme}://{shown}:{port}/token" if args.token_key else "lamina registry"
+    )
+    authenticator = open_authenticator(
+        htpasswd=args.htpasswd,
+        token_key=args.token_key,
+        realm=realm,
+        service=args.service,
+        acl=args.acl,
+        anonymous_pull=args.anonymous_pull,
+    )
+
+    def ready(url: str) -> None:
+        sys.stderr.write(f"listening on {url}\n")
+        sys.stderr.flush()
+
+    serve(
+        args.addr,
+        _storage(args),
+        authenticator=authenticator,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        metrics=not args.no_metrics,
+        upload_ttl=args.upload_ttl,
+        ready=ready,
+    )
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from lamina.cli.output import human_size, print_json
+    from lamina.registry.gc import collect
+    from lamina.registry.storage import open_storage
+
+    report = collect(open_storage(_storage(args)), dry_run=args.dry_run)
+    if args.json:
+        print_json(
+            {
+                "dry_run": bool(args.dry_run),
+                "deleted_blobs": [str(d) for d in report.deleted_blobs],
+                "freed_bytes": report.freed_bytes,
+                "kept_blobs": report.kept_blobs
+                if isinstance(report.kept_blobs, int)
+                else len(report.kept_blobs),
+            }
+        )
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    kept = report.kept_blobs if isinstance(report.kept_blobs, int) else len(report.kept_blobs)
+    sys.stdout.write(
+        f"{verb} {len(report.deleted_blobs)} blob(s), "
+        f"{human_size(report.freed_bytes)} freed; {kept} kept\n"
+    )
+    return 0

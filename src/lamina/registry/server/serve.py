@@ -1,0 +1,98 @@
+"""Run the registry: listen on an address (TLS optional), on uvloop when installed, until
+SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from collections.abc import Callable
+
+from aiohttp import web
+
+from lamina.errors import InvalidArgument
+from lamina.registry.authn.api import Authenticator
+from lamina.registry.server.app import UPLOAD_TTL, make_app
+from lamina.registry.storage import open_storage
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` (port 0 picks a free one)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise InvalidArgument(f"bad listen address {addr!r}", hint="use HOST:PORT, e.g. :5000")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidArgument(
+            f"cannot load TLS certificate {cert} and key {key}: {exc}",
+            hint="give PEM files: --tls-cert CHAIN.pem --tls-key KEY.pem",
+        ) from exc
+    return ctx
+
+
+async def _run(
+    app: web.Application,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    ready: Callable[[str], None] | None,
+) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise InvalidArgument(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                hint="pick a free port with --addr HOST:PORT",
+            ) from exc
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            scheme = "https" if ssl_context is not None else "http"
+            for address in runner.addresses:
+                bound_host, bound_port = address[0], address[1]
+                shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+                ready(f"{scheme}://{shown}:{bound_port}")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(
+    addr: str,
+    storage_location: str,
+    *,
+    authenticator: Authenticator | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    metrics: bool = True,
+    upload_ttl: float = UPLOAD_TTL,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the registry on ``addr`` over the storage at ``storage_location`` until
+    SIGTERM/SIGINT; ``ready`` is called with each listening URL once it accepts."""
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidArgument("TLS needs both a certificate and a key", hint="--tls-cert --tls-key")
+    host, port = parse_addr(addr)
+    ssl_context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
+    storage = open_storage(storage_location)
+    app = make_app(storage, authenticator=authenticator, metrics=metrics, upload_ttl=upload_ttl)
+    coro = _run(app, host, port, ssl_context, ready)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)

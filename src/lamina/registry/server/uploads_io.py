@@ -1,0 +1,262 @@
+"""Blob uploads (distribution-spec end-4a/4b, end-5, end-6, end-11, end-13, end-14): the
+I/O around ``protocol``'s upload state machine.
+
+Request bodies are never held whole: a worker thread runs the driver's
+``append_upload`` over an iterator that pulls the body from the event loop about 1 MiB
+at a time, so memory stays bounded whatever the blob size and the loop never blocks on
+the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+from aiohttp import StreamReader, web
+
+from lamina.errors import LaminaError, NotFound
+from lamina.oci.digest import Digest
+from lamina.registry import protocol as p
+from lamina.registry.server.context import BASE_HEADERS, Context
+from lamina.registry.storage.api import CHUNK
+
+
+class _Body:
+    """The request body as an iterator of ~CHUNK pieces, read from a worker thread."""
+
+    def __init__(self, content: StreamReader, loop: asyncio.AbstractEventLoop) -> None:
+        self._content = content
+        self._loop = loop
+        self.count = 0
+
+    async def _piece(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while total < CHUNK:
+            data = await self._content.readany()
+            if not data:
+                break
+            parts.append(data)
+            total += len(data)
+        self.count += total
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            piece = asyncio.run_coroutine_threadsafe(self._piece(), self._loop).result()
+            if not piece:
+                return
+            yield piece
+
+
+def _has_body(request: web.Request) -> bool:
+    length = request.content_length
+    if length is not None:
+        return length > 0
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def _content_length(request: web.Request) -> int | None:
+    raw = request.headers.get("Content-Length")
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit():
+        raise p.RegistryError("SIZE_INVALID", f"bad Content-Length {raw[:30]!r}")
+    return int(raw)
+
+
+async def _append(ctx: Context, request: web.Request, name: str, uuid: str) -> tuple[int, int]:
+    """Stream the body into the session; returns (new total size, bytes read)."""
+    body = _Body(request.content, asyncio.get_running_loop())
+    size = await ctx.transfer(ctx.storage.append_upload, name, uuid, body)
+    request["bytes_in"] = request.get("bytes_in", 0) + body.count
+    return size, body.count
+
+
+def _session(name: str, uuid: str, offset: int) -> p.UploadSession:
+    return p.UploadSession(uuid, name, offset, time.time())
+
+
+def _accepted(ctx: Context, session: p.UploadSession) -> web.Response:
+    headers = {
+        **BASE_HEADERS,
+        **p.upload_headers(session, ctx.chunk_min_length),
+        "Content-Length": "0",
+    }
+    if ctx.chunk_min_length > 0:
+        headers["OCI-Chunk-Min-Length"] = str(ctx.chunk_min_length)
+    return web.Response(status=202, headers=headers)
+
+
+def _created(name: str, digest: Digest) -> web.Response:
+    headers = {
+        **BASE_HEADERS,
+        "Location": f"/v2/{name}/blobs/{digest}",
+        "Docker-Content-Digest": str(digest),
+        "Content-Length": "0",
+    }
+    return web.Response(status=201, headers=headers)
+
+
+def _upload_unknown(uuid: str) -> p.RegistryError:
+    return p.RegistryError(
+        "BLOB_UPLOAD_UNKNOWN", f"upload {uuid} unknown", detail={"uuid": uuid},
+        hint="start a new upload with POST /v2/<name>/blobs/uploads/",
+    )  # fmt: skip
+
+
+async def upload_start(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
+    assert route.name is not None
+    uuid = await ctx.quick(ctx.storage.start_upload, route.name)
+    ctx.touch(uuid)
+    return _accepted(ctx, _session(route.name, uuid, 0))
+
+
+async def upload_monolithic(
+    ctx: Context, request: web.Request, route: p.Route
+) -> web.StreamResponse:
+    assert route.name is not None and route.digest is not None
+    name, storage = route.name, ctx.storage
+    declared = _content_length(request)
+    uuid = await ctx.quick(storage.start_upload, name)
+    ctx.touch(uuid)
+    lock = ctx.lock(uuid)
+    try:
+        async with lock:
+            size, _ = await _append(ctx, request, name, uuid)
+            if declared is not None and size != declared:
+                raise p.RegistryError(
+                    "SIZE_INVALID",
+                    f"received {size} bytes, Content-Length said {declared}",
+                    detail={"size": size, "content_length": declared},
+                )
+            # finish_upload hashes what it stored: a mismatch raises DigestMismatch
+            # (answered DIGEST_INVALID) and discards the session.
+            digest = await ctx.transfer(storage.finish_upload, name, uuid, route.digest)
+    except BaseException:
+        await ctx.call(storage.cancel_upload, name, uuid)
+        raise
+    finally:
+        ctx.forget(uuid)
+    return _created(name, digest)
+
+
+async def upload_mount(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
+    assert route.name is not None and route.mount is not None
+    name, digest, storage = route.name, route.mount, ctx.storage
+    source = route.mount_from
+    if source is not None:
+        mountable = await ctx.quick(storage.has_link, source, digest)
+    else:
+        # end-11 without ``from``: with auth on, the client proved rights on no other
+        # repository, so only an open registry looks the blob up everywhere.
+        mountable = ctx.authenticator is None and await _stored(ctx, digest)
+    if mountable:
+        try:
+            await ctx.quick(storage.link_blob, name, digest)
+            return _created(name, digest)
+        except NotFound:
+            pass  # collected meanwhile: fall back to an upload
+    # distribution-spec: a registry that cannot mount answers like an upload start.
+    return await upload_start(ctx, request, route)
+
+
+async def _stored(ctx: Context, digest: Digest) -> bool:
+    try:
+        await ctx.quick(ctx.storage.stat_blob, digest)
+    except NotFound:
+        return False
+    return True
+
+
+async def _current(ctx: Context, name: str, uuid: str) -> p.UploadSession:
+    try:
+        offset = await ctx.quick(ctx.storage.upload_size, name, uuid)
+    except NotFound as exc:
+        raise _upload_unknown(uuid) from exc
+    return _session(name, uuid, offset)
+
+
+async def upload_patch(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
+    assert route.name is not None and route.uuid is not None
+    name, uuid = route.name, route.uuid
+    async with ctx.lock(uuid):
+        session = await _current(ctx, name, uuid)
+        expected = p.apply_patch(
+            session, request.headers.get("Content-Range"), _content_length(request)
+        )
+        ctx.touch(uuid)
+        size, _ = await _append(ctx, request, name, uuid)
+        ctx.touch(uuid)
+        session = _session(name, uuid, size)
+        if expected is not None and size != expected:
+            raise p.RegistryError(
+                "SIZE_INVALID",
+                f"chunk ended at {size}, its headers said {expected}",
+                detail={"offset": size, "expected": expected},
+            )
+    return _accepted(ctx, session)
+
+
+async def upload_finish(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
+    assert route.name is not None and route.uuid is not None and route.digest is not None
+    name, uuid, storage = route.name, route.uuid, ctx.storage
+    async with ctx.lock(uuid):
+        session = await _current(ctx, name, uuid)
+        if _has_body(request):
+            expected = p.apply_patch(
+                session, request.headers.get("Content-Range"), _content_length(request)
+            )
+            size, _ = await _append(ctx, request, name, uuid)
+            if expected is not None and size != expected:
+                raise p.RegistryError(
+                    "SIZE_INVALID", f"final chunk ended at {size}, its headers said {expected}"
+                )
+        try:
+            digest = await ctx.transfer(storage.finish_upload, name, uuid, route.digest)
+        except NotFound as exc:
+            raise _upload_unknown(uuid) from exc
+        finally:
+            ctx.forget(uuid)
+    return _created(name, digest)
+
+
+async def upload_status(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
+    assert route.name is not None and route.uuid is not None
+    session = await _current(ctx, route.name, route.uuid)
+    headers = {**BASE_HEADERS, **p.upload_headers(session, ctx.chunk_min_length)}
+    headers["Content-Length"] = "0"
+    return web.Response(status=204, headers=headers)
+
+
+async def upload_cancel(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
+    assert route.name is not None and route.uuid is not None
+    await _current(ctx, route.name, route.uuid)  # 404 for an unknown session
+    async with ctx.lock(route.uuid):
+        await ctx.quick(ctx.storage.cancel_upload, route.name, route.uuid)
+    ctx.forget(route.uuid)
+    return web.Response(status=204, headers={**BASE_HEADERS, "Content-Length": "0"})
+
+
+def expire(ctx: Context, now: float) -> int:
+    """Cancel sessions idle for longer than the TTL (run in a thread); returns how many.
+    Sessions a request is writing right now are skipped."""
+    expired = 0
+    for info in ctx.storage.iter_uploads():
+        lock = ctx.locks.get(info.uuid)
+        if lock is not None and lock.locked():
+            continue
+        session = p.UploadSession(
+            info.uuid, info.name, info.size, info.started, updated=ctx.touched.get(info.uuid)
+        )
+        if not p.is_stale(session, now, ctx.upload_ttl):
+            continue
+        try:
+            ctx.storage.cancel_upload(info.name, info.uuid)
+        except LaminaError:
+            # an invalid name a crash left behind: nothing a request can reach
+            continue
+        ctx.touched.pop(info.uuid, None)
+        expired += 1
+    return expired
