@@ -115,21 +115,42 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from lamina.image.bases import make_busybox_rootfs
-    from lamina.image.importer import import_rootfs
+    from lamina.image.importer import ImportResult, import_rootfs
 
     store = open_store(args)
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    with tempfile.TemporaryDirectory(prefix="bootstrap-", dir=store.root) as tmp:
-        rootfs = os.path.join(tmp, "rootfs")
-        make_busybox_rootfs(rootfs)
-        result = import_rootfs(
-            store,
-            rootfs,
-            img.normalize(args.ref),
-            changes=['CMD ["sh"]'],
-            message="busybox from the host's busybox-static",
-            source_date_epoch=int(epoch) if epoch else None,
+    result: ImportResult
+    if args.kind == "debian":
+        from lamina.image.debian import DebianOptions, bootstrap_debian
+
+        options = DebianOptions(
+            suite=args.suite,
+            variant=args.variant,
+            mirror=args.mirror,
+            include=DebianOptions.split_include(args.include),
         )
+        with progress_bar(f"debootstrap {options.suite}") as progress:
+            result = bootstrap_debian(
+                store,
+                img.normalize(args.ref),
+                options,
+                workdir=str(store.root),
+                source_date_epoch=int(epoch) if epoch else None,
+                on_line=lambda line: progress(0, description=line[:70]),
+                progress=progress,
+            )
+    else:
+        with tempfile.TemporaryDirectory(prefix="bootstrap-", dir=store.root) as tmp:
+            rootfs = os.path.join(tmp, "rootfs")
+            make_busybox_rootfs(rootfs)
+            result = import_rootfs(
+                store,
+                rootfs,
+                img.normalize(args.ref),
+                changes=['CMD ["sh"]'],
+                message="busybox from the host's busybox-static",
+                source_date_epoch=int(epoch) if epoch else None,
+            )
     if args.json:
         print_json(
             {"name": result.name, "digest": str(result.manifest.digest), "id": str(result.image_id)}
