@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tarfile
 import threading
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from helpers.cli import LAMINA
 from lamina.registry.auth import basic_authorization, parse_challenge
 from lamina.registry.authn import (
     BuiltinTokenIssuer,
@@ -100,8 +102,7 @@ def oci_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def skopeo_copy(layout: Path, dest: str, *creds: str) -> subprocess.CompletedProcess[str]:
     cmd = ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false"]
-    if creds:
-        cmd += ["--dest-creds", creds[0]]
+    cmd += ["--dest-creds", creds[0]] if creds else ["--dest-no-creds"]
     cmd += [f"oci:{layout}:v1", dest]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
@@ -285,3 +286,75 @@ def test_docker_registry_verifies_our_tokens(
     status, headers = http_get(f"{base}/v2/team/app/tags/list", "Bearer " + old)
     assert status == 401 and 'error="invalid_token"' in headers["Www-Authenticate"]
     assert os.stat(tmp_path / "token.pem").st_mode & 0o777 == 0o600
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def lamina_registry(tmp_path: Path) -> Iterator[object]:
+    """``start(*serve_args) -> host:port``: ``lamina registry serve`` as a process."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> str:
+        n = len(procs)
+        # The realm of token auth names the port, so the port is picked up front.
+        addr = f"127.0.0.1:{_free_port()}"
+        log = tmp_path / f"lamina-registry{n}.log"
+        cmd = [*LAMINA, "--root", str(tmp_path / "root"), "registry", "serve"]
+        cmd += ["--addr", addr, "--storage", str(tmp_path / f"storage{n}"), *args]
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=out))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if "listening on" in log.read_text(errors="replace"):
+                return addr
+            if procs[-1].poll() is not None:
+                break
+            time.sleep(0.05)
+        pytest.fail(f"lamina registry serve did not start:\n{log.read_text(errors='replace')}")
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _skopeo_inspect(ref: str, creds: str | None) -> subprocess.CompletedProcess[str]:
+    cmd = ["skopeo", "inspect", "--raw", "--tls-verify=false"]
+    cmd += ["--creds", creds] if creds else ["--no-creds"]
+    return subprocess.run([*cmd, ref], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("mode", ["htpasswd", "token"])
+def test_skopeo_through_lamina_auth(
+    tmp_path: Path, lamina_registry: object, oci_layout: Path, mode: str
+) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    write_htpasswd(str(htpasswd), {"alice": "wonderland"}, cost=4)
+    args = ["--htpasswd", str(htpasswd)]
+    if mode == "token":
+        args += ["--token-key", str(tmp_path / "token.pem")]
+    assert callable(lamina_registry)
+    addr = lamina_registry(*args)
+    ref = f"docker://{addr}/team/app:v1"
+    bad = skopeo_copy(oci_layout, ref, "alice:wrong")
+    assert bad.returncode != 0 and "unauthorized" in bad.stderr.lower(), bad.stderr
+    anon = skopeo_copy(oci_layout, ref)  # anonymous push: refused
+    assert anon.returncode != 0 and "unauthorized" in anon.stderr.lower(), anon.stderr
+    ok = skopeo_copy(oci_layout, ref, "alice:wonderland")
+    assert ok.returncode == 0, ok.stderr
+    # Pull it back: the manifest skopeo reads is the one in the layout.
+    index = json.loads((oci_layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].split(":")[1]
+    want = (oci_layout / "blobs" / "sha256" / digest).read_text()
+    got = _skopeo_inspect(ref, "alice:wonderland")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == json.loads(want)
+    assert _skopeo_inspect(ref, None).returncode != 0
+    assert _skopeo_inspect(ref, "alice:wrong").returncode != 0
+    if mode == "token":
+        assert (tmp_path / "token.pem").stat().st_mode & 0o777 == 0o600
