@@ -18,5 +18,14 @@ def add_parsers(sub: Parsers) -> None:
     p.add_argument(
         "--secret", action="append", default=[], help="id=ID,src=FILE for RUN --mount=type=secret"
     )
-    p.add_argument("--progress", choices=["auto", "plain", "json"], default="auto")
+    p.add_argument("--progress", choices=["auto", "plain", "json", "quiet"], default="auto")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    p.add_argument("--label", action="append", default=[], help="add a label K=V to the image")
+    p.add_argument("--iidfile", default=None, help="write the image ID to this file")
+    p.add_argument(
+        "--network",
+        choices=["host", "none"],
+        default="host",
+        help="the network of RUN steps (default host; RUN --network=none overrides)",
+    )
     p.add_argument("context", metavar="CONTEXT", help="the build context directory")

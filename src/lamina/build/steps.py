@@ -1,0 +1,441 @@
+"""File steps: RUN, COPY, ADD and WORKDIR's mkdir, each as a cache key plus the work.
+
+:meth:`Steps.prepare` expands the instruction with the stage's ARGs and ENV, computes its
+cache key (:mod:`lamina.build.cache`: for COPY/ADD from the context this hashes the
+selected files, the only file work a fully cached build does) and returns a
+:class:`Prepared` whose ``run`` does the work on a snapshot when the cache misses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lamina.build import metadata
+from lamina.build.api import Event, StepFailed
+from lamina.build.cache import CacheRecord, cache_key
+from lamina.build.instructions import (
+    Add,
+    Copy,
+    ExecForm,
+    Instruction,
+    ParseError,
+    Run,
+    ShellForm,
+    Workdir,
+    heredoc_source,
+)
+from lamina.build.plan import Plan, Source, from_source
+from lamina.build.words import expand_at, expand_heredoc
+from lamina.errors import LaminaError, NotFound, Unsupported
+
+if TYPE_CHECKING:
+    from lamina.build.context import Source as Selected
+    from lamina.build.executor import Builder, StageState
+    from lamina.build.ignore import IgnoreMatcher
+    from lamina.build.mounts import MountPlan
+    from lamina.build.sandbox import Workspace
+    from lamina.image.images import Image
+    from lamina.oci.config import ImageConfig
+    from lamina.oci.descriptor import Descriptor
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    key: str
+    created_by: str
+    run: Callable[[int, float], CacheRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A stage's or image's layers and config, to mount with ``Workbench.view``."""
+
+    layers: tuple[Descriptor, ...]
+    config: ImageConfig
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class _CopyArgs:
+    """COPY/ADD flags after expansion (``lamina.build.copy.CopyOptions`` is made from
+    them only when the step runs: its module pulls in the HTTP client)."""
+
+    dest: str
+    workdir: str
+    chown: str | None
+    chmod: str | None
+    parents: bool
+    excludes: tuple[str, ...]
+    instruction: str
+
+
+def relocate(exc: LaminaError, where: object) -> LaminaError:
+    """The same error with the instruction's position in front."""
+    if isinstance(exc, (ParseError, StepFailed)):
+        return exc
+    return type(exc)(f"{where}: {exc.message}", hint=exc.hint)
+
+
+class Steps:
+    def __init__(self, builder: Builder, plan: Plan) -> None:
+        self.b = builder
+        self.plan = plan
+        self.df = plan.dockerfile
+        self.options = builder.options
+        self.context = os.path.abspath(builder.options.context)
+        self.root = builder.store.root
+        self._ignore: IgnoreMatcher | None = None
+        self._images: dict[str, Image] = {}
+        self._tmp: list[str] = []
+
+    def close(self) -> None:
+        for path in self._tmp:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def tempdir(self) -> str:
+        base = os.path.join(self.root, "build", "tmp")
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        path = os.path.join(base, os.urandom(8).hex())
+        os.mkdir(path, 0o700)
+        self._tmp.append(path)
+        return path
+
+    @property
+    def ignore(self) -> IgnoreMatcher:
+        if self._ignore is None:
+            from lamina.build.ignore import load_ignore
+
+            self._ignore = load_ignore(self.context, self.options.dockerfile)
+        return self._ignore
+
+    def context_checksum(self, sources: list[Selected]) -> str:
+        from lamina.build.context import checksum
+
+        return checksum(
+            self.context, sources, cache_dir=os.path.join(self.root, "cache", "build-context")
+        )
+
+    def chain(self, source: Source, node: Instruction) -> Chain:
+        """The layers of the stage or image a ``--from`` names."""
+        from lamina.build.workbench import oci_layer
+
+        if source.stage is not None:
+            st = self.b.states.get(source.stage)
+            if st is None:
+                raise ParseError(node.location, f"stage {source.stage} is not built yet")
+            return Chain(tuple(st.layers), st.config, st.key)
+        if source.image is None:
+            from lamina.oci.config import ImageConfig
+            from lamina.oci.platform import Platform
+
+            return Chain((), ImageConfig.new(Platform.host()), cache_key("", "scratch"))
+        image = self._images.get(source.image)
+        if image is None:
+            from lamina.image.images import resolve
+
+            try:
+                image = resolve(self.b.store, source.image)
+            except NotFound as exc:
+                raise ParseError(
+                    node.location,
+                    f"--from={source.image}: no stage of that name, and no such local image",
+                    hint="name a stage (FROM ... AS NAME) or an image in `lamina images`",
+                ) from exc
+            self._images[source.image] = image
+        layers = tuple(oci_layer(d) for d in image.manifest.layers)
+        return Chain(layers, image.config, cache_key("", "image", str(image.id)))
+
+    def from_chain(self, node: Instruction, raw: str, what: str) -> Chain:
+        source = from_source(self.df, node.location, raw, self.plan.globals, what)
+        return self.chain(source, node)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def prepare(self, st: StageState, node: Instruction) -> Prepared:
+        try:
+            if isinstance(node, Run):
+                return self._run(st, node)
+            if isinstance(node, (Copy, Add)):
+                return self._copy(st, node)
+            if isinstance(node, Workdir):
+                return self._workdir(st)
+        except LaminaError as exc:
+            raise relocate(exc, node.location) from exc
+        raise Unsupported(f"{type(node).__name__} is not a file step")
+
+    def _step(
+        self,
+        st: StageState,
+        node: Instruction,
+        work: Callable[[Workspace, str], Callable[[], None] | None],
+    ) -> Callable[[int, float], CacheRecord]:
+        layers, config = list(st.layers), st.config
+
+        def run(vertex: int, started: float) -> CacheRecord:
+            try:
+                return self.b.bench.step(layers, config, work)
+            except LaminaError as exc:
+                raise relocate(exc, node.location) from exc
+
+        return run
+
+    # ------------------------------------------------------------------ WORKDIR
+
+    def _workdir(self, st: StageState) -> Prepared:
+        path = st.config.config.working_dir
+
+        def work(ws: Workspace, upper: str) -> None:
+            from lamina.runtime.users import prepare_workdir
+
+            prepare_workdir(ws.rootfs, path)
+
+        key = cache_key(st.key, "WORKDIR", path, self.options.source_date_epoch)
+        return Prepared(
+            key, f"WORKDIR {path}", self._step(st, Workdir(st.plan.stage.base.location, path), work)
+        )
+
+    # ------------------------------------------------------------------ COPY / ADD
+
+    def _copy(self, st: StageState, node: Copy | Add) -> Prepared:
+        keyword = "COPY" if isinstance(node, Copy) else "ADD"
+        variables = st.scope.variables()
+        esc = self.df.escape
+
+        def exp(word: str) -> str:
+            return expand_at(node.location, word, variables, escape=esc)
+
+        options = _CopyArgs(
+            dest=exp(node.dest),
+            workdir=st.config.config.working_dir or "/",
+            chown=exp(node.chown) if node.chown else None,
+            chmod=exp(node.chmod) if node.chmod else None,
+            parents=node.parents,
+            excludes=tuple(exp(e) for e in node.exclude),
+            instruction=keyword,
+        )
+        heredocs = [heredoc_source(w, node.heredocs) for w in node.sources]
+        words = [exp(w) if h is None else w for w, h in zip(node.sources, heredocs, strict=True)]
+        urls = isinstance(node, Add) and any(is_url(w) for w in words)
+        from_ = node.from_ if isinstance(node, Copy) else None
+        flags = {
+            "dest": options.dest,
+            "workdir": options.workdir,
+            "chown": options.chown,
+            "chmod": options.chmod,
+            "parents": options.parents,
+            "excludes": list(options.excludes),
+            "link": node.link,
+            "epoch": self.options.source_date_epoch,
+        }
+        if isinstance(node, Add):
+            flags |= {"unpack": node.unpack, "checksum": node.checksum}
+        unpack = node.unpack if isinstance(node, Add) else False
+        shown = " ".join(words)
+        created_by = f"{keyword} {shown} {options.dest} # buildkit"
+        src_root: str
+        selected: list[Selected] | None = None
+        chain: Chain | None = None
+        if any(h is not None for h in heredocs) or urls:
+            if from_ is not None or not all(
+                h is not None or (urls and is_url(w)) for w, h in zip(words, heredocs, strict=True)
+            ):
+                raise Unsupported(
+                    f"{keyword}: mixing heredocs or URLs with other sources",
+                    hint="give them in separate instructions",
+                )
+            from lamina.build.addurl import fetch_url, url_checksum
+
+            src_root = self.tempdir()
+            names: list[str] = []
+            inputs: list[Any] = []
+            for word, heredoc in zip(words, heredocs, strict=True):
+                if heredoc is not None:
+                    content = heredoc.content
+                    if heredoc.expand:
+                        content = expand_heredoc(content, variables, escape=esc)
+                    with open(os.path.join(src_root, heredoc.name), "w", encoding="utf-8") as f:
+                        f.write(content)
+                    os.chmod(os.path.join(src_root, heredoc.name), 0o644)
+                    names.append(heredoc.name)
+                    inputs.append(["heredoc", heredoc.name, content])
+                else:
+                    path = fetch_url(
+                        word,
+                        src_root,
+                        checksum=exp(node.checksum)
+                        if isinstance(node, Add) and node.checksum
+                        else None,
+                    )
+                    names.append(os.path.basename(path))
+                    inputs.append(["url", word, url_checksum(path)])
+                    if not (isinstance(node, Add) and node.unpack):
+                        unpack = False  # a downloaded archive stays a file (reference, ADD)
+            from lamina.build.context import select
+
+            selected = select(src_root, names, context=False, instruction=keyword)
+            source_key: list[Any] = ["inline", inputs]
+        elif from_ is not None:
+            chain = self.from_chain(node, from_, "COPY --from")
+            source_key = ["from", chain.key, words]
+            src_root = ""
+        else:
+            from lamina.build.context import select
+
+            src_root = self.context
+            selected = select(
+                self.context,
+                words,
+                ignore=self.ignore,
+                excludes=options.excludes,
+                parents=options.parents,
+                instruction=keyword,
+            )
+            source_key = ["context", words, self.context_checksum(selected)]
+        key = cache_key(st.key, keyword, flags, source_key)
+
+        def put(root: str, sources: list[Selected], dest: str) -> None:
+            from lamina.build.copy import CopyOptions, add_into, copy_into
+
+            opts = CopyOptions(
+                options.dest,
+                options.workdir,
+                options.chown,
+                options.chmod,
+                options.parents,
+                options.excludes,
+                options.instruction,
+            )
+            if isinstance(node, Add):
+                add_into(root, sources, dest, opts, unpack=unpack)
+            else:
+                copy_into(root, sources, dest, opts)
+
+        def work(ws: Workspace, upper: str) -> None:
+            if chain is None:
+                assert selected is not None
+                put(src_root, selected, ws.rootfs)
+                return
+            from lamina.build.context import select
+
+            with self.b.bench.view(chain.layers, chain.config) as view:
+                chosen = select(
+                    view,
+                    words,
+                    excludes=options.excludes,
+                    parents=options.parents,
+                    context=False,
+                    instruction=keyword,
+                )
+                put(view, chosen, ws.rootfs)
+
+        return Prepared(key, created_by, self._step(st, node, work))
+
+    # ------------------------------------------------------------------ RUN
+
+    def _run(self, st: StageState, node: Run) -> Prepared:
+        from lamina.build.mounts import plan_mounts
+        from lamina.build.sandbox import Process, Stubs, run_process
+
+        if node.security == "insecure":
+            raise Unsupported("RUN --security=insecure", hint="lamina runs steps sandboxed only")
+        if node.device:
+            raise Unsupported("RUN --device")
+        config = st.config.config
+        command = node.command
+        if isinstance(command, ExecForm):
+            argv = command.argv
+        else:
+            argv = (*metadata.shell_of(config), _script(command, node))
+        env = list(config.env)
+        names = {item.partition("=")[0] for item in env}
+        args = st.scope.args
+        used = sorted((k, v) for k, v in args.items() if k not in names)
+        env += [f"{k}={v}" for k, v in used]
+        network = node.network if node.network in ("none", "host") else self.options.network
+        mounts: list[MountPlan] = plan_mounts(self, st, node)
+        key = cache_key(
+            st.key,
+            "RUN",
+            list(argv),
+            env,
+            config.user,
+            config.working_dir or "/",
+            network,
+            [m.key for m in mounts],
+            self.options.source_date_epoch,
+        )
+        prefix = f"|{len(used)} " + " ".join(f"{k}={v}" for k, v in used) + " " if used else ""
+        created_by = f"RUN {prefix}{' '.join(argv)} # buildkit"
+        process = Process(argv, tuple(env), config.user, config.working_dir or "/", network)
+        name = self.df.original(node) or "RUN"
+
+        def work(ws: Workspace, upper: str) -> Callable[[], None]:
+            vertex = self.b._vertex
+            started = time.monotonic()
+
+            def output(data: bytes) -> None:
+                text = data.decode("utf-8", "replace")
+                self.b.emit(Event("log", vertex, text=text, seconds=time.monotonic() - started))
+
+            stubs = Stubs(ws.rootfs, upper)
+            with ExitStack() as stack:
+                spec_mounts = [m.resolve(stack) for m in mounts]
+                outcome = run_process(
+                    ws,
+                    self.b.bench.runtime,
+                    stubs,
+                    process,
+                    mounts=[m for m in spec_mounts if m is not None],
+                    on_output=output,
+                )
+            if outcome.exit_code != 0:
+                shown = " ".join(argv)
+                why = outcome.error or f"exit code: {outcome.exit_code}"
+                raise StepFailed(
+                    f'{node.location}: process "{shown}" did not complete successfully: {why}',
+                    exit_code=outcome.exit_code,
+                    tail=outcome.tail,
+                    step=name,
+                    hint="the step's last output lines are above",
+                )
+            return stubs.prune_upper
+
+        return Prepared(key, created_by, self._step(st, node, work))
+
+
+def is_url(word: str) -> bool:
+    """An ADD source to download (as :func:`lamina.build.addurl.is_url`, without
+    importing the HTTP client: a COPY-only build does not need it)."""
+    return word.lower().startswith(("http://", "https://"))
+
+
+def _script(command: ShellForm, node: Run) -> str:
+    """The shell script of a RUN, heredocs included (BuildKit: a RUN that is only a
+    heredoc runs its body; otherwise the shell reads the heredocs itself)."""
+    script = command.script
+    if not node.heredocs:
+        return script
+    if len(node.heredocs) == 1 and heredoc_source(script.strip(), node.heredocs) is not None:
+        return node.heredocs[0].content
+    parts = [script]
+    for heredoc in node.heredocs:
+        body = (
+            heredoc.content
+            if heredoc.content.endswith("\n") or not heredoc.content
+            else heredoc.content + "\n"
+        )
+        parts.append(body + heredoc.name)
+    return "\n".join(parts)
+
+
+def cleanup_paths(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(path)

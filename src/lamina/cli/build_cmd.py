@@ -1,0 +1,207 @@
+"""``lamina build``: a Containerfile and a context directory become an image.
+
+Progress goes to stderr in BuildKit's plain form (``#3 [2/5] RUN make``, its output,
+``#3 CACHED`` or ``#3 DONE 1.2s``); ``--progress json`` writes one JSON object per event
+to stdout instead, ending with ``{"kind": "result", ...}``. The image ID is printed on
+stdout (as ``buildah build`` does), and written to ``--iidfile``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Mapping
+
+from lamina.errors import InvalidArgument, NotFound
+
+
+def _pairs(items: list[str], what: str, env: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f"{what} {item!r} is not KEY=VALUE")
+        if not eq:
+            # `--build-arg NAME` takes the value from the environment (docker build).
+            if key not in env:
+                continue
+            value = env[key]
+        out[key] = value
+    return out
+
+
+def _secrets(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        fields = dict(part.partition("=")[::2] for part in item.split(","))
+        ident = fields.get("id")
+        src = fields.get("src") or fields.get("source")
+        if not ident or not src:
+            raise InvalidArgument(
+                f"--secret {item!r} needs id= and src=", hint="--secret id=mytoken,src=token.txt"
+            )
+        if fields.get("type", "file") != "file":
+            raise InvalidArgument(f"--secret {item!r}: only type=file is supported")
+        if not os.path.isfile(src):
+            raise NotFound(f"--secret {ident}: {src} is not a file")
+        out[ident] = os.path.abspath(src)
+    return out
+
+
+def _dockerfile(context: str, given: str | None) -> str:
+    if given:
+        return given
+    for name in ("Dockerfile", "Containerfile"):
+        path = os.path.join(context, name)
+        if os.path.isfile(path):
+            return path
+    raise NotFound(
+        f"no Dockerfile or Containerfile in {context}", hint="give the file with -f FILE"
+    )
+
+
+class _Plain:
+    """BuildKit's plain progress, on stderr."""
+
+    def __init__(self, json_mode: bool, quiet: bool) -> None:
+        self.json = json_mode
+        self.quiet = quiet
+        self.lock = threading.Lock()
+        self.names: dict[int, str] = {}
+        self.partial: dict[int, str] = {}
+
+    def __call__(self, event: object) -> None:
+        from lamina.build.api import Event
+
+        assert isinstance(event, Event)
+        with self.lock:
+            if event.kind == "start":
+                self.names[event.vertex] = event.name
+            if self.json:
+                sys.stdout.write(json.dumps(event.to_json()) + "\n")
+                sys.stdout.flush()
+                return
+            if self.quiet:
+                return
+            self._plain(event)
+
+    def _plain(self, event: object) -> None:
+        from lamina.build.api import Event
+
+        assert isinstance(event, Event)
+        out = sys.stderr
+        v = event.vertex
+        if event.kind == "start":
+            out.write(f"#{v} {event.name}\n")
+        elif event.kind == "log":
+            text = self.partial.pop(v, "") + event.text
+            *lines, rest = text.split("\n")
+            for line in lines:
+                out.write(f"#{v} {event.seconds:.3f} {line}\n")
+            if rest:
+                self.partial[v] = rest
+        elif event.kind == "info":
+            out.write(f"#{v} {event.text}\n")
+        elif event.kind in ("cached", "done", "error"):
+            rest = self.partial.pop(v, "")
+            if rest:
+                out.write(f"#{v} {event.seconds:.3f} {rest}\n")
+            if event.kind == "cached":
+                out.write(f"#{v} CACHED\n\n")
+            elif event.kind == "done":
+                out.write(f"#{v} DONE {event.seconds:.1f}s\n\n")
+            else:
+                out.write(f"#{v} ERROR: {event.text}\n\n")
+        elif event.kind == "warning":
+            out.write(f"WARNING: {event.text}\n")
+        out.flush()
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from lamina.build.api import BuildOptions, Event, StepFailed
+    from lamina.build.executor import Builder
+    from lamina.build.parser import parse
+    from lamina.build.plan import plan
+    from lamina.cli.output import open_store
+    from lamina.errors import LaminaError
+
+    context = args.context
+    if not os.path.isdir(context):
+        raise NotFound(f"build context {context!r} is not a directory")
+    path = _dockerfile(context, args.file)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file", hint="give the Containerfile with -f") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc}") from exc
+    build_args = _pairs(args.build_arg, "--build-arg", os.environ)
+    epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
+    epoch = None
+    if epoch_text:
+        if not epoch_text.isdigit():
+            raise InvalidArgument(f"SOURCE_DATE_EPOCH={epoch_text!r} is not a number of seconds")
+        epoch = int(epoch_text)
+    store = open_store(args)
+    options = BuildOptions(
+        context=context,
+        dockerfile=path,
+        build_args=build_args,
+        target=args.target,
+        tags=tuple(args.tags),
+        no_cache=args.no_cache,
+        secrets=_secrets(args.secret),
+        labels=_pairs(args.label, "--label", {}),
+        network=args.network,
+        source_date_epoch=epoch,
+    )
+    printer = _Plain(args.progress == "json", args.quiet or args.progress == "quiet")
+
+    def image_exists(name: str) -> bool:
+        from lamina.image.images import resolve
+
+        try:
+            resolve(store, name)
+        except (NotFound, InvalidArgument):
+            return False
+        return True
+
+    dockerfile = parse(text, os.path.basename(path) if args.file is None else path)
+    the_plan = plan(dockerfile, build_args, args.target, image_exists=image_exists)
+    builder = Builder(store, options, printer)
+    try:
+        result = builder.build(the_plan)
+    except StepFailed as exc:
+        printer(Event("error", builder._vertex, text=exc.message))
+        if not printer.json:
+            sys.stderr.write("------\n")
+            sys.stderr.write(f" > {exc.step}:\n")
+            for line in exc.tail:
+                sys.stderr.write(f"{line}\n")
+            sys.stderr.write("------\n")
+        raise
+    except LaminaError as exc:
+        if builder._vertex:
+            printer(Event("error", builder._vertex, text=exc.message))
+        raise
+    if args.iidfile:
+        from lamina.atomic import write_atomic
+
+        write_atomic(os.path.abspath(args.iidfile), f"{result.image_id}\n".encode(), 0o644)
+    if printer.json:
+        doc = {
+            "kind": "result",
+            "id": str(result.image_id),
+            "manifest": str(result.manifest.digest),
+            "names": list(result.names),
+            "steps": result.steps,
+            "cached": result.cached,
+        }
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        sys.stdout.write(f"{result.image_id}\n")
+    return 0
