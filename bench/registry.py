@@ -1,0 +1,299 @@
+"""lamina's registry server against Debian's docker-registry (distribution 2.8), on loopback.
+
+- blob GET throughput: a 256 MiB blob read to /dev/null with curl, several rounds
+  interleaved (A B A B);
+- manifest GET requests/second: ``wrk -c32 -d5s -t2``;
+- blob HEAD requests/second: ``ab -i -k -c32 -t5`` (wrk 4.1 waits for a body after a HEAD
+  answer that has a Content-Length, so it cannot measure HEAD);
+- peak RSS of each server (VmHWM) after the run.
+
+Both stores live on a private tmpfs so disk noise stays out. Ratios are lamina over
+docker-registry (higher is better for lamina).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.request import Request, urlopen
+
+from bench.common import CACHE, LAMINA, RESULTS, fresh
+
+ROUNDS = int(os.environ.get("LAMINA_BENCH_ROUNDS", "3"))
+BLOB_MIB = int(os.environ.get("LAMINA_BENCH_REGISTRY_BLOB_MIB", "256"))
+WRK_SECONDS = os.environ.get("LAMINA_BENCH_WRK_SECONDS", "5")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+REPO = "bench/blob"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tmpfs(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.path.ismount(path) and os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g", "tmpfs", str(path)], check=True)
+    return path
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urlopen(url + "/v2/", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def _start_lamina(storage: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*LAMINA, "registry", "serve", "--addr", f"127.0.0.1:{port}", "--storage", str(storage)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url, proc)
+    return proc, url
+
+
+def _start_distribution(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    config = work / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url, proc)
+    return proc, url
+
+
+def _push_blob(url: str, path: Path, digest: str) -> None:
+    with urlopen(Request(f"{url}/v2/{REPO}/blobs/uploads/", method="POST", data=b"")) as r:
+        location = r.headers["Location"]
+    if location.startswith("/"):
+        location = url + location
+    sep = "&" if "?" in location else "?"
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        req = Request(
+            f"{location}{sep}digest={digest}",
+            method="PUT",
+            data=f,
+            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+        )
+        with urlopen(req) as r:
+            assert r.status == 201, r.status
+
+
+def _push_manifest(url: str, body: bytes) -> None:
+    req = Request(
+        f"{url}/v2/{REPO}/manifests/latest",
+        method="PUT",
+        data=body,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    with urlopen(req) as r:
+        assert r.status == 201, r.status
+
+
+def _make_blob(path: Path) -> str:
+    hasher = hashlib.sha256()
+    seed = hashlib.sha256(b"lamina-bench").digest() * (1 << 15)  # 1 MiB
+    with path.open("wb") as f:
+        for i in range(BLOB_MIB):
+            chunk = bytes([i & 0xFF]) + seed[1:]
+            f.write(chunk)
+            hasher.update(chunk)
+    return f"sha256:{hasher.hexdigest()}"
+
+
+def _curl_seconds(url: str) -> float:
+    out = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return float(out)
+
+
+def _wrk(url: str) -> float:
+    out = subprocess.run(
+        ["wrk", "-c32", f"-d{WRK_SECONDS}s", "-t2", "-H", f"Accept: {OCI_MANIFEST}", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors from {url}:\n{out}")
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    assert m is not None, out
+    return float(m[1])
+
+
+def _ab_head(url: str) -> float | None:
+    if shutil.which("ab") is None:
+        return None
+    out = subprocess.run(
+        ["ab", "-q", "-i", "-k", "-c32", f"-t{WRK_SECONDS}", "-n", "10000000", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    failed = re.search(r"Failed requests:\s+([0-9]+)", out)
+    if failed is None or int(failed[1]) != 0:
+        raise RuntimeError(f"ab saw failures from {url}:\n{out}")
+    m = re.search(r"Requests per second:\s+([0-9.]+)", out)
+    assert m is not None, out
+    return float(m[1])
+
+
+def _hwm_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    work = _tmpfs(CACHE / "registry-work")
+    try:
+        _run(fresh(work / "run"))
+    finally:
+        if os.path.ismount(work):
+            subprocess.run(["umount", str(work)], check=False)
+
+
+def _run(work: Path) -> None:
+    blob = work / "blob.bin"
+    digest = _make_blob(blob)
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    (work / "config.json").write_bytes(config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest,
+                    "size": blob.stat().st_size,
+                }
+            ],
+        }
+    ).encode()
+    servers = {
+        "lamina": _start_lamina(work / "lamina-store"),
+        "docker-registry": _start_distribution(fresh(work / "distribution")),
+    }
+    try:
+        for _, url in servers.values():
+            _push_blob(url, blob, digest)
+            _push_blob(url, work / "config.json", config_digest)
+            _push_manifest(url, manifest)
+        blob.unlink()  # the page cache is for the servers now
+        get_s: dict[str, list[float]] = {n: [] for n in servers}
+        manifest_rps: dict[str, list[float]] = {n: [] for n in servers}
+        head_rps: dict[str, list[float]] = {n: [] for n in servers}
+        for r in range(ROUNDS):
+            for name, (_, url) in servers.items():
+                seconds = _curl_seconds(f"{url}/v2/{REPO}/blobs/{digest}")
+                get_s[name].append(seconds)
+                rps = _wrk(f"{url}/v2/{REPO}/manifests/latest")
+                manifest_rps[name].append(rps)
+                head = _ab_head(f"{url}/v2/{REPO}/blobs/{digest}")
+                if head is not None:
+                    head_rps[name].append(head)
+                print(
+                    f"  round {r + 1} {name:<16} blob GET {BLOB_MIB / seconds:8.0f} MiB/s  "
+                    f"manifest GET {rps:8.0f} req/s  blob HEAD {head or 0:8.0f} req/s",
+                    file=sys.stderr,
+                )
+        rss = {name: _hwm_mb(proc.pid) for name, (proc, _) in servers.items()}
+    finally:
+        for proc, _ in servers.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in servers.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    _report(get_s, manifest_rps, head_rps, rss)
+
+
+def _report(
+    get_s: dict[str, list[float]],
+    manifest_rps: dict[str, list[float]],
+    head_rps: dict[str, list[float]],
+    rss: dict[str, float],
+) -> None:
+    results: dict[str, dict[str, float | None]] = {}
+    for name, seconds in get_s.items():
+        results[name] = {
+            "blob_get_mib_s": round(BLOB_MIB / statistics.median(seconds), 1),
+            "manifest_get_rps": round(statistics.median(manifest_rps[name]), 1),
+            "blob_head_rps": round(statistics.median(head_rps[name]), 1)
+            if head_rps[name]
+            else None,
+            "peak_rss_mb": round(rss[name], 1),
+        }
+    ours, theirs = results["lamina"], results["docker-registry"]
+    ratios = {
+        key: round(float(ours[key]) / float(theirs[key]), 2)  # type: ignore[arg-type]
+        for key in ("blob_get_mib_s", "manifest_get_rps", "blob_head_rps")
+        if ours[key] and theirs[key]
+    }
+    doc = {
+        "bench": "registry",
+        "baseline": "docker-registry",
+        "blob_mib": BLOB_MIB,
+        "rounds": ROUNDS,
+        "results": results,
+        "ratio_lamina_over_docker_registry": ratios,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "registry.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(
+        "registry: "
+        + ", ".join(f"{k} x{v}" for k, v in ratios.items())
+        + f" (lamina/docker-registry); peak RSS lamina {ours['peak_rss_mb']} MB, "
+        f"docker-registry {theirs['peak_rss_mb']} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
