@@ -129,10 +129,11 @@ class Transport:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send until an answer in ``ok`` comes back (yielded, released on exit) or the
         retries run out (raised as a lamina error). ``what`` names the object for
-        messages (``manifest x:1``)."""
+        messages (``manifest x:1``). With ``retry=False`` nothing is retried but the
+        401 answer, and a network failure propagates as aiohttp raised it."""
         scope_list = tuple(scopes)
         ok_set = frozenset(ok)
-        backoff = Backoff(self.attempts if retry else 1)
+        backoff = Backoff(self.attempts if retry else 0)
         answered_challenge = False
         ssl = not self.insecure
         while True:
@@ -146,6 +147,8 @@ class Transport:
                     method, url, headers=send_headers, data=data, ssl=ssl
                 )
             except NETWORK_ERRORS as exc:
+                if not retry:
+                    raise  # the caller resumes by itself (uploads)
                 if not backoff.more():
                     raise _network_error(method, url, exc) from exc
                 await backoff.wait()

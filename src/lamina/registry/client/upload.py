@@ -152,7 +152,12 @@ class _Upload:
                     raise _Lost
                 end = _range_end(resp)
                 new = _location(resp, location) if resp.headers.get("Location") else location
-                return (end + 1 if end is not None else 0), new
+                # distribution 2.8 answers "0-0" for an empty session as well as for a
+                # one-byte one; resuming at 0 is right for the first and, for the second,
+                # draws a 416 whose retry costs one byte's worth of work.
+                if end is None or end == 0:
+                    return 0, new
+                return end + 1, new
         except LaminaError as exc:
             raise _Lost from exc
 
