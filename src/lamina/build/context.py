@@ -332,6 +332,8 @@ class _Selector:
 def _split_word(word: str, parents: bool) -> tuple[str, str]:
     """(cleaned pattern, pivot) of a source word; the pivot is where --parents starts."""
     raw = word.lstrip("/")
+    while raw.startswith("./"):
+        raw = raw[2:].lstrip("/")
     pivot = ""
     if parents:
         probe = "/" + raw

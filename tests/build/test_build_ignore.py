@@ -1,0 +1,164 @@
+""".dockerignore semantics (Dockerfile reference, ".dockerignore file"; moby patternmatcher)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lamina.build.ignore import IgnoreMatcher, clean, glob_regex, load_ignore
+from lamina.errors import InvalidArgument
+
+# (dockerignore text, path, ignored?)
+CASES = [
+    # plain names, and a directory pattern taking its subtree
+    ("foo", "foo", True),
+    ("foo", "foo/bar/baz.txt", True),
+    ("foo", "foobar", False),
+    ("foo", "a/foo", False),
+    # * and ? never cross a "/"
+    ("*.md", "README.md", True),
+    ("*.md", "docs/guide.md", False),
+    ("*/*.md", "docs/guide.md", True),
+    ("*/*.md", "a/b/guide.md", False),
+    ("?.txt", "a.txt", True),
+    ("?.txt", "ab.txt", False),
+    # ** is any number of directories, zero included
+    ("**/*.md", "README.md", True),
+    ("**/*.md", "a/b/c/x.md", True),
+    ("**/*.md", "a/b/c/x.mdx", False),
+    ("a/**/b", "a/b", True),
+    ("a/**/b", "a/x/y/b", True),
+    ("a/**/b", "a/x/y/c", False),
+    ("a/**", "a/x/y", True),
+    ("**", "anything/at/all", True),
+    ("**/node_modules", "pkg/sub/node_modules/x.js", True),
+    # character classes, negation, escapes
+    ("file[0-9].txt", "file7.txt", True),
+    ("file[0-9].txt", "filex.txt", False),
+    ("file[^0-9].txt", "filex.txt", True),
+    ("file[^0-9].txt", "file1.txt", False),
+    ("a\\*b", "a*b", True),
+    ("a\\*b", "axb", False),
+    # cleaning: leading "/", "./", "..", trailing "/", white space
+    ("/foo", "foo", True),
+    ("./foo/", "foo/x", True),
+    ("a/../b", "b", True),
+    ("  spaced  ", "spaced", True),
+    ("foo//bar", "foo/bar", True),
+    # comments and blank lines
+    ("# foo\n\nbar", "foo", False),
+    ("# foo\n\nbar", "bar", True),
+    # exceptions: the last matching line wins
+    ("*.md\n!README.md", "README.md", False),
+    ("*.md\n!README.md", "CHANGES.md", True),
+    ("!README.md\n*.md", "README.md", True),
+    ("docs\n!docs/keep.txt", "docs/keep.txt", False),
+    ("docs\n!docs/keep.txt", "docs/other.txt", True),
+    ("docs\n!docs/keep.txt\ndocs/keep.txt", "docs/keep.txt", True),
+    ("**\n!src", "src/main.c", False),
+    ("**\n!src", "other/main.c", True),
+    ("!foo", "foo", False),
+    # the Dockerfile and .dockerignore themselves can be ignored (hidden from COPY)
+    ("Dockerfile\n.dockerignore", "Dockerfile", True),
+    ("Dockerfile\n.dockerignore", ".dockerignore", True),
+    # dotfiles get no special treatment
+    ("*", ".hidden", True),
+    ("", "x", False),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "want"), CASES)
+def test_ignored(text: str, path: str, want: bool) -> None:
+    assert IgnoreMatcher.parse(text).ignored(path) is want
+
+
+def test_root_is_never_ignored() -> None:
+    m = IgnoreMatcher.parse("*\n**")
+    assert not m.ignored("")
+    assert not m.ignored(".")
+
+
+# (dockerignore, dir, may contain something included?)
+WALK_CASES = [
+    ("docs", "docs", False),  # ignored, no exception anywhere: skip the subtree
+    ("docs\n!docs/keep.txt", "docs", True),
+    ("docs\n!docs/keep.txt", "other", True),  # not ignored at all
+    ("docs\n!other/keep.txt", "docs", False),  # the exception is elsewhere
+    ("**\n!src/**/*.c", "src", True),
+    ("**\n!src/*.c", "lib", False),
+    ("**\n!**/*.c", "lib/deep", True),  # "**" may reach anything
+    ("a\n!a/b/c/d", "a/b", True),
+    ("a\n!a/x/c/d", "a/b", False),
+]
+
+
+@pytest.mark.parametrize(("text", "reldir", "want"), WALK_CASES)
+def test_may_contain_included(text: str, reldir: str, want: bool) -> None:
+    assert IgnoreMatcher.parse(text).may_contain_included(reldir) is want
+
+
+def test_may_contain_included_is_never_wrong_when_false(tmp_path: Path) -> None:
+    """Whenever it says False, no path below the directory is included."""
+    patterns = ["a", "!a/b/c", "a/b", "**/x", "!**/x/y", "!a/*/z"]
+    paths = ["a/b/c", "a/b/c/d", "a/q/z", "a/b/x/y", "a/x/y", "a/b/q", "a/q/x/y/z"]
+    for n in range(1, len(patterns) + 1):
+        m = IgnoreMatcher.parse("\n".join(patterns[:n]))
+        for p in paths:
+            parts = p.split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if not m.may_contain_included(d):
+                    assert m.ignored(p), (patterns[:n], d, p)
+
+
+def test_bad_patterns_are_refused() -> None:
+    for bad in ("[", "a[", "[]", "a\\", "[z-a]"):
+        with pytest.raises(InvalidArgument):
+            IgnoreMatcher.parse(bad)
+
+
+def test_clean_is_go_filepath_clean() -> None:
+    assert clean("") == "."
+    assert clean("a/./b/../c/") == "a/c"
+    assert clean("/../a") == "/a"
+    assert clean("../../a") == "../../a"
+    assert clean("//a//b") == "/a/b"
+
+
+def test_glob_regex_star_does_not_cross_slash() -> None:
+    import re
+
+    rx = re.compile(glob_regex("*.go"))
+    assert rx.fullmatch("main.go")
+    assert not rx.fullmatch("cmd/main.go")
+
+
+def test_patterns_property_keeps_order_and_bang() -> None:
+    assert IgnoreMatcher.parse("/a/\n!b\n# c\n").patterns == ("a", "!b")
+
+
+def test_load_ignore_prefers_dockerfile_specific_file(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "sub").mkdir(parents=True)
+    (ctx / ".dockerignore").write_text("general\n")
+    (ctx / "sub" / "app.Dockerfile").write_text("FROM scratch\n")
+    (ctx / "sub" / "app.Dockerfile.dockerignore").write_text("specific\n")
+    m = load_ignore(str(ctx), str(ctx / "sub" / "app.Dockerfile"))
+    assert m.ignored("specific") and not m.ignored("general")
+    # no specific file: the context's .dockerignore
+    m2 = load_ignore(str(ctx), str(ctx / "Dockerfile"))
+    assert m2.ignored("general") and not m2.ignored("specific")
+    # a relative -f is also looked up inside the context
+    m3 = load_ignore(str(ctx), "sub/app.Dockerfile")
+    assert m3.ignored("specific")
+    # no file at all: nothing ignored
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert not load_ignore(str(empty), None).ignored("anything")
+
+
+def test_dockerignore_ignoring_itself_is_still_read(tmp_path: Path) -> None:
+    (tmp_path / ".dockerignore").write_text(".dockerignore\nDockerfile\nsecret\n")
+    m = load_ignore(str(tmp_path), None)
+    assert m.ignored(".dockerignore") and m.ignored("Dockerfile") and m.ignored("secret")
