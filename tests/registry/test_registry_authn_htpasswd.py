@@ -154,3 +154,23 @@ def test_unknown_users_cost_a_bcrypt_check(tmp_path: Path) -> None:
     # the bounds are loose because this machine is shared.
     assert unknown > known * 0.25, (known, unknown)
     assert unknown < known * 4.0, (known, unknown)
+
+
+def test_a_verified_password_is_remembered_until_the_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "h"
+    path.write_text(f"alice:{_bcrypt('pw', cost=10)}\n")
+    users = Htpasswd(str(path))
+    t = time.perf_counter()
+    assert users.verify("alice", "pw")
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    assert users.verify("alice", "pw")
+    again = time.perf_counter() - t
+    assert again < first / 10, (first, again)
+    # Only successes are remembered: a wrong password still pays bcrypt, and is wrong.
+    assert not users.verify("alice", "pW")
+    assert not users.verify("bob", "pw")
+    # The file changes: the remembered password no longer counts.
+    path.write_text(f"alice:{_bcrypt('new')}\n")
+    assert not users.verify("alice", "pw")
+    assert users.verify("alice", "new")

@@ -10,10 +10,12 @@ out. Checking a password is deliberately slow (bcrypt); callers on an event loop
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,7 +34,13 @@ _USER_MAX = 256
 # (which distribution uses) truncate silently, the bcrypt module refuses: truncate
 # ourselves so files made by those tools keep working for long passwords.
 _BCRYPT_KEY_MAX = 72
-DEFAULT_COST = 12
+DEFAULT_COST = 10  # Go's bcrypt.DefaultCost, what distribution's tooling writes
+# A Basic-auth client sends its password with every request and a push is dozens of
+# requests: remember a password that checked out for a minute instead of paying bcrypt
+# (~0.1-1 s here) each time. Keys are HMACs under a per-process secret, so the cache
+# holds nothing that can be checked offline; a file reload empties it.
+VERIFIED_TTL = 60.0
+_VERIFIED_MAX = 4096
 
 
 def _kind(hashed: bytes) -> str:
@@ -139,6 +147,8 @@ class Htpasswd:
         self.path = path
         self._lock = threading.Lock()
         self._dummies: dict[int, bytes] = {}
+        self._secret = os.urandom(32)
+        self._verified: dict[bytes, tuple[_Loaded, float]] = {}
         stamp, data = self._read()
         self._state = self._parse(stamp, data)
 
@@ -153,15 +163,28 @@ class Htpasswd:
 
     def verify(self, user: str, password: str) -> bool:
         """True when ``password`` is ``user``'s. Unknown users cost one bcrypt check
-        against a dummy hash, so timing does not tell which users exist."""
+        against a dummy hash, so timing does not tell which users exist. A success is
+        remembered for :data:`VERIFIED_TTL` seconds (or until the file changes)."""
         state = self._current()
         key = password.encode("utf-8", "surrogatepass")[:_BCRYPT_KEY_MAX]
+        tag = hmac.new(self._secret, user.encode("utf-8", "surrogatepass") + b"\0" + key, "sha256")
+        digest = tag.digest()
+        now = time.monotonic()
+        seen = self._verified.get(digest)
+        if seen is not None and seen[0] is state and seen[1] > now:
+            return True
         hashed = state.entries.get(user)
         try:
             ok = bcrypt.checkpw(key, hashed if hashed is not None else state.dummy)
         except ValueError:  # a NUL in the password; bcrypt cannot take it
             ok = False
-        return ok and hashed is not None and state.error is None
+        ok = ok and hashed is not None and state.error is None
+        if ok:
+            with self._lock:
+                if len(self._verified) >= _VERIFIED_MAX:
+                    self._verified.clear()
+                self._verified[digest] = (state, now + VERIFIED_TTL)
+        return ok
 
     def _current(self) -> _Loaded:
         try:
