@@ -7,6 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,7 +73,7 @@ def _challenge(err: RegistryError) -> str:
 
 
 def test_factory_choices(tmp_path: Path, htpasswd: str) -> None:
-    common = {"realm": REALM, "service": SERVICE}
+    common: dict[str, Any] = {"realm": REALM, "service": SERVICE}
     assert open_authenticator(htpasswd=None, token_key=None, **common) is None
     with pytest.raises(InvalidArgument):
         open_authenticator(htpasswd=None, token_key=None, anonymous_pull=True, **common)
@@ -375,6 +376,7 @@ def test_policy_json(tmp_path: Path) -> None:
     policy = policy_from_json(good)
     assert policy.anonymous == ("p",)
     assert policy.grant("alice", (Scope("catalog", ("*",), "registry"),))
+    bad: object
     for bad in (
         [],
         {"user": {}},

@@ -192,7 +192,7 @@ class _TokenEndpoint(BaseHTTPRequestHandler):
         try:
             body = self.issuer.issue(
                 self.headers.get("Authorization"),
-                (query.get("service") or [None])[0],
+                query["service"][0] if "service" in query else None,
                 tuple(query.get("scope", [])),
             )
             status, headers, data = 200, {}, json.dumps(body).encode()
