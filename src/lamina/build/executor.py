@@ -172,7 +172,10 @@ class Builder:
         instructions = list(sp.stage.instructions)
         total = 1 + sum(isinstance(n, FILE_STEPS) for n in instructions)
         prefix = f"{sp.label} " if self._multi else ""
-        vertex, started = self.start(f"[{prefix}1/{total}] FROM {sp.base}")
+        base = str(sp.base)
+        if sp.base.stage is not None:
+            base = self.states[sp.base.stage].label
+        vertex, started = self.start(f"[{prefix}1/{total}] FROM {base}")
         st = self._base(plan, sp)
         triggers = st.config.config.on_build
         if triggers:
