@@ -20,6 +20,8 @@ from lamina.registry.authn.api import Authenticator, TokenIssuer
 from lamina.registry.server import blobs, manifests, uploads_io
 from lamina.registry.server.context import (
     BASE_HEADERS,
+    BYTES_IN,
+    BYTES_OUT,
     JSON,
     Context,
     as_registry_error,
@@ -95,8 +97,8 @@ def _make_dispatch(ctx: Context) -> Callable[[web.Request], Awaitable[web.Stream
                 route.endpoint if route is not None else _UNMATCHED,
                 resp.status,
                 time.perf_counter() - started,
-                bytes_in=request.get("bytes_in", 0),
-                bytes_out=request.get("bytes_out", 0),
+                bytes_in=request.get(BYTES_IN, 0),
+                bytes_out=request.get(BYTES_OUT, 0),
             )
         return resp
 

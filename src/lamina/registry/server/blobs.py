@@ -13,7 +13,7 @@ from aiohttp import web
 from lamina.errors import NotFound
 from lamina.oci.digest import Digest
 from lamina.registry import protocol as p
-from lamina.registry.server.context import BASE_HEADERS, Context
+from lamina.registry.server.context import BASE_HEADERS, BYTES_OUT, Context
 from lamina.registry.storage.api import CHUNK
 
 # A peer that takes no byte for this long is gone: free the sending thread.
@@ -54,7 +54,7 @@ async def blob_get(ctx: Context, request: web.Request, route: p.Route) -> web.St
         await _send_file(ctx, request, resp, path, start=answer.start, length=answer.length)
     else:
         await _send_stream(ctx, request, resp, digest, start=answer.start, length=answer.length)
-    request["bytes_out"] = answer.length
+    request[BYTES_OUT] = answer.length
     return resp
 
 

@@ -32,6 +32,9 @@ from lamina.registry.storage.filesystem import FilesystemStorage
 T = TypeVar("T")
 
 JSON = "application/json"
+# Body bytes a handler read and sent, for the metrics.
+BYTES_IN = web.RequestKey("lamina_bytes_in", int)
+BYTES_OUT = web.RequestKey("lamina_bytes_out", int)
 # Headers on every /v2 answer (distribution-spec "Determining Support").
 BASE_HEADERS = dict(p.API_VERSION_HEADERS)
 

@@ -11,7 +11,7 @@ from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, parse_document
 from lamina.registry import protocol as p
-from lamina.registry.server.context import BASE_HEADERS, JSON, Context
+from lamina.registry.server.context import BASE_HEADERS, BYTES_IN, BYTES_OUT, JSON, Context
 from lamina.registry.storage.api import RegistryStorage
 
 # Parsed documents kept for referrers queries; dropped wholesale past this many.
@@ -48,7 +48,7 @@ async def manifest_get(ctx: Context, request: web.Request, route: p.Route) -> we
         head = web.StreamResponse(status=200, headers=headers)
         head.content_length = len(data)
         return head
-    request["bytes_out"] = len(data)
+    request[BYTES_OUT] = len(data)
     return web.Response(status=200, body=data, headers=headers)
 
 
@@ -64,7 +64,7 @@ async def _read_capped(request: web.Request, cap: int) -> bytes:
         if total > cap:
             raise _too_big(total, cap)
         parts.append(chunk)
-    request["bytes_in"] = total
+    request[BYTES_IN] = total
     return b"".join(parts)
 
 

@@ -18,7 +18,7 @@ from aiohttp import StreamReader, web
 from lamina.errors import LaminaError, NotFound
 from lamina.oci.digest import Digest
 from lamina.registry import protocol as p
-from lamina.registry.server.context import BASE_HEADERS, Context
+from lamina.registry.server.context import BASE_HEADERS, BYTES_IN, Context
 from lamina.registry.storage.api import CHUNK
 
 
@@ -70,7 +70,7 @@ async def _append(ctx: Context, request: web.Request, name: str, uuid: str) -> t
     """Stream the body into the session; returns (new total size, bytes read)."""
     body = _Body(request.content, asyncio.get_running_loop())
     size = await ctx.transfer(ctx.storage.append_upload, name, uuid, body)
-    request["bytes_in"] = request.get("bytes_in", 0) + body.count
+    request[BYTES_IN] = request.get(BYTES_IN, 0) + body.count
     return size, body.count
 
 
