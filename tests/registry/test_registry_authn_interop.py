@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from helpers.archives import Containerd, containerd  # noqa: F401 (a fixture)
 from helpers.cli import LAMINA
 from lamina.registry.auth import basic_authorization, parse_challenge
 from lamina.registry.authn import (
@@ -358,3 +359,31 @@ def test_skopeo_through_lamina_auth(
     assert _skopeo_inspect(ref, "alice:wrong").returncode != 0
     if mode == "token":
         assert (tmp_path / "token.pem").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.root
+def test_ctr_pulls_through_token_auth(
+    tmp_path: Path,
+    lamina_registry: object,
+    oci_layout: Path,
+    containerd: Containerd,  # noqa: F811
+) -> None:
+    # containerd asks for tokens its own way (an OAuth2 POST first, then GET).
+    htpasswd = tmp_path / "htpasswd"
+    write_htpasswd(str(htpasswd), {"alice": "wonderland"}, cost=4)
+    assert callable(lamina_registry)
+    addr = lamina_registry("--htpasswd", str(htpasswd), "--token-key", str(tmp_path / "token.pem"))
+    ok = skopeo_copy(oci_layout, f"docker://{addr}/team/app:v1", "alice:wonderland")
+    assert ok.returncode == 0, ok.stderr
+    ref = f"{addr}/team/app:v1"
+    containerd.ctr("images", "pull", "--plain-http", "--user", "alice:wonderland", ref)
+    assert ref in containerd.image_names()
+    ctr = ["ctr", "-a", containerd.socket, "-n", "lamina-test", "images", "pull"]
+    wrong = subprocess.run(
+        [*ctr, "--plain-http", "--user", "alice:wrong", f"{addr}/team/app:v1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert wrong.returncode != 0 and "401" in wrong.stderr + wrong.stdout, wrong.stderr
