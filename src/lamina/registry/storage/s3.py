@@ -458,7 +458,12 @@ class S3Storage:
                 self.client.upload_part_copy(key, upload_id, number, src)
                 for number, src in enumerate(sources, 1)
             ]
-            self.client.complete_multipart(key, upload_id, etags, if_none_match=True)
+            try:
+                self.client.complete_multipart(key, upload_id, etags, if_none_match=True)
+            except NotFound:
+                # A retry of a completion whose answer was lost: the first one worked.
+                if not self._exists(key):
+                    raise
         except BaseException:
             with contextlib.suppress(S3Error, OSError, NotFound):
                 self.client.abort_multipart(key, upload_id)

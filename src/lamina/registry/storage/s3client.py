@@ -120,7 +120,7 @@ def _error_of(status: int, data: bytes, what: str) -> S3Error:
     if status == 403 and code in _AUTH_CODES:
         hint = "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the URL's keys) and region"
     elif status == 403:
-        hint = "the S3 identity lacks permission for this bucket"
+        hint = "check the S3 credentials, and that their identity may use this bucket"
     elif code == "NoSuchBucket":
         hint = "create the bucket first"
     return S3Error(text, status=status, code=code, hint=hint)
