@@ -70,7 +70,9 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"docker-registry did not come up: {log.read_text()[-2000:]}")
 
 
-def start_docker_registry(tmp: Path, htpasswd: Path | None = None) -> DockerRegistry:
+def start_docker_registry(
+    tmp: Path, htpasswd: Path | None = None, extra_config: str = ""
+) -> DockerRegistry:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     storage = tmp / "storage"
@@ -83,7 +85,7 @@ def start_docker_registry(tmp: Path, htpasswd: Path | None = None) -> DockerRegi
         "version: 0.1\n"
         "log:\n  level: info\n  accesslog:\n    disabled: false\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: lamina-test-secret\n" + auth
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: lamina-test-secret\n" + auth + extra_config
     )
     log = tmp / "registry.log"
     with open(log, "wb") as out:

@@ -46,7 +46,20 @@ class _Token:
 
 
 def scope_key(scopes: Iterable[Scope]) -> tuple[str, ...]:
-    return tuple(sorted({str(s) for s in scopes}))
+    return tuple(sorted({str(s) for s in merge_scopes(scopes)}))
+
+
+def merge_scopes(scopes: Iterable[Scope]) -> tuple[Scope, ...]:
+    """One scope per (type, name), with the union of the actions (pull before push)."""
+    merged: dict[tuple[str, str], list[str]] = {}
+    for scope in scopes:
+        actions = merged.setdefault((scope.type, scope.name), [])
+        actions.extend(a for a in scope.actions if a not in actions)
+    order = {"pull": 0, "push": 1, "delete": 2}
+    return tuple(
+        Scope(name, tuple(sorted(actions, key=lambda a: (order.get(a, 3), a))), kind)
+        for (kind, name), actions in merged.items()
+    )
 
 
 def _login_hint(registry: str) -> str:
