@@ -4,20 +4,17 @@ event loop), the filesystem driver under tmp_path; requests go through http.clie
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import http.client
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
+from helpers.registry_server import Client, Server
 from lamina.registry.server import make_app
 from lamina.registry.storage import FilesystemStorage
 
@@ -28,82 +25,6 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 EMPTY = "application/vnd.oci.empty.v1+json"
 BYTES = "application/octet-stream"
-
-
-class Server:
-    """make_app(...) served on 127.0.0.1:<free port> from a background thread."""
-
-    def __init__(self, app: web.Application, ssl_context: Any = None) -> None:
-        self.app = app
-        self.port = 0
-        self._ssl = ssl_context
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, daemon=True)
-        self._runner: web.AppRunner | None = None
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    def __enter__(self) -> Server:
-        self._thread.start()
-        assert self._ready.wait(30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(30)
-
-
-class Client:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | Iterator[bytes] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            encode_chunked = body is not None and not isinstance(body, bytes)
-            conn.request(
-                method, path, body=body, headers=headers or {}, encode_chunked=encode_chunked
-            )
-            resp = conn.getresponse()
-            return resp.status, resp.headers, resp.read()
-        finally:
-            conn.close()
-
-    def push_blob(self, name: str, data: bytes, algorithm: str = "sha256") -> str:
-        digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-        status, _, body = self.request("POST", f"/v2/{name}/blobs/uploads/?digest={digest}", data)
-        assert status == 201, body
-        return digest
-
-    def put_manifest(
-        self, name: str, ref: str, doc: dict[str, Any], media_type: str = OCI_MANIFEST
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        return self.request(
-            "PUT",
-            f"/v2/{name}/manifests/{ref}",
-            json.dumps(doc).encode(),
-            {"Content-Type": media_type},
-        )
 
 
 def errors_of(body: bytes) -> list[str]:
