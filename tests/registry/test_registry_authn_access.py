@@ -21,6 +21,7 @@ from lamina.registry.auth import (
 from lamina.registry.authn import (
     DEFAULT_POLICY,
     BasicAuthenticator,
+    BuiltinTokenIssuer,
     Identity,
     TokenAuthenticator,
     open_authenticator,
@@ -394,3 +395,16 @@ def test_policy_json(tmp_path: Path) -> None:
         load_policy(str(path))
     with pytest.raises(NotFound):
         load_policy(str(tmp_path / "absent.json"))
+
+
+def test_a_remembered_token_still_expires(tokens: TokenAuthenticator) -> None:
+    # Signatures are checked once per token; expiry on every use.
+    issuer = tokens.token_issuer
+    short = TokenCodec(issuer.codec.key, issuer.codec.issuer, SERVICE, ttl=2, leeway=0)
+    auth = TokenAuthenticator(BuiltinTokenIssuer(short, issuer.users, issuer.policy, realm=REALM))
+    token, issued, ttl = short.sign("alice", PULL_A)
+    for _ in range(3):
+        assert auth.authenticate("Bearer " + token, PULL_A).user == "alice"
+    time.sleep(max(0.0, issued + ttl - time.time()) + 0.2)
+    header = _challenge(_refusal(auth.authenticate, "Bearer " + token, PULL_A))
+    assert header.endswith('error="invalid_token"')
