@@ -11,7 +11,13 @@ import bcrypt
 import pytest
 
 from lamina.errors import InvalidArgument, InvalidFormat, NotFound, Unsupported
-from lamina.registry.authn.htpasswd import Htpasswd, hash_password, parse_htpasswd, write_htpasswd
+from lamina.registry.authn.htpasswd import (
+    Htpasswd,
+    hash_password,
+    parse_htpasswd,
+    set_password,
+    write_htpasswd,
+)
 
 
 def _bcrypt(password: str, prefix: bytes = b"$2b$", cost: int = 4) -> str:
@@ -174,3 +180,26 @@ def test_a_verified_password_is_remembered_until_the_file_changes(tmp_path: Path
     path.write_text(f"alice:{_bcrypt('new')}\n")
     assert not users.verify("alice", "pw")
     assert users.verify("alice", "new")
+
+
+def test_set_password_edits_one_user(tmp_path: Path) -> None:
+    path = tmp_path / "h"
+    assert set_password(str(path), "alice", "one", cost=4) is False  # file created
+    path.write_text(path.read_text() + "# team\n" + f"bob:{_bcrypt('b')}\n")
+    users = Htpasswd(str(path))
+    assert users.verify("alice", "one") and users.verify("bob", "b")
+    bob_line = [ln for ln in path.read_text().splitlines() if ln.startswith("bob:")]
+    assert set_password(str(path), "alice", "two", cost=4) is True
+    assert users.verify("alice", "two") and not users.verify("alice", "one")
+    lines = path.read_text().splitlines()
+    assert "# team" in lines and bob_line[0] in lines  # others kept byte for byte
+    assert set_password(str(path), "alice", None) is True
+    assert users.users == {"bob"}
+    assert set_password(str(path), "nobody", None) is False
+    for bad in ("", "a:b", "#x", " x", "a\nb"):
+        with pytest.raises(InvalidArgument):
+            set_password(str(path), bad, "p", cost=4)
+    path.write_text("carol:{SHA}abc\n")
+    with pytest.raises(Unsupported):  # never rewrite a file that would not load
+        set_password(str(path), "alice", "p", cost=4)
+    assert path.read_text() == "carol:{SHA}abc\n"

@@ -111,18 +111,57 @@ def hash_password(password: str, cost: int = DEFAULT_COST) -> str:
     return "$2y$" + hashed.decode("ascii")[4:]
 
 
+def _check_user(user: str) -> None:
+    if (
+        not user
+        or user != user.strip()
+        or any(c in user for c in ":\n\r")
+        or user.startswith("#")
+        or len(user.encode("utf-8")) > _USER_MAX
+    ):
+        raise InvalidArgument(
+            f"user name {user[:80]!r} cannot go in an htpasswd file",
+            hint="no ':', no line breaks, no surrounding blanks, not starting with '#'",
+        )
+
+
+def _write(path: str, data: bytes) -> None:
+    try:
+        write_atomic(path, data, 0o600)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write {path}: {exc.strerror}") from exc
+
+
 def write_htpasswd(path: str, users: Mapping[str, str], cost: int = DEFAULT_COST) -> None:
     """Write ``path`` (mode 0600, crash-safe replace) with one bcrypt line per
     ``{user: password}``."""
     lines = []
     for user, password in users.items():
-        if not user or ":" in user or "\n" in user or user.startswith("#"):
-            raise InvalidArgument(f"user name {user!r} cannot go in an htpasswd file")
+        _check_user(user)
         lines.append(f"{user}:{hash_password(password, cost)}\n")
+    _write(path, "".join(lines).encode("utf-8"))
+
+
+def set_password(path: str, user: str, password: str | None, cost: int = DEFAULT_COST) -> bool:
+    """Add or change ``user``'s password in ``path`` (created if missing), or remove the
+    user when ``password`` is None, as ``htpasswd -B`` / ``htpasswd -D`` do; other
+    lines stay as they are. Returns whether the user was there before."""
+    _check_user(user)
     try:
-        write_atomic(path, "".join(lines).encode("utf-8"), 0o600)
+        with open(path, "rb") as f:
+            data = f.read(_FILE_MAX + 1)
+    except FileNotFoundError:
+        data = b""
     except OSError as exc:
-        raise InvalidArgument(f"cannot write {path}: {exc.strerror}") from exc
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from exc
+    parse_htpasswd(data, path)  # refuse to edit a file that would not load
+    name = user.encode("utf-8")
+    kept = [ln for ln in data.splitlines() if ln.strip().partition(b":")[0] != name]
+    found = len(kept) != len(data.splitlines())
+    if password is not None:
+        kept.append(name + b":" + hash_password(password, cost).encode("ascii"))
+    _write(path, b"".join(ln + b"\n" for ln in kept))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
