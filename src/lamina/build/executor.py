@@ -46,6 +46,7 @@ from lamina.build.workbench import Workbench, oci_layer
 from lamina.errors import NotFound
 from lamina.oci.config import History, ImageConfig
 from lamina.oci.descriptor import Descriptor
+from lamina.oci.digest import Digest
 from lamina.oci.platform import Platform
 from lamina.store.api import Store
 
@@ -269,7 +270,6 @@ class Builder:
 
     def _export(self, st: StageState) -> BuildResult:
         from lamina.image.images import normalize
-        from lamina.image.importer import build_image
 
         vertex, started = self.start("exporting to image")
         created = self._created(st)
@@ -281,7 +281,7 @@ class Builder:
             labels = {**config.config.labels, **self.options.labels}
             config = config.with_config(replace(config.config, labels=labels))
         names = tuple(dict.fromkeys(normalize(t) for t in self.options.tags))
-        manifest, image_id = build_image(self.store, st.layers, config, None)
+        manifest, image_id = self._store_image(st.layers, config)
         self.emit(Event("info", vertex, text=f"writing image {image_id}"))
         for name in names:
             self.store.set_ref(name, manifest)
@@ -293,6 +293,30 @@ class Builder:
             self.store.set_ref(dangling_name(manifest.digest), manifest)
         self.done(vertex, started)
         return BuildResult(manifest, image_id, names, config, self.steps, self.cached)
+
+    def _store_image(
+        self, layers: list[Descriptor], config: ImageConfig
+    ) -> tuple[Descriptor, Digest]:
+        """Config and manifest into the store; as ``lamina.image.importer.build_image``
+        but without importing the layer writer (start-up time of a cached build), and
+        without re-ingesting (and fsyncing) documents the store has already."""
+        from lamina.oci import mediatypes as mt
+        from lamina.oci.manifest import Manifest
+
+        def put(data: bytes) -> Digest:
+            digest = Digest.from_bytes(data)
+            if not self.store.has(digest):
+                self.store.put_bytes(data, digest)
+            return digest
+
+        config_bytes = config.to_bytes()
+        config_digest = put(config_bytes)
+        manifest = Manifest(
+            config=Descriptor(mt.OCI_CONFIG, config_digest, len(config_bytes)),
+            layers=tuple(layers),
+        )
+        data = manifest.to_bytes()
+        return Descriptor(mt.OCI_MANIFEST, put(data), len(data)), config_digest
 
 
 def _keyword(node: Instruction) -> str:

@@ -29,12 +29,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina.errors import LaminaError, NotFound, ToolError
-from lamina.layers.api import OVERLAY_OPAQUE_XATTR
-from lamina.oci.config import ContainerConfig
-from lamina.runtime.runc import OCIRuntime
+
+if TYPE_CHECKING:
+    from lamina.runtime.runc import OCIRuntime
 
 HOSTNAME = "lamina-build"
 TAIL_LINES = 20
@@ -257,6 +257,8 @@ class Stubs:
 
     def prune_upper(self) -> None:
         """After unmounting: drop directories overlay copied up only for a stub."""
+        from lamina.layers.api import OVERLAY_OPAQUE_XATTR
+
         for rel in sorted(self.walked, key=lambda r: r.count("/"), reverse=True):
             in_upper, mode, uid, gid, _, _ = self.walked[rel]
             if in_upper or not rel:
@@ -340,6 +342,7 @@ def run_process(
     """Run ``process`` in the mounted ``ws.rootfs`` and wait. ``stubs`` (made for
     ``ws.rootfs`` and its upper dir) are removed from the view again when this returns;
     call ``stubs.prune_upper()`` once the root is unmounted."""
+    from lamina.oci.config import ContainerConfig
     from lamina.runtime.initlayer import write_init_files
     from lamina.runtime.lifecycle import nofile_limit
     from lamina.runtime.spec import RunOptions, build_spec

@@ -19,12 +19,11 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from lamina.build.cache import CacheRecord
-from lamina.build.sandbox import Workspace, owner_alive, owner_label, stale_workspaces
 from lamina.errors import AlreadyExists, LaminaError, NotFound, Unsupported
-from lamina.image.importer import rfc3339
 from lamina.oci import mediatypes as mt
 from lamina.oci.config import ImageConfig
 from lamina.oci.descriptor import Descriptor
@@ -32,12 +31,19 @@ from lamina.oci.digest import Digest
 from lamina.oci.ids import chain_ids
 
 if TYPE_CHECKING:
+    from lamina.build.sandbox import Workspace
     from lamina.runtime.runc import OCIRuntime
     from lamina.snapshot.api import Snapshotter
     from lamina.store.api import Store
 
 KEY_PREFIX = "build-"
 LABEL_OWNER = "lamina.build/owner"
+
+
+def rfc3339(epoch: float) -> str:
+    """UTC, seconds, ``Z``: as :func:`lamina.image.importer.rfc3339` (not imported: a
+    cached build must not load the layer writer)."""
+    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def oci_layer(d: Descriptor) -> Descriptor:
@@ -96,6 +102,11 @@ class Workbench:
     def remove_stale(self) -> int:
         """Remove what killed builds left: workspaces (and what runc still runs in
         them), their mounts, and their active snapshots. Cheap when there is nothing."""
+        work = os.path.join(self.root, "build", "work")
+        if not os.path.isdir(work) or not os.listdir(work):
+            return 0
+        from lamina.build.sandbox import owner_alive, stale_workspaces
+
         removed = 0
         for ws in stale_workspaces(self.root):
             key = ws.read_owner().get("snapshot")
@@ -104,7 +115,7 @@ class Workbench:
                 with contextlib.suppress(NotFound):
                     self.snapshotter.remove(key)
             removed += 1
-        if removed or os.path.isdir(os.path.join(self.root, "build", "work")):
+        if removed:
             for info in list(self.snapshotter.walk()):
                 owner = info.labels.get(LABEL_OWNER)
                 if info.name.startswith(KEY_PREFIX) and owner and not owner_alive(owner):
@@ -137,6 +148,7 @@ class Workbench:
     @contextmanager
     def view(self, layers: Sequence[Descriptor], config: ImageConfig) -> Iterator[str]:
         """The chain mounted read-only; yields the mount point."""
+        from lamina.build.sandbox import Workspace, owner_label
         from lamina.snapshot.mount import mount_all, unmount
 
         top = self.materialize(layers, config)
@@ -167,6 +179,7 @@ class Workbench:
         ``workspace.rootfs``; ``work`` may return a function to call once the root is
         unmounted (stub pruning). Returns the record of the layer the changes made (no
         layer when nothing changed)."""
+        from lamina.build.sandbox import Workspace, owner_label
         from lamina.image.layer_io import write_layer
         from lamina.image.snapshots import LABEL_DIFF_ID
         from lamina.layers.diff import diff_overlay_upper
