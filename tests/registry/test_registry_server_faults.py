@@ -1,0 +1,221 @@
+"""Faults against a real ``lamina registry serve`` process: clients killed mid-upload,
+the server killed with SIGKILL during pushes, 16 clients pushing one blob at once, and
+the process's own start-up and clean exit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from helpers.cli import LAMINA
+from helpers.registry_server import Client
+from lamina.registry.storage import FilesystemStorage
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Serve:
+    """``lamina registry serve`` on a free port; ``port`` is read from its ready line."""
+
+    def __init__(self, storage: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *LAMINA,
+                "registry",
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--storage",
+                str(storage),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline()
+        m = re.fullmatch(r"listening on http://127\.0\.0\.1:([0-9]+)\n", line)
+        assert m is not None, line + self.proc.stderr.read()
+        self.port = int(m[1])
+        # keep draining stderr so the server never blocks on a full pipe
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Serve]]:
+    started: list[Serve] = []
+
+    def start(storage: Path, *extra: str) -> Serve:
+        s = Serve(storage, *extra)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(timeout=30)
+
+
+def assert_store_intact(root: Path) -> None:
+    """Every stored blob hashes to its name: nothing partial was ever published."""
+    for path in (root / "blobs" / "sha256").glob("*"):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, path
+
+
+def test_serve_starts_answers_and_exits_on_sigterm(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    server = serve(tmp_path / "store")
+    status, headers, _ = Client(server.port).request("GET", "/v2/")
+    assert status == 200 and headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert server.stop(signal.SIGTERM) == 0
+    server = serve(tmp_path / "store")
+    assert server.stop(signal.SIGINT) == 0
+
+
+def test_serve_refuses_a_bad_address(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*LAMINA, "registry", "serve", "--addr", "nowhere", "--storage", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0 and "bad listen address" in proc.stderr
+
+
+_KILLED_CLIENT = """
+import socket, sys, time
+port, path, total = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(
+    f"{sys.argv[4]} {path} HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: {total}\\r\\n"
+    "Content-Type: application/octet-stream\\r\\n\\r\\n".encode()
+)
+s.sendall(b"z" * (total // 3))
+print("sent", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_client_killed_mid_upload_leaves_nothing_visible(
+    tmp_path: Path,
+    serve: Callable[..., Serve],
+    spawn: Callable[..., subprocess.Popen[str]],
+    method: str,
+) -> None:
+    store = tmp_path / "store"
+    server = serve(store, "--upload-ttl", "1")
+    client = Client(server.port)
+    total = 8 * 1024 * 1024
+    digest = sha256(b"z" * total)
+    if method == "POST":
+        path = f"/v2/a/blobs/uploads/?digest={digest}"
+    else:
+        _, headers, _ = client.request("POST", "/v2/a/blobs/uploads/")
+        path = headers["Location"]
+    child = spawn(_KILLED_CLIENT, str(server.port), path, str(total), method)
+    assert child.stdout is not None and child.stdout.readline() == "sent\n"
+    child.kill()
+    child.wait()
+    assert client.request("HEAD", f"/v2/a/blobs/{digest}")[0] == 404
+    storage = FilesystemStorage(store)
+    assert list(storage.iter_blobs()) == []
+    # the partial session is cancelled (POST) or expires (PATCH: idle for the TTL)
+    deadline = time.monotonic() + 30
+    while list(storage.iter_uploads()):
+        assert time.monotonic() < deadline, list(storage.iter_uploads())
+        time.sleep(0.2)
+    assert client.request("GET", "/v2/_catalog")[0] == 200
+    assert client.request("HEAD", f"/v2/a/blobs/{digest}")[0] == 404
+
+
+def _push_chunked(client: Client, name: str, data: bytes, chunk: int = 1 << 20) -> int:
+    status, headers, _ = client.request("POST", f"/v2/{name}/blobs/uploads/")
+    if status != 202:
+        return status
+    location = headers["Location"]
+    for start in range(0, len(data), chunk):
+        piece = data[start : start + chunk]
+        status, headers, _ = client.request(
+            "PATCH", location, piece, {"Content-Range": f"{start}-{start + len(piece) - 1}"}
+        )
+        if status != 202:
+            return status
+    return client.request("PUT", f"{location}?digest={sha256(data)}")[0]
+
+
+def test_sixteen_clients_pushing_one_blob(tmp_path: Path, serve: Callable[..., Serve]) -> None:
+    store = tmp_path / "store"
+    server = serve(store)
+    data = os.urandom(6 * 1024 * 1024 + 3)
+    client = Client(server.port)
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda i: _push_chunked(client, f"repo{i % 4}", data), range(16)))
+    assert statuses == [201] * 16
+    blobs = list((store / "blobs" / "sha256").iterdir())
+    assert [b.name for b in blobs] == [sha256(data).split(":")[1]]
+    assert_store_intact(store)
+    for i in range(4):
+        assert client.request("GET", f"/v2/repo{i}/blobs/{sha256(data)}")[2] == data
+    assert list(FilesystemStorage(store).iter_uploads()) == []
+
+
+@pytest.mark.slow
+def test_server_killed_during_pushes_restarts_consistent(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    store = tmp_path / "store"
+    server = serve(store)
+    blobs = [os.urandom(1024 * 1024 + i) for i in range(24)]
+    client = Client(server.port)
+    results: dict[int, int | str] = {}
+
+    def push(i: int) -> None:
+        try:
+            results[i] = _push_chunked(client, f"r/{i % 3}", blobs[i], chunk=256 * 1024)
+        except OSError as exc:
+            results[i] = type(exc).__name__
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(push, i) for i in range(len(blobs))]
+        time.sleep(0.4)
+        server.stop(signal.SIGKILL)
+        for f in futures:
+            f.result()
+    assert_store_intact(store)
+    server = serve(store, "--upload-ttl", "1")
+    client = Client(server.port)
+    for i, data in enumerate(blobs):
+        status, _, body = client.request("GET", f"/v2/r/{i % 3}/blobs/{sha256(data)}")
+        if results.get(i) == 201:
+            assert status == 200
+        # whatever the kill interrupted is either whole or absent
+        assert (status, body) in ((200, data), (404, body))
+        # and can be pushed again
+        assert _push_chunked(client, f"r/{i % 3}", data) == 201
+    assert_store_intact(store)
+    deadline = time.monotonic() + 30
+    while list(FilesystemStorage(store).iter_uploads()):
+        assert time.monotonic() < deadline, "killed sessions never expired"
+        time.sleep(0.2)
+    assert server.stop() == 0
