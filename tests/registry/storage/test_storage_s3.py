@@ -23,9 +23,9 @@ from helpers.seaweed import Seaweed
 from lamina.errors import Conflict, InvalidArgument, LaminaError
 from lamina.oci.digest import Digest
 from lamina.registry.storage import open_storage
-from lamina.registry.storage.s3 import MIN_PART, SEGMENT, S3Storage
-from lamina.registry.storage.s3client import S3Client, S3Error
-from lamina.registry.storage.s3sign import EMPTY_SHA256, Credentials, sign
+from lamina.registry.storage.s3.client import S3Client, S3Error
+from lamina.registry.storage.s3.driver import MIN_PART, SEGMENT, S3Storage
+from lamina.registry.storage.s3.sign import EMPTY_SHA256, Credentials, sign
 
 MIB = 1 << 20
 

@@ -89,6 +89,16 @@ def test_sha512_blob(storage: RegistryStorage) -> None:
     assert read_all(storage, d) == data
 
 
+def test_empty_blob(storage: RegistryStorage) -> None:
+    uuid = storage.start_upload("r")
+    assert storage.append_upload("r", uuid, []) == 0
+    d = storage.finish_upload("r", uuid, digest_of(b""))
+    assert storage.stat_blob(d) == 0
+    assert read_all(storage, d) == b""
+    assert read_all(storage, d, 0, 0) == b""
+    assert storage.has_link("r", d)
+
+
 def test_missing_blob(storage: RegistryStorage) -> None:
     d = digest_of(b"nothing")
     with pytest.raises(NotFound):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import tempfile
 import threading
@@ -35,15 +34,16 @@ import time
 import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import IO, Any
 
 from lamina.errors import Conflict, DigestMismatch, InvalidArgument, NotFound
 from lamina.oci.digest import ALGORITHMS, Digest, new_hasher
 from lamina.registry.errors import RegistryError
 from lamina.registry.routes import UUID_RE, check_name, is_valid_tag
-from lamina.registry.storage.api import CHUNK, Readable, UploadData, UploadInfo
-from lamina.registry.storage.s3client import FileBody, ObjectReader, S3Client, S3Error
+from lamina.registry.storage.api import CHUNK, UploadData, UploadInfo
+from lamina.registry.storage.s3.client import FileBody, S3Client, S3Error
+from lamina.registry.storage.s3.reader import ObjectReader
+from lamina.registry.storage.s3.uploads import UploadState, iter_data, sha256_of
 
 MIN_PART = 5 << 20  # S3: every part but the last is at least 5 MiB
 SEGMENT = 16 << 20  # a long append is stored in pieces of this size
@@ -72,64 +72,6 @@ def _digest_of_key(key: str) -> Digest | None:
         return Digest(algorithm, encoded)
     except InvalidArgument:
         return None  # a foreign object: not ours to report
-
-
-@dataclass(frozen=True, slots=True)
-class _State:
-    name: str
-    started: float
-    size: int
-    segments: tuple[tuple[str, int], ...]
-    pending: tuple[tuple[str, int], ...]
-    sha256: str | None  # of bytes [0, size) when one process hashed them all
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "name": self.name,
-                "started": self.started,
-                "size": self.size,
-                "segments": self.segments,
-                "pending": self.pending,
-                "sha256": self.sha256,
-            }
-        ).encode()
-
-    @classmethod
-    def parse(cls, data: bytes) -> _State:
-        try:
-            obj: Any = json.loads(data)
-            return cls(
-                str(obj["name"]),
-                float(obj["started"]),
-                int(obj["size"]),
-                tuple((str(k), int(n)) for k, n in obj["segments"]),
-                tuple((str(k), int(n)) for k, n in obj["pending"]),
-                None if obj["sha256"] is None else str(obj["sha256"]),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidArgument("damaged upload state") from exc
-
-
-def _iter_data(data: UploadData) -> Iterator[bytes | bytearray | memoryview]:
-    if isinstance(data, Readable):
-        while chunk := data.read(CHUNK):
-            yield chunk
-    else:
-        yield from data
-
-
-def _sha256_of(f: IO[bytes], length: int) -> str:
-    f.seek(0)
-    h = hashlib.sha256()
-    left = length
-    while left > 0:
-        block = f.read(min(CHUNK, left))
-        if not block:
-            raise InvalidArgument("spool file shrank")
-        h.update(block)
-        left -= len(block)
-    return h.hexdigest()
 
 
 class S3Storage:
@@ -201,7 +143,7 @@ class S3Storage:
 
     def open_blob(self, digest: Digest, offset: int = 0, length: int | None = None) -> ObjectReader:
         try:
-            return self.client.open(self._blob(digest), offset, length)
+            return ObjectReader(self.client, self._blob(digest), offset, length)
         except NotFound as exc:
             raise NotFound(f"blob {digest} not found") from exc
         except InvalidArgument as exc:
@@ -248,7 +190,7 @@ class S3Storage:
         self.client.delete(key)
 
     # -- uploads -------------------------------------------------------------------------
-    def _read_state(self, name: str, uuid: str) -> tuple[_State, str]:
+    def _read_state(self, name: str, uuid: str) -> tuple[UploadState, str]:
         check_name(name)
         if UUID_RE.fullmatch(uuid) is None:
             raise NotFound(f"no upload {uuid[:200]!r}", hint="start a new upload")
@@ -258,7 +200,7 @@ class S3Storage:
                 data = answer.read(SMALL_MAX)
             finally:
                 answer.close()
-            state = _State.parse(data)
+            state = UploadState.parse(data)
         except (NotFound, InvalidArgument) as exc:
             raise NotFound(f"no upload {uuid!r}", hint="start a new upload") from exc
         # An upload id is only valid in the repository that started it.
@@ -269,19 +211,19 @@ class S3Storage:
     def start_upload(self, name: str) -> str:
         check_name(name)
         uuid = str(uuidlib.uuid4())
-        state = _State(name, time.time(), 0, (), (), hashlib.sha256().hexdigest())
+        state = UploadState(name, time.time(), 0, (), (), hashlib.sha256().hexdigest())
         self._put_if_absent(self._session(uuid) + "state", state.to_bytes())
         return uuid
 
     def _put_piece(self, uuid: str, offset: int, f: IO[bytes], length: int) -> str:
         name = f"{offset:016d}-{os.urandom(4).hex()}"
         body = FileBody(f, 0, length)
-        self.client.put(self._session(uuid) + name, body, payload_sha256=_sha256_of(f, length))
+        self.client.put(self._session(uuid) + name, body, payload_sha256=sha256_of(f, length))
         return name
 
     def _fetch_into(self, uuid: str, pieces: tuple[tuple[str, int], ...], out: IO[bytes]) -> None:
         for piece, size in pieces:
-            with self.client.open(self._session(uuid) + piece) as r:
+            with ObjectReader(self.client, self._session(uuid) + piece) as r:
                 got = 0
                 while block := r.read(CHUNK):
                     out.write(block)
@@ -323,7 +265,7 @@ class S3Storage:
         try:
             with tempfile.TemporaryFile() as spool:
                 spooled = 0
-                for chunk in _iter_data(data):
+                for chunk in iter_data(data):
                     spool.write(chunk)
                     if hasher is not None:
                         hasher.update(chunk)
@@ -341,7 +283,7 @@ class S3Storage:
                 elif spooled:
                     added.append(self._put_piece(uuid, size - spooled, spool, spooled))
                     pending.append((added[-1], spooled))
-            new = _State(
+            new = UploadState(
                 state.name,
                 state.started,
                 size,
@@ -376,7 +318,7 @@ class S3Storage:
                     self._hashes.popitem(last=False)
         return size
 
-    def _resume_hash(self, uuid: str, state: _State) -> Any:
+    def _resume_hash(self, uuid: str, state: UploadState) -> Any:
         if state.size == 0:
             return hashlib.sha256()
         with self._lock:
@@ -398,7 +340,7 @@ class S3Storage:
         else:
             hasher = new_hasher(expected.algorithm)
             for piece, _size in pieces:
-                with self.client.open(self._session(uuid) + piece) as r:
+                with ObjectReader(self.client, self._session(uuid) + piece) as r:
                     while block := r.read(CHUNK):
                         hasher.update(block)
             got = Digest(expected.algorithm, hasher.hexdigest())
@@ -418,7 +360,7 @@ class S3Storage:
         self.cancel_upload(name, uuid)
         return expected
 
-    def _store(self, uuid: str, state: _State, digest: Digest) -> None:
+    def _store(self, uuid: str, state: UploadState, digest: Digest) -> None:
         key = self._blob(digest)
         if self.client.head(key) is not None:
             return  # the stored copy stays (readers may hold it)
@@ -476,7 +418,7 @@ class S3Storage:
             return
         session = self._session(uuid)
         try:
-            owner = _State.parse(self.client.get_bytes(session + "state", SMALL_MAX)).name
+            owner = UploadState.parse(self.client.get_bytes(session + "state", SMALL_MAX)).name
         except NotFound:
             owner = None
         except InvalidArgument:
@@ -503,10 +445,10 @@ class S3Storage:
             if UUID_RE.fullmatch(uuid) is not None:
                 sessions[uuid] = sessions.get(uuid, False) or rest == "state"
         for uuid, has_state in sessions.items():
-            state: _State | None = None
+            state: UploadState | None = None
             if has_state:
                 with contextlib.suppress(NotFound, InvalidArgument):
-                    state = _State.parse(
+                    state = UploadState.parse(
                         self.client.get_bytes(self._session(uuid) + "state", SMALL_MAX)
                     )
             if state is None:

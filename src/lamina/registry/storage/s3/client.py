@@ -1,6 +1,6 @@
 """A small blocking S3 client on :mod:`http.client`: just what the registry driver needs.
 
-Path-style requests (``/bucket/key``) signed with SigV4 (:mod:`.s3sign`); a pool of
+Path-style requests (``/bucket/key``) signed with SigV4 (:mod:`.sign`); a pool of
 keep-alive connections shared by threads (a connection is owned by one request or one
 reader at a time); retries with exponential backoff on 5xx/429 answers and on dropped
 or refused connections, re-sending bodies from bytes or from a seekable file. Object
@@ -23,13 +23,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from types import TracebackType
 from typing import IO
 from urllib.parse import quote, urlsplit
 
 from lamina.errors import InvalidArgument, LaminaError, NotFound
 from lamina.registry.storage.api import CHUNK
-from lamina.registry.storage.s3sign import (
+from lamina.registry.storage.s3.sign import (
     EMPTY_SHA256,
     UNSIGNED_PAYLOAD,
     Credentials,
@@ -490,114 +489,6 @@ class S3Client:
                     _child_text(el, "UploadId"),
                     _iso_time(_child_text(el, "Initiated")),
                 )
-
-    # -- streaming reads ---------------------------------------------------------------
-    def open(self, key: str, offset: int = 0, length: int | None = None) -> ObjectReader:
-        """A streamed read of ``length`` bytes (None: to the end) from ``offset``.
-        NotFound if the object is absent; InvalidArgument if the range leaves it."""
-        return ObjectReader(self, key, offset, length)
-
-
-class ObjectReader:
-    """Reads a range of an object, resuming with a Range GET if the connection drops."""
-
-    def __init__(self, client: S3Client, key: str, offset: int, length: int | None) -> None:
-        if offset < 0 or (length is not None and length < 0):
-            raise InvalidArgument(f"invalid range {offset}+{length} of {key}")
-        self._client = client
-        self._key = key
-        self._pos = offset
-        self._answer: Response | None = None
-        self._failures = 0
-        answer = self._open(offset, None if length is None else offset + length)
-        total = self._total(answer)
-        end = total if length is None else offset + length
-        if answer is None or offset > total or end > total:
-            if answer is not None:
-                answer.close()
-            if not (answer is None and offset == total and end == total):
-                raise InvalidArgument(f"range {offset}+{length} outside {key} of {total} bytes")
-        self._end = end
-        self.size = total
-        self._answer = answer
-
-    def _open(self, start: int, end: int | None) -> Response | None:
-        if end is not None and end <= start:
-            end = start + 1  # probe one byte for the size; S3 ranges cannot be empty
-        rng = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
-        try:
-            return self._client.request(
-                "GET", self._key, headers={"range": rng}, ok=(200, 206), what=f"GET {self._key}"
-            )
-        except S3Error as exc:
-            if exc.status == 416:
-                return None  # offset at or past the end: sized by a HEAD below
-            raise
-
-    def _total(self, answer: Response | None) -> int:
-        if answer is None:
-            info = self._client.head(self._key)
-            if info is None:
-                raise NotFound(f"S3 object {self._key} not found")
-            return info.size
-        if answer.status == 200:
-            return int(answer.headers.get("content-length", "0"))
-        content_range = answer.headers.get("content-range", "")
-        try:
-            return int(content_range.rsplit("/", 1)[1])
-        except (IndexError, ValueError) as exc:
-            answer.close()
-            raise S3Error(f"S3 GET {self._key}: bad Content-Range {content_range!r}") from exc
-
-    def read(self, size: int = -1, /) -> bytes:
-        want = self._end - self._pos
-        if want <= 0:
-            self.close()
-            return b""
-        if size >= 0:
-            want = min(want, size)
-        while True:
-            try:
-                if self._answer is None:
-                    self._answer = self._open(self._pos, self._end)
-                    if self._answer is None:
-                        raise S3Error(f"S3 object {self._key} shrank while being read")
-                if self._answer.status == 200 and self._pos > 0:
-                    raise S3Error(f"S3 ignored the Range of GET {self._key}")
-                data = self._answer.read(want)
-                if not data:
-                    raise http.client.IncompleteRead(b"", want)
-            except _TRANSIENT as exc:
-                # The connection dropped mid-body: resume from the byte we are at.
-                self._drop()
-                self._failures += 1
-                if self._failures >= self._client._retries:
-                    raise S3Error(f"S3 read of {self._key} kept failing: {exc!r}") from exc
-                self._client._backoff(self._failures)
-                continue
-            self._pos += len(data)
-            return data
-
-    def _drop(self) -> None:
-        answer, self._answer = self._answer, None
-        if answer is not None:
-            answer.abort()
-
-    def close(self) -> None:
-        answer, self._answer = self._answer, None
-        if answer is not None:
-            answer.close()
-
-    def __enter__(self) -> ObjectReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _iso_time(text: str) -> float:
