@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from helpers.cli import Lamina
 from lamina.registry.auth import basic_authorization, parse_challenge
 from lamina.registry.authn import open_authenticator, write_htpasswd
 from lamina.registry.server import make_app
@@ -302,5 +304,41 @@ def test_acl(tmp_path: Path) -> None:
                 ) as resp:
                     assert resp.status == 401
                     assert 'error="insufficient_scope"' in resp.headers["WWW-Authenticate"]
+
+    run(go)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("token", [False, True], ids=["basic", "token"])
+def test_lamina_login_push_pull(tmp_path: Path, lamina: Lamina, token: bool) -> None:
+    """lamina's own client through lamina's auth: login, push, pull; refusals first."""
+    lamina("bootstrap", "busybox", "-t", "bb")
+    authfile = str(tmp_path / "auth.json")
+
+    def cli(*args: str, check: bool = True, input: str | None = None) -> Any:
+        return asyncio.to_thread(
+            lamina, *args, "--insecure", "--authfile", authfile, check=check, input=input
+        )
+
+    async def go() -> None:
+        async with registry(tmp_path, token=token) as base:
+            host = base.removeprefix("http://")
+            dest = f"{host}/team/bb:v1"
+            anon = await cli("push", "-q", "bb", dest, check=False)
+            assert anon.returncode != 0, anon.stderr
+            assert "lamina login" in anon.stderr  # told to log in, not some other failure
+            wrong = await cli(
+                "login", host, "-u", "alice", "--password-stdin", check=False, input="nope\n"
+            )
+            assert wrong.returncode != 0, wrong.stderr
+            assert "alice" in wrong.stderr or "invalid username or password" in wrong.stderr
+            await cli("login", host, "-u", "alice", "--password-stdin", input="wonderland\n")
+            assert "wonderland" not in (tmp_path / "auth.json").read_text()  # base64, not plain
+            await cli("push", "-q", "bb", dest)
+            await cli("pull", "-q", dest)
+            await cli("logout", host)
+            again = await cli("pull", "-q", dest, check=False)
+            assert again.returncode != 0, again.stderr
+            assert "lamina login" in again.stderr
 
     run(go)
