@@ -120,12 +120,13 @@ def test_chown_applies_to_extracted_files(tmp_path: Path, rootfs: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "data"),
     [
-        ("notes.txt.gz", gzip.compress(b"just text, not a tar\n")),
+        ("notes.txt.gz", gzip.compress(b"just text, not a tar\n", mtime=0)),
         ("empty.tar", b""),
         ("zeros.tar", bytes(1024)),
         ("plain.txt", b"hello\n"),
         ("fake.tar", b"ustar" * 200),
     ],
+    ids=["gz-text", "empty", "zeros", "text", "fake-tar"],
 )
 def test_non_archives_are_copied_as_files(
     tmp_path: Path, rootfs: Path, name: str, data: bytes

@@ -286,40 +286,48 @@ class _Selector:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             raise fsops.os_error("list", resolved or ".", exc) from exc
+        ign, ex, S_ISDIR = self.ignore, self.excludes, stat.S_ISDIR
         for entry in entries:
-            rel = f"{resolved}/{entry.name}" if resolved else entry.name
-            tgt = f"{target}/{entry.name}" if target else entry.name
-            blw = f"{below}/{entry.name}" if below else entry.name
+            name = entry.name
+            rel = f"{resolved}/{name}" if resolved else name
+            tgt = f"{target}/{name}" if target else name
+            blw = f"{below}/{name}" if below else name
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if self.excluded(blw, rel):
-                if not (is_dir and self.excludes is not None):
-                    continue
-                if not self.excludes.may_contain_included(blw):
-                    continue
-                # an exclude with "!" exceptions below: walk, emit the dir only if needed
-                pending.append((rel, tgt, st))
-                self._walk(rel, tgt, blw, operand, pending)
-                if pending and pending[-1][0] == rel:
-                    pending.pop()
+            is_dir = S_ISDIR(st.st_mode)
+            if ex is not None and (ex.ignored(blw) or ex.ignored(rel)):
+                if is_dir and ex.may_contain_included(blw):
+                    # an exclude with "!" exceptions below: walk, emit the dir if needed
+                    self._walk_pending((rel, tgt, st), blw, operand, pending)
                 continue
-            if self._ignored(rel):
-                if is_dir and self.ignore is not None and self.ignore.may_contain_included(rel):
-                    pending.append((rel, tgt, st))
-                    self._walk(rel, tgt, blw, operand, pending)
-                    if pending and pending[-1][0] == rel:
-                        pending.pop()
+            if ign is not None and ign.ignored(rel):
+                if is_dir and ign.may_contain_included(rel):
+                    self._walk_pending((rel, tgt, st), blw, operand, pending)
                 continue
             src = self.source(rel, tgt, st, top=False, operand=operand, wildcard=False)
             if src is None:
                 continue
-            self._flush(pending, operand)
+            if pending:
+                self._flush(pending, operand)
             self.emit(src)
             if is_dir:
                 self._walk(rel, tgt, blw, operand, pending)
+
+    def _walk_pending(
+        self,
+        item: tuple[str, str, os.stat_result],
+        blw: str,
+        operand: int,
+        pending: list[tuple[str, str, os.stat_result]],
+    ) -> None:
+        """Walk an ignored directory ``(rel, target, stat)`` that may hold re-included
+        paths; it is emitted (by :meth:`_flush`) only before the first of them."""
+        pending.append(item)
+        self._walk(item[0], item[1], blw, operand, pending)
+        if pending and pending[-1] is item:
+            pending.pop()
 
     def _flush(self, pending: list[tuple[str, str, os.stat_result]], operand: int) -> None:
         for rel, tgt, st in pending:

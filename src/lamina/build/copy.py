@@ -36,6 +36,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lamina.atomic import write_all
 from lamina.build.addurl import fetch_url, url_checksum
 from lamina.build.archive import archive_kind, extract
 from lamina.build.chmod import ChmodSpec, parse_chmod
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 CHUNK = 1 << 20
+SMALL_FILE = 256 << 10  # below this a read and a write beat copy_file_range
 _O_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -241,12 +243,16 @@ class Writer:
             raise fsops.os_error(f"{self.options.instruction} to", "/" + path, exc) from exc
 
     def _file(self, src_fd: int, src: Source, dirfd: int, leaf: str, path: str) -> None:
-        self._clear(dirfd, leaf, path, keep_dir=False)
         sfd = open_source(src_fd, src)
         try:
-            dfd = os.open(leaf, _O_NEW_FILE, 0o600, dir_fd=dirfd)
             try:
-                self.bytes += copy_data(sfd, dfd)
+                dfd = os.open(leaf, _O_NEW_FILE, 0o600, dir_fd=dirfd)
+            except FileExistsError:
+                # never write through what is there (a symlink may point anywhere)
+                self._clear(dirfd, leaf, path, keep_dir=False)
+                dfd = os.open(leaf, _O_NEW_FILE, 0o600, dir_fd=dirfd)
+            try:
+                self.bytes += copy_data(sfd, dfd, src.size)
                 uid, gid = self._ids()
                 os.fchown(dfd, uid, gid)  # before the mode: chown clears setuid
                 os.fchmod(dfd, self._mode(src))
@@ -270,10 +276,18 @@ class Writer:
         self.pending.clear()
 
 
-def copy_data(sfd: int, dfd: int) -> int:
-    """Copy a whole regular file by fds: copy_file_range (the kernel does the work,
-    reflinks where it can), else 1 MiB reads and writes."""
+def copy_data(sfd: int, dfd: int, size_hint: int = -1) -> int:
+    """Copy a whole regular file by fds: small files with one read and write, big ones
+    with copy_file_range (the kernel does the work, reflinks where it can), else 1 MiB
+    reads and writes."""
     total = 0
+    if 0 <= size_hint < SMALL_FILE:
+        # a short read of a regular file is its end: two syscalls for the common case
+        data = os.read(sfd, SMALL_FILE)
+        write_all(dfd, data)
+        total = len(data)
+        if total < SMALL_FILE:
+            return total
     try:
         while True:
             n = os.copy_file_range(sfd, dfd, CHUNK)
@@ -287,9 +301,7 @@ def copy_data(sfd: int, dfd: int) -> int:
         data = os.read(sfd, CHUNK)
         if not data:
             return total
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dfd, view) :]
+        write_all(dfd, data)
         total += len(data)
 
 

@@ -29,6 +29,8 @@ from lamina.errors import InvalidArgument, LimitExceeded
 
 MAX_IGNORE_BYTES = 4 << 20  # a .dockerignore bigger than this is not a real one
 _MAGIC = frozenset("*?[\\")
+# a path that filepath.Clean would change: "", "/x", "x/", "a//b", "./a", "a/../b", "a/."
+_UNCLEAN = re.compile(r"^$|^/|/$|//|(?:^|/)\.\.?(?:/|$)")
 
 
 def has_magic(pattern: str) -> bool:
@@ -201,7 +203,9 @@ class IgnoreMatcher:
         """Whether the context path ``relpath`` (``a/b/c.txt``) is ignored."""
         if not self._patterns:
             return False
-        path = clean(relpath.lstrip("/"))
+        path = relpath
+        if _UNCLEAN.search(path) is not None:
+            path = clean(path.lstrip("/"))
         if path == ".":
             return False  # the context root itself is never ignored
         # A pattern matches a path when it matches the path or one of its parents.
