@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lamina.registry.authn.api import Authenticator
 
 
 def _storage(args: argparse.Namespace) -> str:
@@ -21,17 +25,17 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return _gc(args)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _authenticator(args: argparse.Namespace, host: str, port: int) -> Authenticator | None:
+    if not (args.htpasswd or args.token_key or args.acl or args.anonymous_pull):
+        return None  # an open registry: skip importing bcrypt, jwt and cryptography
     from lamina.registry.authn import open_authenticator
-    from lamina.registry.server import parse_addr, serve
 
-    host, port = parse_addr(args.addr)
     scheme = "https" if args.tls_cert else "http"
     shown = f"[{host}]" if ":" in host else host
     realm = args.realm or (
         f"{scheme}://{shown}:{port}/token" if args.token_key else "lamina registry"
     )
-    authenticator = open_authenticator(
+    return open_authenticator(
         htpasswd=args.htpasswd,
         token_key=args.token_key,
         realm=realm,
@@ -39,6 +43,13 @@ def _serve(args: argparse.Namespace) -> int:
         acl=args.acl,
         anonymous_pull=args.anonymous_pull,
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lamina.registry.server import parse_addr, serve
+
+    host, port = parse_addr(args.addr)
+    authenticator = _authenticator(args, host, port)
 
     def ready(url: str) -> None:
         sys.stderr.write(f"listening on {url}\n")
