@@ -51,6 +51,7 @@ from lamina.oci.platform import Platform
 from lamina.store.api import Store
 
 COMMENT = "buildkit.dockerfile.v0"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FILE_STEPS = (Run, Copy, Add, Workdir)
 
 EventSink = Callable[[Event], None]
@@ -160,6 +161,9 @@ class Builder:
         else:
             config = ImageConfig.new(Platform.host())
             layers, key = [], cache_key("", "scratch")
+        if not any(item.startswith("PATH=") for item in config.config.env):
+            # BuildKit and buildah give an image without PATH the default one.
+            config = config.with_config(config.config.with_env("PATH", DEFAULT_PATH))
         scope = StageScope(
             self.options.build_args, globals_, env=config.config.env_dict(), escape=df.escape
         )

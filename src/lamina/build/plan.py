@@ -34,6 +34,23 @@ from lamina.build.words import expand_at
 from lamina.errors import InvalidArgument
 
 SCRATCH = "scratch"
+# Build arguments BuildKit reads itself: never reported as unused.
+BUILTIN_ARGS = frozenset({"SOURCE_DATE_EPOCH", "BUILDKIT_INLINE_CACHE", "BUILDKIT_SYNTAX"})
+
+
+def automatic_args(os_: str, architecture: str, variant: str = "") -> dict[str, str]:
+    """BuildKit's automatic platform ARGs (Dockerfile reference, "Automatic platform
+    ARGs in the global scope"): the target is the build platform here."""
+    platform = f"{os_}/{architecture}" + (f"/{variant}" if variant else "")
+    out: dict[str, str] = {}
+    for prefix in ("TARGET", "BUILD"):
+        out |= {
+            f"{prefix}PLATFORM": platform,
+            f"{prefix}OS": os_,
+            f"{prefix}ARCH": architecture,
+            f"{prefix}VARIANT": variant,
+        }
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +248,8 @@ def plan(
         used.update(d.name for d in arg.args)
     for index in order:
         used |= all_args_used(dockerfile.stages[index])
-    unused = tuple(sorted(k for k in build_args if k not in used and k not in PREDEFINED_ARGS))
+    known = used | PREDEFINED_ARGS | BUILTIN_ARGS | set(automatic)
+    unused = tuple(sorted(k for k in build_args if k not in known))
     return Plan(
         dockerfile,
         target_index,

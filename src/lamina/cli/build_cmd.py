@@ -124,9 +124,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from lamina.build.api import BuildOptions, Event, StepFailed
     from lamina.build.executor import Builder
     from lamina.build.parser import parse
-    from lamina.build.plan import plan
+    from lamina.build.plan import automatic_args, plan
     from lamina.cli.output import open_store
     from lamina.errors import LaminaError
+    from lamina.oci.platform import Platform
 
     context = args.context
     if not os.path.isdir(context):
@@ -171,7 +172,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         return True
 
     dockerfile = parse(text, os.path.basename(path) if args.file is None else path)
-    the_plan = plan(dockerfile, build_args, args.target, image_exists=image_exists)
+    host = Platform.host()
+    the_plan = plan(
+        dockerfile,
+        build_args,
+        args.target,
+        automatic=automatic_args(host.os, host.architecture, host.variant),
+        image_exists=image_exists,
+    )
     builder = Builder(store, options, printer)
     try:
         result = builder.build(the_plan)
