@@ -94,6 +94,8 @@ def test_factory_choices(tmp_path: Path, htpasswd: str) -> None:
         open_authenticator(htpasswd=htpasswd, token_key=str(key), realm="/token", service=SERVICE)
     with pytest.raises(NotFound):
         open_authenticator(htpasswd=str(tmp_path / "absent"), token_key=None, **common)
+    with pytest.raises(InvalidArgument, match="realm"):
+        open_authenticator(htpasswd=htpasswd, token_key=None, realm="a\r\nb", service=SERVICE)
 
 
 # -- Basic ----------------------------------------------------------------------------

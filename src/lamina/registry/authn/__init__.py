@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 from lamina.errors import InvalidArgument
+from lamina.registry.auth import bearer_challenge
 from lamina.registry.authn.api import Authenticator, Identity, TokenIssuer
 from lamina.registry.authn.authenticators import BasicAuthenticator, TokenAuthenticator
 from lamina.registry.authn.htpasswd import Htpasswd, hash_password, set_password, write_htpasswd
 from lamina.registry.authn.issuer import BuiltinTokenIssuer
 from lamina.registry.authn.policy import DEFAULT_POLICY, Policy, Rule, load_policy
 from lamina.registry.authn.tokens import TOKEN_TTL, SigningKey, TokenCodec, load_key
+from lamina.registry.errors import RegistryError
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -68,6 +70,10 @@ def open_authenticator(
                 hint="give --htpasswd (and --token-key for token auth)",
             )
         return None
+    try:  # a realm or service that cannot go in a challenge fails now, not per request
+        bearer_challenge(realm, service)
+    except RegistryError as exc:
+        raise InvalidArgument(f"unusable realm or service: {exc.message}") from exc
     policy = DEFAULT_POLICY if acl is None else load_policy(acl)
     if anonymous_pull:
         policy = policy.with_anonymous_pull()
