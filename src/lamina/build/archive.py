@@ -150,7 +150,8 @@ class _AddApplier(_Applier):
     def __init__(
         self, root: fsops.Root, limits: Limits, owner: tuple[int, int] | None, name: str
     ) -> None:
-        super().__init__(root, "tree", limits, os.geteuid() == 0, True)
+        privileged = os.geteuid() == 0
+        super().__init__(root, "tree", limits, privileged, privileged or owner is not None)
         self.owner = owner
         self.archive = name
 
