@@ -26,6 +26,7 @@ from lamina.registry.storage import open_storage
 from lamina.registry.storage.s3.client import S3Client, S3Error
 from lamina.registry.storage.s3.driver import MIN_PART, SEGMENT, S3Storage
 from lamina.registry.storage.s3.sign import EMPTY_SHA256, Credentials, sign
+from lamina.registry.storage.s3.uploads import UploadState
 
 MIB = 1 << 20
 
@@ -390,3 +391,18 @@ def test_a_dead_endpoint_fails_clearly(seaweed: Seaweed, tmp_path: Path) -> None
     finally:
         proxy.close()
     del tmp_path
+
+
+def test_a_state_commit_whose_answer_was_lost(seaweed: Seaweed) -> None:
+    # A retried If-Match PUT of the state gets 412 when its first try landed unanswered:
+    # that is success, not a conflict; a different state in its place is a conflict.
+    s = _s3(seaweed.location())
+    uuid = s.start_upload("r")
+    key = f"{s.prefix}_uploads/{uuid}/state"
+    old = s.client.head(key)
+    assert old is not None
+    landed = UploadState("r", 1.0, 3, (), (), None)
+    s.client.put(key, landed.to_bytes())  # the first try, whose answer "was lost"
+    s._commit_state(uuid, old.etag, landed)  # the retry: no error
+    with pytest.raises(Conflict):
+        s._commit_state(uuid, old.etag, UploadState("r", 1.0, 4, (), (), None))

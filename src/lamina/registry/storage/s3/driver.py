@@ -262,6 +262,7 @@ class S3Storage:
                 added.append(self._put_piece(uuid, size - length, spool, length))
                 segments.append((added[-1], length))
 
+        new: UploadState | None = None
         try:
             with tempfile.TemporaryFile() as spool:
                 spooled = 0
@@ -291,24 +292,13 @@ class S3Storage:
                 tuple(pending),
                 None if hasher is None else hasher.hexdigest(),
             )
-            try:
-                self.client.request(
-                    "PUT",
-                    self._session(uuid) + "state",
-                    body=new.to_bytes(),
-                    headers={"if-match": etag} if etag else {},
-                ).close()
-            except S3Error as exc:
-                if exc.status != 412:
-                    raise
-                raise Conflict(
-                    f"upload {uuid} was changed by another request at the same time",
-                    hint="send the chunks of one upload one after another",
-                ) from exc
+            self._commit_state(uuid, etag, new)
         except BaseException:
-            with contextlib.suppress(S3Error, OSError):
-                self.client.delete_many([self._session(uuid) + k for k in added])
-            raise
+            # A commit that failed on our side may still have landed: then it stands.
+            if new is None or not self._state_is(uuid, new):
+                with contextlib.suppress(S3Error, OSError):
+                    self.client.delete_many([self._session(uuid) + k for k in added])
+                raise
         with contextlib.suppress(S3Error, OSError):
             self.client.delete_many([self._session(uuid) + k for k in merged])
         if hasher is not None:
@@ -317,6 +307,34 @@ class S3Storage:
                 while len(self._hashes) > 256:
                     self._hashes.popitem(last=False)
         return size
+
+    def _state_is(self, uuid: str, state: UploadState) -> bool:
+        try:
+            return self.client.get_bytes(self._session(uuid) + "state", SMALL_MAX) == (
+                state.to_bytes()
+            )
+        except (S3Error, NotFound, InvalidArgument, OSError):
+            return False
+
+    def _commit_state(self, uuid: str, etag: str, new: UploadState) -> None:
+        """Replace the state only if nobody else did since we read it (``If-Match``)."""
+        try:
+            self.client.request(
+                "PUT",
+                self._session(uuid) + "state",
+                body=new.to_bytes(),
+                headers={"if-match": etag} if etag else {},
+            ).close()
+        except S3Error as exc:
+            # 412 also answers a retry of our own PUT whose first answer was lost.
+            if exc.status != 412:
+                raise
+            if self._state_is(uuid, new):
+                return
+            raise Conflict(
+                f"upload {uuid} was changed by another request at the same time",
+                hint="send the chunks of one upload one after another",
+            ) from exc
 
     def _resume_hash(self, uuid: str, state: UploadState) -> Any:
         if state.size == 0:
