@@ -32,4 +32,15 @@ def add_parsers(sub: Parsers) -> None:
     g = actions.add_parser("gc", help="delete blobs no manifest or tag needs")
     g.add_argument("--storage", default=None, help="DIR or s3://BUCKET/PREFIX?endpoint=URL")
     g.add_argument("--dry-run", action="store_true", help="report only")
+    g.add_argument(
+        "--grace",
+        type=float,
+        default=3600.0,
+        help="keep unreferenced blobs younger than this many seconds (default: an hour)",
+    )
+    g.add_argument(
+        "--delete-untagged",
+        action="store_true",
+        help="also delete manifests no tag reaches (and then their blobs)",
+    )
     g.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -73,23 +73,22 @@ def _gc(args: argparse.Namespace) -> int:
     from lamina.registry.gc import collect
     from lamina.registry.storage import open_storage
 
-    report = collect(open_storage(_storage(args)), dry_run=args.dry_run)
+    report = collect(
+        open_storage(_storage(args)),
+        dry_run=args.dry_run,
+        grace_seconds=args.grace,
+        delete_untagged=args.delete_untagged,
+    )
     if args.json:
-        print_json(
-            {
-                "dry_run": bool(args.dry_run),
-                "deleted_blobs": [str(d) for d in report.deleted_blobs],
-                "freed_bytes": report.freed_bytes,
-                "kept_blobs": report.kept_blobs
-                if isinstance(report.kept_blobs, int)
-                else len(report.kept_blobs),
-            }
-        )
+        print_json(report.to_json())
         return 0
     verb = "would delete" if args.dry_run else "deleted"
-    kept = report.kept_blobs if isinstance(report.kept_blobs, int) else len(report.kept_blobs)
-    sys.stdout.write(
-        f"{verb} {len(report.deleted_blobs)} blob(s), "
-        f"{human_size(report.freed_bytes)} freed; {kept} kept\n"
+    line = (
+        f"{verb} {len(report.deleted_blobs)} blob(s), {human_size(report.freed_bytes)}; "
+        f"kept {report.kept_blobs} ({report.young_blobs} unreferenced but younger than "
+        f"{args.grace:g}s)"
     )
+    if report.deleted_manifests:
+        line += f"; {verb} {len(report.deleted_manifests)} untagged manifest(s)"
+    sys.stdout.write(line + "\n")
     return 0
