@@ -179,6 +179,44 @@ def test_rootfs_absolute_link_to_missing_in_root_path(tmp_path: Path) -> None:
         select(str(rootfs), ["/evil"])
 
 
+def test_rootfs_wildcards_cross_symlinked_dirs(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    build_tree(
+        rootfs,
+        {
+            "usr/lib/libz.so.1": File(b"z"),
+            "usr/lib/libc.so.6": File(b"c"),
+            "lib": Symlink("/usr/lib"),
+            "loop": Symlink("loop2"),
+            "loop2": Symlink("/loop"),
+        },
+    )
+    got = select(str(rootfs), ["/lib/*.so.*"])
+    assert [(s.target, s.relpath) for s in got] == [
+        ("libc.so.6", "usr/lib/libc.so.6"),
+        ("libz.so.1", "usr/lib/libz.so.1"),
+    ]
+    with pytest.raises(Unsafe, match="too many symlinks"):
+        select(str(rootfs), ["/loop"])
+
+
+def test_context_symlink_loop_is_refused(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    os.symlink("b", ctx / "a")
+    os.symlink("a", ctx / "b")
+    with pytest.raises(Unsafe, match="too many symlinks"):
+        select(str(ctx), ["a"], ignore=NO_IGNORE)
+
+
+def test_wildcards_do_not_see_ignored_files(ctx: Path) -> None:
+    ignore = IgnoreMatcher.parse("*.md\n**/*.md\n!src/*.md")
+    got = select(str(ctx), ["*/*.md"], ignore=ignore)
+    assert [s.relpath for s in got] == ["src/README.md"]  # not docs/x.md
+    with pytest.raises(NotFound):  # only ignored files match: as if nothing did
+        select(str(ctx), ["*.md"], ignore=ignore)
+
+
 def test_special_files_are_refused_sockets_skipped(tmp_path: Path) -> None:
     import socket
 

@@ -40,7 +40,7 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lamina.atomic import write_atomic
@@ -553,8 +553,3 @@ class _StatCache:
             write_atomic(self.path, data.encode())
         except OSError:
             pass  # a cache that cannot be written only costs time
-
-
-def iter_files(sources: Sequence[Source]) -> Iterator[Source]:
-    """The regular files of a selection (for progress counts and sizes)."""
-    return (s for s in sources if s.kind == FILE)
