@@ -242,3 +242,23 @@ def test_gc_concurrent_push_ends_intact(storage: RegistryStorage) -> None:
     assert not set(final.deleted_blobs) & set().union(
         *(manifest_blobs(storage, "live", d) for d in pushed)
     )
+
+
+def test_gc_leaves_uploads_alone_unless_asked(storage: RegistryStorage) -> None:
+    data = os.urandom(3000)
+    uuid = storage.start_upload("r")
+    storage.append_upload("r", uuid, [data[:1000]])
+    report = collect(storage, grace_seconds=1, now=later())
+    assert report.expired_uploads == ()
+    # The session survives a collection and finishes into an intact blob.
+    storage.append_upload("r", uuid, [data[1000:]])
+    d = storage.finish_upload("r", uuid, digest_of(data))
+    assert intact(storage, d)
+    stale = storage.start_upload("r")
+    storage.append_upload("r", stale, [b"abandoned"])
+    dry = collect(storage, dry_run=True, upload_max_age=30, now=later())
+    assert dry.expired_uploads == (stale,)
+    assert storage.upload_size("r", stale) == 9
+    assert collect(storage, upload_max_age=3600).expired_uploads == ()  # not old yet
+    assert collect(storage, upload_max_age=30, now=later()).expired_uploads == (stale,)
+    assert list(storage.iter_uploads()) == []

@@ -63,6 +63,7 @@ class GcReport:
     freed_bytes: int = 0
     deleted_manifests: tuple[tuple[str, Digest], ...] = ()
     missing_blobs: tuple[Digest, ...] = field(default=())  # marked but not stored
+    expired_uploads: tuple[str, ...] = ()  # upload ids cancelled for their age
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class GcReport:
                 {"repository": name, "digest": str(d)} for name, d in self.deleted_manifests
             ],
             "missing_blobs": [str(d) for d in self.missing_blobs],
+            "expired_uploads": list(self.expired_uploads),
         }
 
 
@@ -233,12 +235,22 @@ def collect(
     dry_run: bool = False,
     grace_seconds: float = DEFAULT_GRACE,
     delete_untagged: bool = False,
+    upload_max_age: float | None = None,
     now: float | None = None,
 ) -> GcReport:
     """Delete blobs no manifest or tag needs that are older than ``grace_seconds``
-    (see the module docstring); with ``dry_run`` only report what would go. ``now``
+    (see the module docstring); with ``dry_run`` only report what would go. With
+    ``upload_max_age`` (seconds), upload sessions started longer ago than that are
+    cancelled too (a client that has not finished in that time never will). ``now``
     (seconds since the epoch) is the clock the ages are measured against."""
     started = time.time() if now is None else now
+    expired: list[str] = []
+    if upload_max_age is not None:
+        for info in list(storage.iter_uploads()):
+            if started - info.started > upload_max_age:
+                if not dry_run:
+                    storage.cancel_upload(info.name, info.uuid)
+                expired.append(info.uuid)
     c = _Collector(storage, started - max(0.0, grace_seconds), delete_untagged)
     # Blobs are listed first: whatever a manifest listed after this names is marked.
     c.stats = _blob_stats(storage)
@@ -282,4 +294,5 @@ def collect(
         freed_bytes=freed,
         deleted_manifests=tuple(deleted_manifests),
         missing_blobs=tuple(sorted(c.graph.missing & marked)),
+        expired_uploads=tuple(expired),
     )
