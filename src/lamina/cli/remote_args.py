@@ -20,7 +20,12 @@ def _transport(p: Any) -> None:
 
 
 def _transfer(p: Any) -> None:
-    p.add_argument("--parallel", type=int, default=4, help="blobs transferred at once (default: 4)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="blobs transferred at once (default: 6 for pull, 4 for push)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 

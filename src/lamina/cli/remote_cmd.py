@@ -53,7 +53,7 @@ def _client(args: argparse.Namespace, creds: Credentials | None = None) -> Regis
             return creds
         return load_credentials(registry, authfile)
 
-    connections = max(4, 2 * getattr(args, "parallel", 4))
+    connections = max(8, 2 * (getattr(args, "parallel", None) or 6))
     return RegistryClient(Transport(lookup, insecure=args.insecure, connections=connections))
 
 
@@ -113,7 +113,9 @@ def _transfer_progress(enabled: bool) -> Iterator[TransferProgress]:
         yield _RichTransfer(bar)
 
 
-def _parallel(args: argparse.Namespace) -> int:
+def _parallel(args: argparse.Namespace, default: int) -> int:
+    if args.parallel is None:
+        return default
     value: int = args.parallel
     if value < 1 or value > 64:
         raise InvalidArgument(f"--parallel {value} is out of range", hint="use 1 to 64")
@@ -122,13 +124,13 @@ def _parallel(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     from lamina.oci.platform import Platform
-    from lamina.registry.client.pull import pull_image
+    from lamina.registry.client.pull import DEFAULT_PARALLEL, pull_image
     from lamina.registry.client.sources import BlobSources
 
     ref = Reference.parse(args.ref)
     store = open_store(args)
     platform = Platform.parse(args.platform) if args.platform else None
-    parallel = _parallel(args)
+    parallel = _parallel(args, DEFAULT_PARALLEL)
 
     async def go(progress: TransferProgress) -> Any:
         async with _client(args) as client:
@@ -174,7 +176,7 @@ def _destination(args: argparse.Namespace, names: tuple[str, ...]) -> Reference:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from lamina.image import images as img
-    from lamina.registry.client.push import plan_push, push_image
+    from lamina.registry.client.push import DEFAULT_PARALLEL, plan_push, push_image
     from lamina.registry.client.sources import BlobSources
 
     store = open_store(args)
@@ -182,7 +184,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     dest = _destination(args, image.names)
     plan = plan_push(store, image.descriptor, image.manifest_descriptor)
     sources = BlobSources(store.root)
-    parallel = _parallel(args)
+    parallel = _parallel(args, DEFAULT_PARALLEL)
 
     async def go(progress: TransferProgress) -> Any:
         async with _client(args) as client:

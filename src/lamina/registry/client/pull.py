@@ -30,7 +30,9 @@ from lamina.oci.selection import select_manifest
 from lamina.registry.client.api import EXISTS, FETCHED, Fetcher, RemoteManifest, TransferProgress
 from lamina.store.api import Store
 
-DEFAULT_PARALLEL = 4
+# as skopeo (containers/image MaxParallelDownloads): 6 blobs at once keeps loopback and
+# disk busy while hashing runs in threads
+DEFAULT_PARALLEL = 6
 
 
 @dataclass(frozen=True, slots=True)

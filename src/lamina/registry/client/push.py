@@ -23,10 +23,11 @@ from lamina.oci.digest import Digest
 from lamina.oci.manifest import Manifest, parse_document
 from lamina.oci.reference import Reference
 from lamina.registry.client.api import EXISTS, MOUNTED, UPLOADED, Pusher, TransferProgress
-from lamina.registry.client.pull import DEFAULT_PARALLEL, run_bounded
+from lamina.registry.client.pull import run_bounded
 from lamina.store.api import Store
 
 MountSources = Callable[[Digest], tuple[str, ...]]
+DEFAULT_PARALLEL = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,7 +261,10 @@ async def _drain(
     """
     loop = asyncio.get_running_loop()
     pending: asyncio.Future[int] | None = None
-    buf = bytearray()
+    # Received bytes not yet handed to the writer; joined (one copy) once they reach
+    # CHUNK. aiohttp usually hands over whole MiBs, which then go to the writer as is.
+    pieces: list[bytes] = []
+    held = 0
     received = writer.size
 
     async def settle() -> None:
@@ -269,6 +272,13 @@ async def _drain(
         if pending is not None:
             last, pending = pending, None
             await last
+
+    def take() -> bytes:
+        nonlocal held
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        held = 0
+        return data
 
     try:
         async for chunk in resp.content.iter_any():
@@ -279,23 +289,23 @@ async def _drain(
                 raise SizeMismatch(
                     f"the registry sent more than the {descriptor.size} bytes expected"
                 )
-            buf += chunk
+            pieces.append(chunk)
+            held += len(chunk)
             progress.advance(descriptor, len(chunk))
-            if len(buf) >= CHUNK:
+            if held >= CHUNK:
                 await settle()
-                data, buf = bytes(buf), bytearray()
-                pending = loop.run_in_executor(None, writer.write, data)
+                pending = loop.run_in_executor(None, writer.write, take())
         await settle()
     except NETWORK_ERRORS:
         await settle()
-        if buf:
-            await asyncio.to_thread(writer.write, bytes(buf))
+        if pieces:
+            await asyncio.to_thread(writer.write, take())
         raise
     finally:
         if pending is not None:
             # Never leave a write running on a writer the caller is about to abort.
             await asyncio.wait([pending])
-    if buf:
-        await asyncio.to_thread(writer.write, bytes(buf))
+    if pieces:
+        await asyncio.to_thread(writer.write, take())
     if received < descriptor.size:
         raise SizeMismatch(f"the registry sent {received} of the {descriptor.size} bytes expected")

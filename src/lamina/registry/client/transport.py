@@ -38,6 +38,7 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 )
 _ERROR_BODY_MAX = 64 << 10
 USER_AGENT = "lamina"
+READ_BUFFER = 4 << 20
 
 
 def is_loopback(registry: str) -> bool:
@@ -91,6 +92,9 @@ class Transport:
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
             headers={"User-Agent": USER_AGENT},
+            # aiohttp's default 64 KiB buffer pauses the socket every 128 KiB: a blob
+            # then arrives in tiny bursts. Let a few MiB queue up per response.
+            read_bufsize=READ_BUFFER,
         )
         return self
 
