@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -219,3 +220,31 @@ def test_server_killed_during_pushes_restarts_consistent(
         assert time.monotonic() < deadline, "killed sessions never expired"
         time.sleep(0.2)
     assert server.stop() == 0
+
+
+def test_readers_hanging_up_mid_blob_do_not_disturb_others(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    server = serve(tmp_path / "store")
+    client = Client(server.port)
+    data = os.urandom(32 * 1024 * 1024)
+    digest = client.push_blob("a", data)
+    request = f"GET /v2/a/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+    def hang_up() -> None:
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(request)
+            s.recv(65536)
+        # closed with most of the body unread: the server's send fails mid-body
+
+    def full_read(_: int) -> bytes:
+        return client.request("GET", f"/v2/a/blobs/{digest}")[2]
+
+    with ThreadPoolExecutor(8) as pool:
+        quitters = [pool.submit(hang_up) for _ in range(8)]
+        readers = list(pool.map(full_read, range(4)))
+        for q in quitters:
+            q.result()
+    assert all(hashlib.sha256(body).digest() == hashlib.sha256(data).digest() for body in readers)
+    assert client.request("GET", "/v2/")[0] == 200
+    assert server.proc.poll() is None

@@ -5,6 +5,7 @@ path and the connection is plain TCP, else streamed from ``open_blob`` in 1 MiB 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import select
 
@@ -15,6 +16,8 @@ from lamina.oci.digest import Digest
 from lamina.registry import protocol as p
 from lamina.registry.server.context import BASE_HEADERS, BYTES_OUT, Context
 from lamina.registry.storage.api import CHUNK
+
+log = logging.getLogger("lamina.registry.server")
 
 # A peer that takes no byte for this long is gone: free the sending thread.
 SEND_STALL_SECONDS = 120.0
@@ -50,10 +53,20 @@ async def blob_get(ctx: Context, request: web.Request, route: p.Route) -> web.St
     path = await ctx.quick(storage.blob_path, digest)
     transport = request.transport
     plain = transport is not None and transport.get_extra_info("sslcontext") is None
-    if path is not None and plain:
-        await _send_file(ctx, request, resp, path, start=answer.start, length=answer.length)
-    else:
-        await _send_stream(ctx, request, resp, digest, start=answer.start, length=answer.length)
+    try:
+        if path is not None and plain:
+            await _send_file(ctx, request, resp, path, start=answer.start, length=answer.length)
+        else:
+            await _send_stream(ctx, request, resp, digest, start=answer.start, length=answer.length)
+    except OSError as exc:
+        if not resp.prepared:
+            raise
+        # The peer went away mid-body: the status line is out, so there is nobody to
+        # answer; drop the connection (it is mid-message and cannot be reused).
+        log.info("blob %s: peer gone after the headers: %s", digest, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
     request[BYTES_OUT] = answer.length
     return resp
 
@@ -126,7 +139,14 @@ async def _send_file(
                 raise ConnectionResetError("connection lost")
             await asyncio.sleep(0.0005)
         sock = transport.get_extra_info("socket")
-        await ctx.transfer(_sendfile_blocking, sock.fileno(), path, start, length)
+        # A duplicate descriptor: if the loop closes the connection meanwhile, the
+        # number it frees may be reused by a new connection, and the thread must never
+        # write into that one. The duplicate keeps this socket alive until we are done.
+        fd = os.dup(sock.fileno())
+        try:
+            await ctx.transfer(_sendfile_blocking, fd, path, start, length)
+        finally:
+            os.close(fd)
     await resp.write_eof()
 
 
