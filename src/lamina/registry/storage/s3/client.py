@@ -363,10 +363,20 @@ class S3Client:
             if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
 
-    def put(self, key: str, body: Body, *, payload_sha256: str | None = None) -> str:
-        """Store an object (replacing it); returns its ETag."""
-        headers = self._empty("PUT", key, body=body, payload_sha256=payload_sha256)
-        return headers.get("etag", "")
+    def put(
+        self,
+        key: str,
+        body: Body,
+        *,
+        payload_sha256: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Store an object (replacing it, unless ``headers`` hold a condition such as
+        ``If-None-Match: *``, then S3Error 412); returns its ETag."""
+        answer = self._empty(
+            "PUT", key, body=body, payload_sha256=payload_sha256, headers=headers or {}
+        )
+        return answer.get("etag", "")
 
     def get_bytes(self, key: str, limit: int) -> bytes:
         """A small object whole; InvalidArgument if it is larger than ``limit``."""
@@ -414,10 +424,13 @@ class S3Client:
                         f"S3 delete of {_child_text(el, 'Key')} failed: {_child_text(el, 'Code')}"
                     )
 
-    def copy(self, src: str, dst: str) -> None:
-        """Server-side copy of a whole object (S3 CopyObject)."""
-        source = quote(self.path(src), safe="/~")
-        self._xml("PUT", dst, headers={"x-amz-copy-source": source})
+    def copy(self, src: str, dst: str, *, if_none_match: bool = False) -> None:
+        """Server-side copy of a whole object (S3 CopyObject); with ``if_none_match`` an
+        existing ``dst`` is kept (S3Error 412)."""
+        headers = {"x-amz-copy-source": quote(self.path(src), safe="/~")}
+        if if_none_match:
+            headers["if-none-match"] = "*"
+        self._xml("PUT", dst, headers=headers)
 
     def list_objects(self, prefix: str, *, delimiter: str = "") -> Iterator[ObjectInfo | str]:
         """Objects under ``prefix`` (ListObjectsV2, every page); with a ``delimiter``, the

@@ -120,9 +120,7 @@ class S3Storage:
     def _put_if_absent(self, key: str, body: bytes | FileBody | None) -> None:
         """PUT with ``If-None-Match: *``: an object already there is kept as it is."""
         try:
-            self.client.request(
-                "PUT", key, body=body, headers={"if-none-match": "*"}, ok=(200,)
-            ).close()
+            self.client.put(key, body, headers={"if-none-match": "*"})
         except S3Error as exc:
             if exc.status != 412:
                 raise
@@ -319,12 +317,11 @@ class S3Storage:
     def _commit_state(self, uuid: str, etag: str, new: UploadState) -> None:
         """Replace the state only if nobody else did since we read it (``If-Match``)."""
         try:
-            self.client.request(
-                "PUT",
+            self.client.put(
                 self._session(uuid) + "state",
-                body=new.to_bytes(),
+                new.to_bytes(),
                 headers={"if-match": etag} if etag else {},
-            ).close()
+            )
         except S3Error as exc:
             # 412 also answers a retry of our own PUT whose first answer was lost.
             if exc.status != 412:
@@ -397,14 +394,7 @@ class S3Storage:
             if not src:
                 self._put_if_absent(key, None)
             elif len(src) == 1:
-                self.client.request(
-                    "PUT",
-                    key,
-                    headers={
-                        "x-amz-copy-source": self.client.path(src[0]),
-                        "if-none-match": "*",
-                    },
-                ).close()
+                self.client.copy(src[0], key, if_none_match=True)
             else:
                 self._multipart_copy(key, src)
         except S3Error as exc:
