@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -323,9 +324,8 @@ def test_checksum_is_what_is_selected(ctx: Path) -> None:
 
 
 def test_stat_cache_is_used_for_unchanged_files(ctx: Path, tmp_path: Path) -> None:
-    import json
-
     cache = tmp_path / "cache"
+    time.sleep(0.2)  # files changed within a timestamp tick are not remembered
     first = _sum(ctx, ["."], cache_dir=str(cache))
     (path,) = cache.iterdir()
     data = json.loads(path.read_text())
@@ -338,6 +338,18 @@ def test_stat_cache_is_used_for_unchanged_files(ctx: Path, tmp_path: Path) -> No
     os.utime(ctx / "a.txt")
     path.unlink()
     assert _sum(ctx, ["."], cache_dir=str(cache)) == first
+
+
+def test_fresh_files_are_not_remembered(ctx: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    future = time.time() + 3600  # newer than "now": within the racy window, surely
+    for p in ctx.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            os.utime(p, (future, future))
+    _sum(ctx, ["."], cache_dir=str(cache))
+    assert not cache.exists() or all(
+        not json.loads(p.read_text())["files"] for p in cache.iterdir()
+    )
 
 
 def test_checksum_5000_files_is_fast(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def fetch_url(
             f"ADD {url}: cannot download: {reason}", hint="check the URL and the network"
         ) from exc
     with response:
-        name = filename_for(response.geturl() or url, response.headers)
+        name = filename_for(url, response.headers)  # the URL as written, not a redirect
         final = os.path.join(dest_dir, name)
         tmp = os.path.join(dest_dir, f".{name}.{os.urandom(6).hex()}.part")
         digest = hashlib.new(algo)

@@ -40,6 +40,7 @@ import os
 import posixpath
 import re
 import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +51,8 @@ from lamina.layers import fsops
 
 CHUNK = 1 << 20
 MAX_LINKS = 40
+RACY_NS = 100_000_000  # a timestamp tick is a few ms (kernel jiffies); see checksum()
+RACY_COARSE_NS = 2_000_000_000  # filesystems with whole-second (FAT: 2 s) timestamps
 _STATCACHE_VERSION = 1
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
@@ -437,8 +440,11 @@ def checksum(root: str, sources: Sequence[Source], *, cache_dir: str | None = No
 
     ``cache_dir``: keep a stat cache there, ``(dev, ino, size, mtime_ns, ctime_ns)`` ->
     content digest, so an unchanged file is not read again (ctime changes with every
-    write, even one that forges the mtime back).
+    write, even one that forges the mtime back). Files changed within one timestamp tick
+    of now are hashed but not remembered: a file rewritten within that tick (same inode
+    reused, same size) would look unchanged (git's "racily clean" problem).
     """
+    now = time.time_ns()
     cache = _StatCache(cache_dir, root) if cache_dir else None
     h = hashlib.sha256()
     h.update(b"lamina-context-v1\n")
@@ -452,7 +458,7 @@ def checksum(root: str, sources: Sequence[Source], *, cache_dir: str | None = No
                 content = (cache.get(key) if cache else None) or ""
                 if not content:
                     content = _hash_file(root_fd, src, buf)
-                    if cache:
+                    if cache and not _racy(src, now):
                         cache.put(key, content)
                 elif cache:
                     cache.keep(key)
@@ -474,6 +480,12 @@ def checksum(root: str, sources: Sequence[Source], *, cache_dir: str | None = No
     if cache:
         cache.save()
     return "sha256:" + h.hexdigest()
+
+
+def _racy(src: Source, now: int) -> bool:
+    newest = max(src.ctime_ns, src.mtime_ns)
+    coarse = src.ctime_ns % 1_000_000_000 == 0 and src.mtime_ns % 1_000_000_000 == 0
+    return newest >= now - (RACY_COARSE_NS if coarse else RACY_NS)
 
 
 def open_source(root_fd: int, src: Source) -> int:
