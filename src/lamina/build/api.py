@@ -6,9 +6,10 @@ Lifecycle of one ``lamina build``::
     p = plan(df, build_args, target, image_exists=...)     # lamina.build.plan (pure)
     result = Builder(store, options, on_event).build(p)    # lamina.build.executor
 
-The builder reports progress as :class:`Event` values, in order, from the calling
-thread: a ``start`` for each vertex (a ``FROM``, a file step, the export), then its
-``log`` lines, then one of ``cached``, ``done`` or ``error``. Metadata instructions
+The builder reports progress as :class:`Event` values, in order: a ``start`` for each
+vertex (a ``FROM``, a file step, the export), then its ``log`` chunks (these come from
+the thread that reads the step's output: the sink must be thread-safe), then one of
+``cached``, ``done`` or ``error``. Stages are built one after another. Metadata instructions
 (ENV, LABEL, CMD...) are not vertices: they only change the config (BuildKit shows
 them the same way).
 

@@ -97,6 +97,12 @@ class Builder:
 
     # ------------------------------------------------------------------ progress
 
+    @property
+    def current_vertex(self) -> int:
+        """The vertex started last (the one a failure belongs to: steps run one at a
+        time)."""
+        return self._vertex
+
     def start(self, name: str) -> tuple[int, float]:
         self._vertex += 1
         self.emit(Event("start", self._vertex, name=name))
@@ -231,8 +237,8 @@ class Builder:
                 st.config = st.config.with_history(
                     History(created=None, created_by=created_by, comment=COMMENT, empty_layer=True)
                 )
-                self.start(name)
-                self.emit(Event("cached", self._vertex))
+                vertex, _ = self.start(name)
+                self.emit(Event("cached", vertex))
                 return
         prepared = steps.prepare(st, node)
         vertex, started = self.start(name)

@@ -8,7 +8,6 @@ selected files, the only file work a fully cached build does) and returns a
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -165,7 +164,7 @@ class Steps:
             if isinstance(node, (Copy, Add)):
                 return self._copy(st, node)
             if isinstance(node, Workdir):
-                return self._workdir(st)
+                return self._workdir(st, node)
         except LaminaError as exc:
             raise relocate(exc, node.location) from exc
         raise Unsupported(f"{type(node).__name__} is not a file step")
@@ -188,7 +187,7 @@ class Steps:
 
     # ------------------------------------------------------------------ WORKDIR
 
-    def _workdir(self, st: StageState) -> Prepared:
+    def _workdir(self, st: StageState, node: Workdir) -> Prepared:
         path = st.config.config.working_dir
 
         def work(ws: Workspace, upper: str) -> None:
@@ -197,9 +196,7 @@ class Steps:
             prepare_workdir(ws.rootfs, path)
 
         key = cache_key(st.key, "WORKDIR", path, self.options.source_date_epoch)
-        return Prepared(
-            key, f"WORKDIR {path}", self._step(st, Workdir(st.plan.stage.base.location, path), work)
-        )
+        return Prepared(key, f"WORKDIR {path}", self._step(st, node, work))
 
     # ------------------------------------------------------------------ COPY / ADD
 
@@ -377,7 +374,7 @@ class Steps:
         name = self.df.original(node) or "RUN"
 
         def work(ws: Workspace, upper: str) -> Callable[[], None]:
-            vertex = self.b._vertex
+            vertex = self.b.current_vertex
             started = time.monotonic()
 
             def output(data: bytes) -> None:
@@ -433,9 +430,3 @@ def _script(command: ShellForm, node: Run) -> str:
         )
         parts.append(body + heredoc.name)
     return "\n".join(parts)
-
-
-def cleanup_paths(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(path)

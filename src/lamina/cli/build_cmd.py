@@ -184,7 +184,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         result = builder.build(the_plan)
     except StepFailed as exc:
-        printer(Event("error", builder._vertex, text=exc.message))
+        printer(Event("error", builder.current_vertex, text=exc.message))
         if not printer.json:
             sys.stderr.write("------\n")
             sys.stderr.write(f" > {exc.step}:\n")
@@ -193,8 +193,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             sys.stderr.write("------\n")
         raise
     except LaminaError as exc:
-        if builder._vertex:
-            printer(Event("error", builder._vertex, text=exc.message))
+        if builder.current_vertex:
+            printer(Event("error", builder.current_vertex, text=exc.message))
         raise
     if args.iidfile:
         from lamina.atomic import write_atomic
