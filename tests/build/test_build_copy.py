@@ -258,6 +258,29 @@ def test_parents_and_exclude(ctx: Path, rootfs: Path) -> None:
     assert sorted(os.listdir(rootfs / "e")) == ["a", "abs", "hard"]
 
 
+def test_big_and_empty_files(tmp_path: Path, rootfs: Path) -> None:
+    ctx = tmp_path / "big"
+    ctx.mkdir()
+    big = os.urandom(3 << 20) + b"tail"  # over SMALL_FILE: copy_file_range
+    (ctx / "big.bin").write_bytes(big)
+    (ctx / "empty").write_bytes(b"")
+    (ctx / "edge").write_bytes(b"e" * (256 << 10))  # exactly SMALL_FILE
+    n = copy(ctx, rootfs, ["big.bin", "empty", "edge"], "/b/")
+    assert n == len(big) + (256 << 10)
+    assert (rootfs / "b/big.bin").read_bytes() == big
+    assert (rootfs / "b/empty").read_bytes() == b""
+    assert (rootfs / "b/edge").read_bytes() == b"e" * (256 << 10)
+
+
+@pytest.mark.parametrize(("dest", "workdir"), [("../../../x/", "/a/b"), ("/../../x/", "/")])
+def test_dest_dotdot_stays_in_the_root(
+    ctx: Path, rootfs: Path, tmp_path: Path, dest: str, workdir: str
+) -> None:
+    copy(ctx, rootfs, ["f.txt"], dest, workdir=workdir)
+    assert (rootfs / "x/f.txt").read_bytes() == b"hello\n"
+    assert not (tmp_path / "x").exists()
+
+
 def test_whiteout_names_are_refused(ctx: Path, rootfs: Path) -> None:
     with pytest.raises(Unsafe, match="whiteout"):
         copy(ctx, rootfs, [".wh.evil"], "/x/")
