@@ -99,9 +99,12 @@ class Steps:
             shutil.rmtree(path, ignore_errors=True)
 
     def tempdir(self) -> str:
+        from lamina.build.sandbox import owner_label
+
         base = os.path.join(self.root, "build", "tmp")
         os.makedirs(base, mode=0o700, exist_ok=True)
-        path = os.path.join(base, os.urandom(8).hex())
+        # named by its owner, so that the next build removes it if this one is killed
+        path = os.path.join(base, f"{owner_label()}.{os.urandom(8).hex()}")
         os.mkdir(path, 0o700)
         self._tmp.append(path)
         return path

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -102,12 +103,12 @@ class Workbench:
     def remove_stale(self) -> int:
         """Remove what killed builds left: workspaces (and what runc still runs in
         them), their mounts, and their active snapshots. Cheap when there is nothing."""
+        removed = self._remove_stale_tmp()
         work = os.path.join(self.root, "build", "work")
         if not os.path.isdir(work) or not os.listdir(work):
-            return 0
+            return removed
         from lamina.build.sandbox import owner_alive, stale_workspaces
 
-        removed = 0
         for ws in stale_workspaces(self.root):
             key = ws.read_owner().get("snapshot")
             ws.remove(self.runtime)
@@ -122,6 +123,22 @@ class Workbench:
                     with contextlib.suppress(NotFound):
                         self.snapshotter.remove(info.name)
                         removed += 1
+        return removed
+
+    def _remove_stale_tmp(self) -> int:
+        """Temp dirs (heredoc sources, downloads) of killed builds: ``<owner>.<hex>``."""
+        base = os.path.join(self.root, "build", "tmp")
+        try:
+            names = os.listdir(base)
+        except FileNotFoundError:
+            return 0
+        from lamina.build.sandbox import owner_alive
+
+        removed = 0
+        for name in names:
+            if not owner_alive(name.rpartition(".")[0]):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+                removed += 1
         return removed
 
     # ------------------------------------------------------------------ chains
