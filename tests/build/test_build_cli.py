@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from helpers.cli import Lamina
+from helpers.cli import LAMINA, Lamina
 
 pytestmark = [pytest.mark.root]
 
@@ -120,3 +122,20 @@ def test_target_file_and_build_arg_from_the_environment(
     assert lamina("run", "--rm", "who", "cat", "/who").stdout == "from-env\n"
     proc = lamina("build", "-f", str(other), "--target", "three", str(ctx), check=False)
     assert "target stage 'three' could not be found" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux script is not installed")
+def test_auto_progress_on_a_terminal_is_a_live_view(lamina: Lamina, ctx: Path) -> None:
+    lamina("build", "-q", "-t", "tty", str(ctx))
+    root = lamina.root  # type: ignore[attr-defined]
+    command = " ".join([*LAMINA, "--root", str(root), "build", "-t", "tty", str(ctx)])
+    proc = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert "[+] Building" in proc.stdout
+    assert re.search(r"=> CACHED \[3/3\] RUN echo one; echo two >&2 +\d+\.\ds", proc.stdout)

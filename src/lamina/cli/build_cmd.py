@@ -13,7 +13,9 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Mapping
+from typing import Any
 
 from lamina.errors import InvalidArgument, NotFound
 
@@ -73,6 +75,9 @@ class _Plain:
         self.names: dict[int, str] = {}
         self.partial: dict[int, str] = {}
 
+    def close(self) -> None:
+        pass
+
     def __call__(self, event: object) -> None:
         from lamina.build.api import Event
 
@@ -120,6 +125,74 @@ class _Plain:
         out.flush()
 
 
+class _Live(_Plain):
+    """``--progress auto`` on a terminal: one live line per step (rich), the running
+    step's last output lines under it; the plain lines are kept for a failure."""
+
+    TAIL = 5
+
+    def __init__(self) -> None:
+        super().__init__(False, False)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.started = time.monotonic()
+        self.rows: dict[int, list[Any]] = {}  # vertex -> [name, status, seconds, start]
+        self.logs: dict[int, list[str]] = {}
+        self.live = Live(console=Console(stderr=True), refresh_per_second=8, transient=False)
+        self.live.start()
+
+    def __call__(self, event: object) -> None:
+        from lamina.build.api import Event
+
+        assert isinstance(event, Event)
+        with self.lock:
+            v = event.vertex
+            if event.kind == "start":
+                self.names[v] = event.name
+                self.rows[v] = [event.name, "", 0.0, time.monotonic()]
+            elif event.kind == "log":
+                lines = self.logs.setdefault(v, [""])
+                first, *more = event.text.split("\n")
+                lines[-1] += first
+                lines.extend(more)
+                del lines[: -self.TAIL - 1]
+            elif event.kind in ("cached", "done", "error") and v in self.rows:
+                row = self.rows[v]
+                row[1] = {"cached": "CACHED ", "done": "", "error": "ERROR "}[event.kind]
+                row[2] = event.seconds
+                row[3] = None
+                if event.kind != "error":
+                    self.logs.pop(v, None)
+            elif event.kind == "warning":
+                self.live.console.print(f"WARNING: {event.text}")
+            self.live.update(self._render())
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        now = time.monotonic()
+        done = sum(1 for row in self.rows.values() if row[3] is None)
+        out = Text(f"[+] Building {now - self.started:.1f}s ({done}/{len(self.rows)})\n")
+        width = max(40, self.live.console.width - 8)
+        for v, (name, status, seconds, start) in self.rows.items():
+            elapsed = now - start if start is not None else seconds
+            style = "red" if status == "ERROR " else ("blue" if status == "CACHED " else "")
+            line = f" => {status}{name}"[:width].ljust(width)
+            out.append(f"{line} {elapsed:.1f}s\n", style=style)
+            for log in self.logs.get(v, [])[-self.TAIL :]:
+                if log:
+                    out.append(f" => => # {log}"[: width + 7] + "\n", style="dim")
+        return out
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.live.is_started:
+                return
+            self.live.update(self._render())
+        self.live.stop()
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from lamina.build.api import BuildOptions, Event, StepFailed
     from lamina.build.executor import Builder
@@ -160,7 +233,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         network=args.network,
         source_date_epoch=epoch,
     )
-    printer = _Plain(args.progress == "json", args.quiet or args.progress == "quiet")
+    quiet = args.quiet or args.progress == "quiet"
+    printer: _Plain
+    if args.progress == "auto" and not quiet and sys.stderr.isatty():
+        printer = _Live()
+    else:
+        printer = _Plain(args.progress == "json", quiet)
 
     def image_exists(name: str) -> bool:
         from lamina.image.images import resolve
@@ -183,19 +261,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     builder = Builder(store, options, printer)
     try:
         result = builder.build(the_plan)
-    except StepFailed as exc:
-        printer(Event("error", builder.current_vertex, text=exc.message))
-        if not printer.json:
-            sys.stderr.write("------\n")
-            sys.stderr.write(f" > {exc.step}:\n")
+    except LaminaError as exc:
+        if builder.current_vertex:
+            printer(Event("error", builder.current_vertex, text=exc.message))
+        printer.close()
+        if isinstance(exc, StepFailed) and not printer.json:
+            sys.stderr.write(f"------\n > {exc.step}:\n")
             for line in exc.tail:
                 sys.stderr.write(f"{line}\n")
             sys.stderr.write("------\n")
         raise
-    except LaminaError as exc:
-        if builder.current_vertex:
-            printer(Event("error", builder.current_vertex, text=exc.message))
-        raise
+    finally:
+        printer.close()
     if args.iidfile:
         from lamina.atomic import write_atomic
 
