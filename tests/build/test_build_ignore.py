@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lamina.build.ignore import IgnoreMatcher, clean, glob_regex, load_ignore
 from lamina.errors import InvalidArgument
@@ -162,3 +164,32 @@ def test_dockerignore_ignoring_itself_is_still_read(tmp_path: Path) -> None:
     (tmp_path / ".dockerignore").write_text(".dockerignore\nDockerfile\nsecret\n")
     m = load_ignore(str(tmp_path), None)
     assert m.ignored(".dockerignore") and m.ignored("Dockerfile") and m.ignored("secret")
+
+
+_COMPONENTS = ["a", "b", "x", "*", "?", "**", "[ab]", "a*"]
+_NAMES = ["a", "b", "x", "ab"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    patterns=st.lists(
+        st.tuples(st.booleans(), st.lists(st.sampled_from(_COMPONENTS), min_size=1, max_size=3)),
+        min_size=1,
+        max_size=5,
+    ),
+    path=st.lists(st.sampled_from(_NAMES), min_size=2, max_size=5),
+)
+def test_may_contain_included_property(
+    patterns: list[tuple[bool, list[str]]], path: list[str]
+) -> None:
+    """may_contain_included(d) False => every path below d is ignored (the walker may
+    skip d); and a directory that is not ignored always may contain included paths."""
+    text = "\n".join(("!" if bang else "") + "/".join(parts) for bang, parts in patterns)
+    m = IgnoreMatcher.parse(text)
+    full = "/".join(path)
+    for i in range(1, len(path)):
+        d = "/".join(path[:i])
+        if not m.ignored(d):
+            assert m.may_contain_included(d)
+        if not m.may_contain_included(d):
+            assert m.ignored(full), (text, d, full)
