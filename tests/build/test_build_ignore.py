@@ -193,3 +193,76 @@ def test_may_contain_included_property(
             assert m.may_contain_included(d)
         if not m.may_contain_included(d):
             assert m.ignored(full), (text, d, full)
+
+
+@pytest.mark.interop
+@pytest.mark.slow
+def test_same_selection_as_buildah(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    from lamina.build.context import select
+
+    if shutil.which("buildah") is None:
+        pytest.skip("buildah is not installed")
+    ctx = tmp_path / "ctx"
+    files = [
+        "README.md",
+        "CHANGES.md",
+        "docs/a.md",
+        "docs/keep.txt",
+        "docs/sub/deep.txt",
+        "src/main.c",
+        "src/x.md",
+        "src/node_modules/p/index.js",
+        "node_modules/q.js",
+        "a/b/c.md",
+        "a/c.md",
+        "a/b/d.txt",
+        "tmp1.log",
+        "sub/tmp2.log",
+        ".git/HEAD",
+        "Containerfile",
+    ]
+    for name in files:
+        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / name).write_text(name)
+    ignore_text = (
+        "# comment\n*.md\n!README.md\ndocs\n!docs/keep.txt\n**/node_modules\n"
+        "a/**/c.md\n/tmp?.log\n.git\nContainerfile\n.dockerignore\n"
+    )
+    (ctx / ".dockerignore").write_text(ignore_text)
+    (ctx / "Containerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
+    sd = ["--storage-driver", "overlay"]
+    tag = f"lamina-ignore-test-{os.getpid()}"
+    subprocess.run(
+        ["buildah", *sd, "build", "-q", "-f", str(ctx / "Containerfile"), "-t", tag, str(ctx)],
+        check=True,
+        capture_output=True,
+        timeout=240,
+    )
+    cid = subprocess.run(
+        ["buildah", *sd, "from", tag], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        mnt = Path(
+            subprocess.run(
+                ["buildah", *sd, "mount", cid], check=True, capture_output=True, text=True
+            ).stdout.strip()
+        )
+        theirs = sorted(
+            str(p.relative_to(mnt / "ctx")) for p in (mnt / "ctx").rglob("*") if p.is_file()
+        )
+    finally:
+        subprocess.run(["buildah", *sd, "rm", cid], capture_output=True, check=False)
+        subprocess.run(["buildah", *sd, "rmi", tag], capture_output=True, check=False)
+    ours = sorted(
+        s.target
+        for s in select(str(ctx), ["."], ignore=IgnoreMatcher.parse(ignore_text))
+        if s.kind == "file"
+    )
+    assert ours == theirs
+    # "*.md" is the top level only; "src/x.md" stays (Docker's rule, unlike .gitignore)
+    want = ["README.md", "a/b/d.txt", "docs/keep.txt", "src/main.c", "src/x.md", "sub/tmp2.log"]
+    assert ours == want
