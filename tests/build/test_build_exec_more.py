@@ -163,3 +163,31 @@ ENTRYPOINT ["/bin/echo"]
     lamina("build", "-q", "-t", "rules2", str(ctx))
     cfg = config(lamina, "rules2")["config"]
     assert cfg["Cmd"] == ["x"]  # a CMD of the same stage stays
+
+
+def test_workdir_made_for_a_user_belongs_to_it(lamina: Lamina, tmp_path: Path) -> None:
+    ctx = setup(
+        lamina,
+        tmp_path,
+        """\
+FROM busybox
+RUN echo 'app:x:1001:100:app:/home/app:/bin/sh' >> /etc/passwd
+USER app
+WORKDIR /made/by/app
+RUN id > /tmp/id
+USER 1002:1003
+WORKDIR rel
+""",
+    )
+    lamina("build", "-q", "-t", "owned", str(ctx))
+    out = lamina(
+        "run", "--rm", "-u", "0", "owned", "sh", "-c",
+        "stat -c '%n %u:%g' /made /made/by /made/by/app /made/by/app/rel; cat /tmp/id",
+    ).stdout  # fmt: skip
+    assert out.splitlines() == [
+        "/made 1001:100",
+        "/made/by 1001:100",
+        "/made/by/app 1001:100",
+        "/made/by/app/rel 1002:1003",
+        "uid=1001(app) gid=100(users) groups=100(users)",  # as Docker and buildah show it
+    ]

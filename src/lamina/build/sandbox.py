@@ -370,6 +370,10 @@ def run_process(
             nofile=nofile_limit(),
         )
         spec["mounts"].extend(m.to_json() for m in mounts)
+        # Docker, BuildKit and buildah list the primary group among the supplementary
+        # ones too (`id` shows groups=GID), so build scripts see the same groups.
+        gids = [user.gid, *(g for g in user.additional_gids if g != user.gid)]
+        spec["process"]["user"]["additionalGids"] = gids
         with open(os.path.join(ws.bundle, "config.json"), "w", encoding="utf-8") as f:
             json.dump(spec, f)
         return _run(ws, runtime, on_output)

@@ -192,13 +192,12 @@ class Steps:
 
     def _workdir(self, st: StageState, node: Workdir) -> Prepared:
         path = st.config.config.working_dir
+        user = st.config.config.user
 
         def work(ws: Workspace, upper: str) -> None:
-            from lamina.runtime.users import prepare_workdir
+            make_workdir(ws.rootfs, path, user)
 
-            prepare_workdir(ws.rootfs, path)
-
-        key = cache_key(st.key, "WORKDIR", path, self.options.source_date_epoch)
+        key = cache_key(st.key, "WORKDIR", path, user, self.options.source_date_epoch)
         return Prepared(key, f"WORKDIR {path}", self._step(st, node, work))
 
     # ------------------------------------------------------------------ COPY / ADD
@@ -408,6 +407,35 @@ class Steps:
             return stubs.prune_upper
 
         return Prepared(key, created_by, self._step(st, node, work))
+
+
+def make_workdir(rootfs: str, path: str, user: str) -> None:
+    """WORKDIR's mkdir -p inside ``rootfs``: the directories it makes belong to the
+    stage's USER (BuildKit and buildah both do so), resolved in the root's passwd."""
+    from lamina.layers import fsops
+    from lamina.runtime.users import prepare_workdir, resolve_user
+
+    parts = [p for p in path.split("/") if p]
+    missing: list[str] = []
+    if user:
+        with fsops.Root(rootfs) as root:
+            for i in range(len(parts)):
+                try:
+                    root.dir_fd("/".join(parts[: i + 1]), create=False)
+                except NotFound:
+                    missing = ["/".join(parts[: j + 1]) for j in range(i, len(parts))]
+                    break
+    prepare_workdir(rootfs, path)
+    if not missing:
+        return
+    ids = resolve_user(rootfs, user)
+    with fsops.Root(rootfs) as root:
+        for rel in missing:
+            parent, leaf = root.parent(rel, create=False)
+            try:
+                os.chown(leaf, ids.uid, ids.gid, dir_fd=parent, follow_symlinks=False)
+            except OSError as exc:
+                raise fsops.os_error("chown", rel, exc) from exc
 
 
 def is_url(word: str) -> bool:
