@@ -139,3 +139,15 @@ def test_auto_progress_on_a_terminal_is_a_live_view(lamina: Lamina, ctx: Path) -
     assert proc.returncode == 0, proc.stdout
     assert "[+] Building" in proc.stdout
     assert re.search(r"=> CACHED \[3/3\] RUN echo one; echo two >&2 +\d+\.\ds", proc.stdout)
+
+
+def test_secret_from_an_environment_variable(lamina: Lamina, ctx: Path) -> None:
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nRUN --mount=type=secret,id=tok,required=true cat /run/secrets/tok > /s\n"
+    )
+    lamina(
+        "build", "-q", "--secret", "id=tok,env=TOKVAR", "-t", "sec", str(ctx), env={"TOKVAR": "v1"}
+    )
+    assert lamina("run", "--rm", "sec", "cat", "/s").stdout == "v1"
+    proc = lamina("build", "--secret", "id=tok,env=NOPE_NOT_SET", str(ctx), check=False)
+    assert "the environment has no NOPE_NOT_SET" in proc.stderr

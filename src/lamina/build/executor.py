@@ -66,7 +66,6 @@ class StageState:
     layers: list[Descriptor]
     key: str
     scope: StageScope
-    base_created: str | None = None
     layer_times: list[str] = field(default_factory=list)
     cmd_set: bool = False
 
@@ -147,7 +146,6 @@ class Builder:
                 list(parent.layers),
                 parent.key,
                 scope,
-                parent.base_created,
                 list(parent.layer_times),
             )
         if sp.base.image is not None:
@@ -173,7 +171,7 @@ class Builder:
         scope = StageScope(
             self.options.build_args, globals_, env=config.config.env_dict(), escape=df.escape
         )
-        return StageState(sp, config, layers, key, scope, config.created)
+        return StageState(sp, config, layers, key, scope)
 
     def _stage(self, plan: Plan, sp: StagePlan, steps: object) -> None:
         from lamina.build.steps import Steps

@@ -9,6 +9,7 @@ stdout (as ``buildah build`` does), and written to ``--iidfile``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -35,18 +36,35 @@ def _pairs(items: list[str], what: str, env: Mapping[str, str]) -> dict[str, str
     return out
 
 
-def _secrets(items: list[str]) -> dict[str, str]:
+def _secrets(items: list[str], stack: contextlib.ExitStack) -> dict[str, str]:
+    """``id=ID,src=FILE`` (``type=file``), or ``id=ID,env=VAR`` (``type=env``: the value
+    goes to a private temp file, removed when the build ends)."""
     out: dict[str, str] = {}
     for item in items:
         fields = dict(part.partition("=")[::2] for part in item.split(","))
         ident = fields.get("id")
         src = fields.get("src") or fields.get("source")
-        if not ident or not src:
+        var = fields.get("env")
+        kind = fields.get("type", "env" if var and not src else "file")
+        if not ident or kind not in ("file", "env") or not (src if kind == "file" else var):
             raise InvalidArgument(
-                f"--secret {item!r} needs id= and src=", hint="--secret id=mytoken,src=token.txt"
+                f"--secret {item!r} needs id= and src=FILE (or env=VAR)",
+                hint="--secret id=mytoken,src=token.txt",
             )
-        if fields.get("type", "file") != "file":
-            raise InvalidArgument(f"--secret {item!r}: only type=file is supported")
+        if kind == "env":
+            assert var is not None
+            value = os.environ.get(var)
+            if value is None:
+                raise NotFound(f"--secret {ident}: the environment has no {var}")
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix="lamina-secret-")
+            stack.callback(os.unlink, path)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(value)
+            out[ident] = path
+            continue
+        assert src is not None
         if not os.path.isfile(src):
             raise NotFound(f"--secret {ident}: {src} is not a file")
         out[ident] = os.path.abspath(src)
@@ -194,6 +212,11 @@ class _Live(_Plain):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        return _build(args, stack)
+
+
+def _build(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     from lamina.build.api import BuildOptions, Event, StepFailed
     from lamina.build.executor import Builder
     from lamina.build.parser import parse
@@ -228,7 +251,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         target=args.target,
         tags=tuple(args.tags),
         no_cache=args.no_cache,
-        secrets=_secrets(args.secret),
+        secrets=_secrets(args.secret, stack),
         labels=_pairs(args.label, "--label", {}),
         network=args.network,
         source_date_epoch=epoch,
