@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from lamina.build import metadata
 from lamina.build.api import BuildOptions, BuildResult, Event
@@ -49,6 +50,9 @@ from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.platform import Platform
 from lamina.store.api import Store
+
+if TYPE_CHECKING:
+    from lamina.build.steps import Steps
 
 COMMENT = "buildkit.dockerfile.v0"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -173,10 +177,7 @@ class Builder:
         )
         return StageState(sp, config, layers, key, scope)
 
-    def _stage(self, plan: Plan, sp: StagePlan, steps: object) -> None:
-        from lamina.build.steps import Steps
-
-        assert isinstance(steps, Steps)
+    def _stage(self, plan: Plan, sp: StagePlan, steps: Steps) -> None:
         df = plan.dockerfile
         instructions = list(sp.stage.instructions)
         total = 1 + sum(isinstance(n, FILE_STEPS) for n in instructions)
@@ -224,12 +225,9 @@ class Builder:
             History(created=None, created_by=created_by, comment=COMMENT, empty_layer=True)
         )
 
-    def _file_step(self, st: StageState, node: Instruction, name: str, steps: object) -> None:
-        from lamina.build.steps import Steps
-
-        assert isinstance(steps, Steps)
+    def _file_step(self, st: StageState, node: Instruction, name: str, steps: Steps) -> None:
         if isinstance(node, Workdir):
-            config, created_by = metadata.apply(node, st.config.config, st.scope)
+            config, created_by = metadata.apply(node, st.config.config, st.scope, steps.df.escape)
             st.config = st.config.with_config(config)
             if config.working_dir == "/":
                 st.config = st.config.with_history(
@@ -238,8 +236,8 @@ class Builder:
                 vertex, _ = self.start(name)
                 self.emit(Event("cached", vertex))
                 return
-        prepared = steps.prepare(st, node)
         vertex, started = self.start(name)
+        prepared = steps.prepare(st, node)
         self.steps += 1
         record = None if self.options.no_cache else self.cache.get(prepared.key, self.store)
         if record is not None:
