@@ -191,3 +191,35 @@ WORKDIR rel
         "/made/by/app/rel 1002:1003",
         "uid=1001(app) gid=100(users) groups=100(users)",  # as Docker and buildah show it
     ]
+
+
+def test_independent_stages_build_at_once(lamina: Lamina, tmp_path: Path) -> None:
+    ctx = setup(
+        lamina,
+        tmp_path,
+        """\
+FROM busybox AS left
+RUN sleep 1; echo left > /left
+FROM busybox AS right
+RUN sleep 1; echo right > /right
+FROM busybox
+COPY --from=left /left /
+COPY --from=right /right /
+""",
+    )
+    proc = lamina("build", "--progress", "json", "-t", "both", str(ctx))
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    names = {e["vertex"]: e["name"] for e in events if e["kind"] == "start"}
+    order = [
+        (e["kind"], names[e["vertex"]].split("]")[0] + "]")
+        for e in events
+        if e["kind"] in ("start", "done") and "RUN" in names.get(e["vertex"], "")
+    ]
+    # both RUNs start before either is done
+    assert sorted(order[:2]) == [("start", "[left 2/2]"), ("start", "[right 2/2]")]
+    assert lamina("run", "--rm", "both", "cat", "/left", "/right").stdout == "left\nright\n"
+    proc = lamina("build", "--progress", "json", "--jobs", "1", "--no-cache", str(ctx))
+    events = [json.loads(line) for line in proc.stdout.splitlines()][:-1]  # not the result
+    names = {e["vertex"]: e["name"] for e in events if e["kind"] == "start"}
+    runs = [e["kind"] for e in events if "RUN" in names[e["vertex"]] and e["kind"] != "log"]
+    assert runs == ["start", "done", "start", "done"]  # --jobs 1: one after the other

@@ -9,7 +9,8 @@ Lifecycle of one ``lamina build``::
 The builder reports progress as :class:`Event` values, in order: a ``start`` for each
 vertex (a ``FROM``, a file step, the export), then its ``log`` chunks (these come from
 the thread that reads the step's output: the sink must be thread-safe), then one of
-``cached``, ``done`` or ``error``. Stages are built one after another. Metadata instructions
+``cached``, ``done`` or ``error``. Independent stages are built at once (up to
+``BuildOptions.jobs`` threads): the sink must be thread-safe. Metadata instructions
 (ENV, LABEL, CMD...) are not vertices: they only change the config (BuildKit shows
 them the same way).
 
@@ -55,8 +56,11 @@ class BuildOptions:
     source_date_epoch: int | None = None
     compression: str = "gzip"
     runtime: str = "runc"
+    jobs: int = 2  # stages built at once when the graph allows (buildah's --jobs)
 
     def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise InvalidArgument(f"--jobs must be at least 1, not {self.jobs}")
         if self.network not in NETWORKS:
             raise InvalidArgument(
                 f"unknown network {self.network!r}", hint="use --network host or none"

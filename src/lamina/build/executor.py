@@ -20,6 +20,7 @@ same image ID too.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -94,6 +95,9 @@ class Builder:
         )
         self.states: dict[int, StageState] = {}
         self._vertex = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.failed_vertex = 0
         self.steps = 0
         self.cached = 0
         self._multi = False
@@ -102,14 +106,17 @@ class Builder:
 
     @property
     def current_vertex(self) -> int:
-        """The vertex started last (the one a failure belongs to: steps run one at a
-        time)."""
-        return self._vertex
+        """The vertex this thread started last (the step its RUN output belongs to)."""
+        vertex: int = getattr(self._local, "vertex", 0)
+        return vertex
 
     def start(self, name: str) -> tuple[int, float]:
-        self._vertex += 1
-        self.emit(Event("start", self._vertex, name=name))
-        return self._vertex, time.monotonic()
+        with self._lock:
+            self._vertex += 1
+            vertex = self._vertex
+            self.emit(Event("start", vertex, name=name))
+        self._local.vertex = vertex
+        return vertex, time.monotonic()
 
     def done(self, vertex: int, started: float) -> None:
         self.emit(Event("done", vertex, seconds=time.monotonic() - started))
@@ -126,11 +133,47 @@ class Builder:
             self.bench.remove_stale()
             steps = Steps(self, plan)
             try:
-                for stage_plan in plan.stages:
-                    self._stage(plan, stage_plan, steps)
+                if self.options.jobs > 1 and _has_parallel_stages(plan):
+                    self._parallel(plan, steps)
+                else:
+                    for stage_plan in plan.stages:
+                        self._stage(plan, stage_plan, steps)
             finally:
                 steps.close()
             return self._export(self.states[plan.target])
+
+    def _parallel(self, plan: Plan, steps: Steps) -> None:
+        """Stages whose needs are built run at once, up to ``options.jobs``; the first
+        failure stops new stages and is raised once the running ones end. Ctrl-C kills
+        the running steps' containers (runc gets no signal from a worker thread)."""
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+        pending = list(plan.stages)
+        built: set[int] = set()
+        running: dict[Future[None], StagePlan] = {}
+        error: BaseException | None = None
+        with ThreadPoolExecutor(self.options.jobs, thread_name_prefix="stage") as pool:
+            try:
+                while pending or running:
+                    ready = [sp for sp in pending if all(n in built for n in sp.needs)]
+                    for sp in ready[: self.options.jobs - len(running)] if error is None else []:
+                        pending.remove(sp)
+                        running[pool.submit(self._stage, plan, sp, steps)] = sp
+                    if not running:
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        sp = running.pop(future)
+                        exc = future.exception()
+                        if exc is None:
+                            built.add(sp.index)
+                        elif error is None:
+                            error = exc
+            except BaseException:
+                self.bench.abort()
+                raise
+        if error is not None:
+            raise error
 
     def _base(self, plan: Plan, sp: StagePlan) -> StageState:
         df = plan.dockerfile
@@ -186,7 +229,12 @@ class Builder:
         if sp.base.stage is not None:
             base = self.states[sp.base.stage].label
         vertex, started = self.start(f"[{prefix}1/{total}] FROM {base}")
-        st = self._base(plan, sp)
+        try:
+            st = self._base(plan, sp)
+        except BaseException:
+            with self._lock:
+                self.failed_vertex = self.failed_vertex or vertex
+            raise
         triggers = st.config.config.on_build
         if triggers:
             # The base's ONBUILD triggers run first and are consumed (Dockerfile
@@ -237,16 +285,22 @@ class Builder:
                 self.emit(Event("cached", vertex))
                 return
         vertex, started = self.start(name)
-        prepared = steps.prepare(st, node)
-        self.steps += 1
-        record = None if self.options.no_cache else self.cache.get(prepared.key, self.store)
-        if record is not None:
-            self.cached += 1
-            self.emit(Event("cached", vertex))
-        else:
-            record = prepared.run(vertex, started)
-            self.cache.put(prepared.key, record)
-            self.done(vertex, started)
+        try:
+            prepared = steps.prepare(st, node)
+            record = None if self.options.no_cache else self.cache.get(prepared.key, self.store)
+            with self._lock:
+                self.steps += 1
+                self.cached += record is not None
+            if record is not None:
+                self.emit(Event("cached", vertex))
+            else:
+                record = prepared.run(vertex, started)
+                self.cache.put(prepared.key, record)
+                self.done(vertex, started)
+        except BaseException:
+            with self._lock:
+                self.failed_vertex = self.failed_vertex or vertex
+            raise
         self._append(st, record, prepared.created_by)
         st.key = prepared.key
 
@@ -323,6 +377,19 @@ class Builder:
         )
         data = manifest.to_bytes()
         return Descriptor(mt.OCI_MANIFEST, put(data), len(data)), config_digest
+
+
+def _has_parallel_stages(plan: Plan) -> bool:
+    """Whether some two planned stages need neither the other (directly or not)."""
+    below: dict[int, set[int]] = {}
+    for sp in plan.stages:  # dependencies come first in the plan
+        below[sp.index] = set(sp.needs).union(*(below[n] for n in sp.needs))
+    indexes = list(below)
+    return any(
+        a not in below[b] and b not in below[a]
+        for i, a in enumerate(indexes)
+        for b in indexes[i + 1 :]
+    )
 
 
 def _keyword(node: Instruction) -> str:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -71,11 +73,17 @@ class Workbench:
         self._runtime_name = runtime
         self._snap: Snapshotter | None = None
         self._runtime: OCIRuntime | None = None
+        self._lock = threading.Lock()
+        self._active: set[Workspace] = set()
 
     # ------------------------------------------------------------------ lazy parts
 
     @property
     def snapshotter(self) -> Snapshotter:
+        with self._lock:
+            return self._snapshotter()
+
+    def _snapshotter(self) -> Snapshotter:
         if self._snap is None:
             if os.environ.get("LAMINA_SNAPSHOTTER", "overlay") != "overlay":
                 raise Unsupported(
@@ -89,11 +97,23 @@ class Workbench:
 
     @property
     def runtime(self) -> OCIRuntime:
-        if self._runtime is None:
-            from lamina.runtime.runc import select_runtime
+        with self._lock:
+            if self._runtime is None:
+                from lamina.runtime.runc import select_runtime
 
-            self._runtime, _ = select_runtime(self._runtime_name, self.root)
-        return self._runtime
+                self._runtime, _ = select_runtime(self._runtime_name, self.root)
+            return self._runtime
+
+    def abort(self) -> None:
+        """Kill the processes of the steps running now (other threads' RUNs end with
+        an error); for Ctrl-C of a build whose stages run in threads."""
+        with self._lock:
+            active, runtime = list(self._active), self._runtime
+        if runtime is None:
+            return
+        for ws in active:
+            with contextlib.suppress(LaminaError):
+                runtime.kill(ws.container_id, signal.SIGKILL)
 
     def now(self) -> str:
         return rfc3339(self.epoch if self.epoch is not None else time.time())
@@ -208,6 +228,8 @@ class Workbench:
         key = f"{KEY_PREFIX}{os.urandom(8).hex()}"
         ws = Workspace.create(self.root, key)
         created = self.now()
+        with self._lock:
+            self._active.add(ws)
         try:
             mounts = snap.prepare(key, top, labels={LABEL_OWNER: owner_label()})
             try:
@@ -239,4 +261,6 @@ class Workbench:
                     snap.remove(key)
                 raise
         finally:
+            with self._lock:
+                self._active.discard(ws)
             ws.remove(self._runtime)

@@ -28,4 +28,7 @@ def add_parsers(sub: Parsers) -> None:
         default="host",
         help="the network of RUN steps (default host; RUN --network=none overrides)",
     )
+    p.add_argument(
+        "--jobs", type=int, default=2, help="stages built at once when independent (default 2)"
+    )
     p.add_argument("context", metavar="CONTEXT", help="the build context directory")

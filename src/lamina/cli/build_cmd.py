@@ -255,6 +255,7 @@ def _build(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         labels=_pairs(args.label, "--label", {}),
         network=args.network,
         source_date_epoch=epoch,
+        jobs=args.jobs,
     )
     quiet = args.quiet or args.progress == "quiet"
     printer: _Plain
@@ -285,8 +286,8 @@ def _build(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     try:
         result = builder.build(the_plan)
     except LaminaError as exc:
-        if builder.current_vertex:
-            printer(Event("error", builder.current_vertex, text=exc.message))
+        if builder.failed_vertex:
+            printer(Event("error", builder.failed_vertex, text=exc.message))
         printer.close()
         if isinstance(exc, StepFailed) and not printer.json:
             sys.stderr.write(f"------\n > {exc.step}:\n")
