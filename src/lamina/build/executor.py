@@ -11,6 +11,10 @@ that changed nothing gets an ``empty_layer`` history entry and no layer (as Buil
 exporter). The target's layers, config and history become an OCI image tagged with
 every name asked for.
 
+Stages run in dependency order; stages that need neither the other run at once in
+threads (``BuildOptions.jobs``). The whole build holds a store lease, so ``lamina
+prune`` (gc) waits for it instead of sweeping layers the build is about to name.
+
 Times: with ``SOURCE_DATE_EPOCH`` every ``created`` is the epoch (and layer mtimes are
 clamped to it), so two builds of one context on different days give the same digest.
 Without it a layer's history time is when the layer was first made (kept in its cache
