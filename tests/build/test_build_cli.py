@@ -85,12 +85,17 @@ def test_labels_and_quiet(lamina: Lamina, ctx: Path) -> None:
          "circular dependency detected"),
         ("FROM busybox\nRUN --mount=type=secret,id=k,required=true cat /run/secrets/k\n",
          "secret 'k' is required"),
+        ("FROM busybox\nRUN --mount=type=bind,source=../..,target=/x ls /x\n",
+         "Dockerfile:2:1: --mount source '../..' leaves the build context"),
+        ("FROM busybox\nRUN --mount=type=bind,source=up,target=/x ls /x\n",
+         "Dockerfile:2:1: --mount source 'up' leaves the build context"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_clear_error(
     lamina: Lamina, ctx: Path, dockerfile: str, message: str
 ) -> None:
     (ctx / "Dockerfile").write_text(dockerfile)
+    (ctx / "up").symlink_to("/etc")
     proc = lamina("build", "-t", "bad", str(ctx), check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
