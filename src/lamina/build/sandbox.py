@@ -354,7 +354,8 @@ def run_process(
         for path in _STUB_FILES:
             stubs.ensure(path, directory=False)
         for m in mounts:
-            stubs.ensure(m.destination, directory=not os.path.isfile(m.source))
+            is_file = m.type == "bind" and os.path.isfile(m.source)
+            stubs.ensure(m.destination, directory=not is_file)
         user = resolve_user(ws.rootfs, process.user)
         cwd = prepare_workdir(ws.rootfs, process.workdir or "/")
         init_files = write_init_files(ws.dir, HOSTNAME, process.network)
