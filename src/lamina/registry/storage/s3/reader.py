@@ -37,6 +37,9 @@ class ObjectReader:
                 answer.close()
             if not (answer is None and offset == total and end == total):
                 raise InvalidArgument(f"range {offset}+{length} outside {key} of {total} bytes")
+        if answer is not None and answer.status == 200 and offset > 0:
+            answer.close()
+            raise S3Error(f"S3 ignored the Range of GET {key}")
         self._end = end
         self.size = total
         self._answer = answer
@@ -82,8 +85,9 @@ class ObjectReader:
                     self._answer = self._open(self._pos, self._end)
                     if self._answer is None:
                         raise S3Error(f"S3 object {self._key} shrank while being read")
-                if self._answer.status == 200 and self._pos > 0:
-                    raise S3Error(f"S3 ignored the Range of GET {self._key}")
+                    if self._answer.status == 200 and self._pos > 0:
+                        self._drop()
+                        raise S3Error(f"S3 ignored the Range of GET {self._key}")
                 data = self._answer.read(want)
                 if not data:
                     raise http.client.IncompleteRead(b"", want)
@@ -96,6 +100,7 @@ class ObjectReader:
                 self._client._backoff(self._failures)
                 continue
             self._pos += len(data)
+            self._failures = 0  # progress: only failures in a row give up
             return data
 
     def _drop(self) -> None:
