@@ -156,3 +156,24 @@ def test_secret_from_an_environment_variable(lamina: Lamina, ctx: Path) -> None:
     assert lamina("run", "--rm", "sec", "cat", "/s").stdout == "v1"
     proc = lamina("build", "--secret", "id=tok,env=NOPE_NOT_SET", str(ctx), check=False)
     assert "the environment has no NOPE_NOT_SET" in proc.stderr
+
+
+def test_containerfile_on_stdin_and_its_own_dockerignore(
+    lamina: Lamina, ctx: Path, tmp_path: Path
+) -> None:
+    (ctx / "secret.key").write_text("k\n")
+    (ctx / "notes.txt").write_text("n\n")
+    (ctx / ".dockerignore").write_text("notes.txt\n")
+    proc = lamina(
+        "build", "-q", "-f", "-", "-t", "stdin", str(ctx), input="FROM busybox\nCOPY . /c/\n"
+    )
+    assert proc.returncode == 0
+    listing = lamina("run", "--rm", "stdin", "ls", "/c").stdout.split()
+    assert "notes.txt" not in listing and "secret.key" in listing
+    # App.Dockerfile.dockerignore next to App.Dockerfile wins over CONTEXT/.dockerignore
+    own = tmp_path / "App.Dockerfile"
+    own.write_text("FROM busybox\nCOPY . /c/\n")
+    (tmp_path / "App.Dockerfile.dockerignore").write_text("secret.key\n")
+    lamina("build", "-q", "-f", str(own), "-t", "own", str(ctx))
+    listing = lamina("run", "--rm", "own", "ls", "/c").stdout.split()
+    assert "secret.key" not in listing and "notes.txt" in listing

@@ -20,6 +20,8 @@ from typing import Any
 
 from lamina.errors import InvalidArgument, NotFound
 
+_MAX_DOCKERFILE = 4 << 20  # as BuildKit's frontend: a Dockerfile is not a data file
+
 
 def _pairs(items: list[str], what: str, env: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -230,12 +232,17 @@ def _build(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         raise NotFound(f"build context {context!r} is not a directory")
     path = _dockerfile(context, args.file)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        if path == "-":  # the Containerfile on stdin (docker build -f -)
+            text = sys.stdin.read(_MAX_DOCKERFILE + 1)
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read(_MAX_DOCKERFILE + 1)
     except FileNotFoundError:
         raise NotFound(f"{path}: no such file", hint="give the Containerfile with -f") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"cannot read {path}: {exc}") from exc
+    if len(text) > _MAX_DOCKERFILE:
+        raise InvalidArgument(f"{path} is larger than {_MAX_DOCKERFILE} characters")
     build_args = _pairs(args.build_arg, "--build-arg", os.environ)
     epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
     epoch = None
@@ -246,7 +253,7 @@ def _build(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     store = open_store(args)
     options = BuildOptions(
         context=context,
-        dockerfile=path,
+        dockerfile="" if path == "-" else path,
         build_args=build_args,
         target=args.target,
         tags=tuple(args.tags),
@@ -273,7 +280,8 @@ def _build(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             return False
         return True
 
-    dockerfile = parse(text, os.path.basename(path) if args.file is None else path)
+    shown = "Dockerfile" if path == "-" else path
+    dockerfile = parse(text, os.path.basename(path) if args.file is None else shown)
     host = Platform.host()
     the_plan = plan(
         dockerfile,
