@@ -101,17 +101,28 @@ def test_wrong_credentials_are_refused(
     seaweed: Seaweed, access: str, secret: str, code: str
 ) -> None:
     location = seaweed.location(access_key=access, secret_key=secret)
-    bad = open_storage(location)
     with pytest.raises(S3Error) as info:
-        bad.list_repositories()
+        open_storage(location)  # checked at open: a server fails at startup, clearly
     assert info.value.status == 403
     assert info.value.code == code
     assert info.value.hint is not None and "AWS_SECRET_ACCESS_KEY" in info.value.hint
+    bad = S3Storage(S3Client(seaweed.endpoint, seaweed.bucket, Credentials(access, secret)), "p")
+    with pytest.raises(S3Error) as listing:
+        bad.list_repositories()
+    assert listing.value.code == code
     with pytest.raises(LaminaError) as head_info:  # a HEAD answer has no body to name it
         bad.stat_blob(_digest(b"x"))
     assert head_info.value.hint is not None and "credentials" in head_info.value.hint
     with pytest.raises(S3Error):
         bad.start_upload("r")
+
+
+def test_a_missing_bucket_is_named(seaweed: Seaweed) -> None:
+    location = seaweed.location().replace(f"s3://{seaweed.bucket}/", "s3://no-such-bucket/")
+    with pytest.raises(S3Error) as info:
+        open_storage(location)
+    assert info.value.code == "NoSuchBucket"
+    assert info.value.hint == "create the bucket first"
 
 
 def test_unsigned_requests_are_refused(seaweed: Seaweed) -> None:
@@ -354,9 +365,12 @@ def test_dropped_connections_and_5xx_are_retried(seaweed: Seaweed) -> None:
     uuid = direct.start_upload("r")
     direct.append_upload("r", uuid, [data])
     d = direct.finish_upload("r", uuid, _digest(data))
-    proxy = FlakyProxy(seaweed.endpoint, ["drop", "503", "ok"])
+    proxy = FlakyProxy(seaweed.endpoint, [])
     try:
-        s = _through(seaweed, proxy, prefix)
+        s = _through(seaweed, proxy, prefix)  # its check at open goes through cleanly
+        s.client.close()
+        proxy.accepted = 0
+        proxy.plan = ["drop", "503", "ok"]
         assert s.stat_blob(d) == len(data)  # third connection answers
         assert proxy.accepted == 3
         # Cut mid-body twice: the reader resumes with Range GETs from where it was.

@@ -27,11 +27,12 @@ def open_storage(location: str) -> RegistryStorage:
 
     - a directory path, or a ``file://`` URL: :class:`FilesystemStorage`;
     - ``s3://BUCKET[/PREFIX][?endpoint=URL&region=R]``: the S3 driver on an existing
-      bucket. ``endpoint`` defaults to AWS (``https://s3.REGION.amazonaws.com``),
-      ``region`` to ``$AWS_REGION`` or us-east-1. Credentials come from
-      ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (/ ``AWS_SESSION_TOKEN``), or
-      from the query's ``access_key`` / ``secret_key`` (/ ``session_token``), which
-      win; prefer the environment, since a URL shows in process listings.
+      bucket, checked now (S3Error if it is missing or the credentials are refused).
+      ``endpoint`` defaults to AWS (``https://s3.REGION.amazonaws.com``), ``region`` to
+      ``$AWS_REGION`` or us-east-1. Credentials come from ``AWS_ACCESS_KEY_ID`` /
+      ``AWS_SECRET_ACCESS_KEY`` (/ ``AWS_SESSION_TOKEN``), or from the query's
+      ``access_key`` / ``secret_key`` (/ ``session_token``), which win; prefer the
+      environment, since a URL shows in process listings.
     """
     if location.startswith("s3://"):
         return _open_s3(location)
@@ -66,4 +67,6 @@ def _open_s3(location: str) -> RegistryStorage:
     # The bucket is the URL's host part, as written (bucket names are lowercase anyway).
     bucket = parts.netloc.rsplit("@", 1)[-1]
     client = S3Client(endpoint, bucket, Credentials(access_key, secret_key, token), region=region)
-    return S3Storage(client, parts.path)
+    storage = S3Storage(client, parts.path)
+    storage.check()  # a wrong key or a missing bucket is reported at startup, clearly
+    return storage

@@ -86,6 +86,12 @@ class S3Storage:
         self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def check(self) -> None:
+        """Fail now, with S3's own reason, if the bucket is missing or the credentials are
+        wrong (a one-key listing: unlike HEAD, its error answer names the cause)."""
+        query = {"list-type": "2", "prefix": self.prefix, "max-keys": "1"}
+        self.client.request("GET", query=query, what=f"listing bucket {self.client.bucket}").read()
+
     # -- keys (only from validated values) ----------------------------------------------
     def _blob(self, d: Digest) -> str:
         return f"{self.prefix}blobs/{d.algorithm}/{d.encoded[:2]}/{d.encoded}"
