@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +55,9 @@ def containerd(tmp_path: Path) -> Iterator[str]:
     """A private containerd; yields its socket. Stopped, its mounts undone, at the end."""
     base = tmp_path / "containerd"
     base.mkdir()
-    sock = base / "containerd.sock"
+    # unix socket paths are capped near 104 bytes: pytest's tmp paths can be longer
+    short = Path(tempfile.mkdtemp(prefix="ctr-", dir="/tmp"))
+    sock = short / "c.sock"
     config = base / "config.toml"
     config.write_text(_CONFIG.format(root=base / "root", state=base / "state", sock=sock))
     log = (base / "log").open("wb")
@@ -83,6 +86,7 @@ def containerd(tmp_path: Path) -> Iterator[str]:
             target = line.split()[4]
             if target.startswith(prefix):
                 subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def push_layout(client: Client, layout: Path, name: str, tag: str) -> str:
