@@ -36,7 +36,7 @@ from lamina.oci.ids import chain_ids
 if TYPE_CHECKING:
     from lamina.build.sandbox import Workspace
     from lamina.runtime.runc import OCIRuntime
-    from lamina.snapshot.api import Snapshotter
+    from lamina.snapshot.api import Mount, Snapshotter
     from lamina.store.api import Store
 
 KEY_PREFIX = "build-"
@@ -182,10 +182,31 @@ class Workbench:
         image = Image((), desc, desc, manifest, config)
         return unpack_to_snapshots(self.store, image, snap)
 
+    def _stack(
+        self,
+        make: Callable[..., list[Mount]],
+        key: str,
+        top: str | None,
+        layers: Sequence[Descriptor],
+        config: ImageConfig,
+    ) -> list[Mount]:
+        """``prepare``/``view`` on ``top``; a ``lamina prune`` that removed ``top``
+        between its unpack and now (nothing was stacked on it yet) is survived by
+        unpacking it again, once."""
+        from lamina.build.sandbox import owner_label
+
+        labels = {LABEL_OWNER: owner_label()}
+        try:
+            return make(key, top, labels=labels)
+        except NotFound:
+            if top is None:
+                raise
+            return make(key, self.materialize(layers, config), labels=labels)
+
     @contextmanager
     def view(self, layers: Sequence[Descriptor], config: ImageConfig) -> Iterator[str]:
         """The chain mounted read-only; yields the mount point."""
-        from lamina.build.sandbox import Workspace, owner_label
+        from lamina.build.sandbox import Workspace
         from lamina.snapshot.mount import mount_all, unmount
 
         top = self.materialize(layers, config)
@@ -193,7 +214,7 @@ class Workbench:
         key = f"{KEY_PREFIX}view-{os.urandom(8).hex()}"
         ws = Workspace.create(self.root, key)
         try:
-            mounts = snap.view(key, top, labels={LABEL_OWNER: owner_label()})
+            mounts = self._stack(snap.view, key, top, layers, config)
             try:
                 mount_all(mounts, ws.rootfs)
                 try:
@@ -216,7 +237,7 @@ class Workbench:
         ``workspace.rootfs``; ``work`` may return a function to call once the root is
         unmounted (stub pruning). Returns the record of the layer the changes made (no
         layer when nothing changed)."""
-        from lamina.build.sandbox import Workspace, owner_label
+        from lamina.build.sandbox import Workspace
         from lamina.image.layer_io import write_layer
         from lamina.image.snapshots import LABEL_DIFF_ID
         from lamina.layers.diff import diff_overlay_upper
@@ -231,7 +252,7 @@ class Workbench:
         with self._lock:
             self._active.add(ws)
         try:
-            mounts = snap.prepare(key, top, labels={LABEL_OWNER: owner_label()})
+            mounts = self._stack(snap.prepare, key, top, layers, config)
             try:
                 upper = snap.upper_dir(key)
                 mount_all(mounts, ws.rootfs)
