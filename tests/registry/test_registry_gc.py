@@ -262,3 +262,44 @@ def test_gc_leaves_uploads_alone_unless_asked(storage: RegistryStorage) -> None:
     assert collect(storage, upload_max_age=3600).expired_uploads == ()  # not old yet
     assert collect(storage, upload_max_age=30, now=later()).expired_uploads == (stale,)
     assert list(storage.iter_uploads()) == []
+
+
+class _PutsAManifestMidway:
+    """The real driver, plus a client that puts a manifest right after GC's scan: the
+    manifest names an old orphan, which the sweep must now spare."""
+
+    def __init__(self, storage: RegistryStorage, manifest: bytes) -> None:
+        self._storage = storage
+        self._manifest = manifest
+        self.scans = 0
+
+    def list_repositories(self) -> list[str]:
+        self.scans += 1
+        if self.scans == 2:  # the scan is over; the sweep is about to start
+            d = digest_of(self._manifest)
+            self._storage.put_manifest("late", d, OCI_MANIFEST, self._manifest)
+            self._storage.tag("late", "v1", d)
+        return self._storage.list_repositories()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._storage, name)
+
+
+def test_gc_spares_blobs_of_a_manifest_put_during_the_collection(
+    storage: RegistryStorage,
+) -> None:
+    layer = push_blob(storage, "late", os.urandom(900))
+    config = push_blob(storage, "late", b"{}")
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, **config},
+        "layers": [{"mediaType": OCI_LAYER, **layer}],
+    }
+    other = Digest.parse(str(push_blob(storage, "late", os.urandom(10))["digest"]))
+    wrapped = _PutsAManifestMidway(storage, json.dumps(doc).encode())
+    report = collect(wrapped, grace_seconds=1, now=later())  # type: ignore[arg-type]
+    assert wrapped.scans >= 2
+    assert report.deleted_blobs == (other,)
+    assert intact(storage, Digest.parse(str(layer["digest"])))
+    assert intact(storage, Digest.parse(str(config["digest"])))

@@ -11,8 +11,8 @@ Sweep: a blob is deleted only when it is unmarked **and** older than the grace p
 That is what keeps concurrent pushes safe without any lock: a client uploads blobs
 first and puts the manifest naming them last, so a blob finished a moment ago, not yet
 named by a manifest, is young and stays; an open upload lives apart from the blobs
-(in the driver's upload sessions) and is never touched. Before deleting, the roots are
-listed again and anything a manifest put during the collection names is spared. What
+(in the driver's upload sessions) and is never touched. Before each batch of deletions
+the roots are listed again and anything a manifest put since names is spared. What
 remains is the window every registry has (a client that decides to skip an upload
 because a blob exists, while GC deletes that old orphan): the server refuses a manifest
 whose blobs are missing, and the client pushes them again.
@@ -42,6 +42,9 @@ from lamina.oci.manifest import parse_document, referenced_descriptors
 from lamina.registry.storage.api import RegistryStorage
 
 DEFAULT_GRACE = 3600.0
+# Blobs deleted between two re-listings of the manifests: bounds how long a manifest put
+# during the sweep can go unseen.
+SWEEP_BATCH = 256
 
 
 @runtime_checkable
@@ -222,6 +225,16 @@ class _Collector:
             return digest  # unreadable: treated as a referrer of itself, so never deleted
         return None if subject is None else subject.digest
 
+    def remark_fresh(self, marked: set[Digest], dry_run: bool) -> None:
+        """Mark what revisions and tags that appeared since the scan need."""
+        doomed = set(self.doomed) if dry_run else set()
+        for name in self.storage.list_repositories():
+            seen = self.roots.setdefault(name, set())
+            fresh = set(self.storage.iter_manifests(name)) | _tag_targets(self.storage, name)
+            fresh = {d for d in fresh - seen if (name, d) not in doomed}
+            self.graph.closure((self.graph.root_descriptor(name, d) for d in fresh), marked)
+            seen |= fresh
+
     def mark(self) -> set[Digest]:
         marked: set[Digest] = set()
         for name, digests in self.roots.items():
@@ -267,24 +280,23 @@ def collect(
     marked = c.mark()
     candidates = {d for d in c.stats if d not in marked and not c.young(d)}
     young = sum(1 for d in c.stats if d not in marked and c.young(d))
-    if candidates:
-        # Manifests put while we marked: spare what they name.
-        doomed = set(c.doomed) if dry_run else set()
-        for name in storage.list_repositories():
-            fresh = set(storage.iter_manifests(name)) | _tag_targets(storage, name)
-            fresh = {d for d in fresh - c.roots.get(name, set()) if (name, d) not in doomed}
-            c.graph.closure((c.graph.root_descriptor(name, d) for d in fresh), marked)
-        candidates -= marked
     deleted: list[Digest] = []
     freed = 0
-    for d in sorted(candidates):
-        if not dry_run:
-            try:
-                storage.delete_blob(d)
-            except NotFound:
+    todo = sorted(candidates)
+    while todo:
+        # Manifests put while we marked (or swept the last batch): spare what they name.
+        c.remark_fresh(marked, dry_run)
+        batch, todo = todo[:SWEEP_BATCH], todo[SWEEP_BATCH:]
+        for d in batch:
+            if d in marked:
                 continue
-        deleted.append(d)
-        freed += c.stats[d][0]
+            if not dry_run:
+                try:
+                    storage.delete_blob(d)
+                except NotFound:
+                    continue
+            deleted.append(d)
+            freed += c.stats[d][0]
     return GcReport(
         dry_run=dry_run,
         marked_blobs=len(marked),
