@@ -19,9 +19,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from lamina.registry.client.pull import PullResult
+    from lamina.registry.client.push import PushResult
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 DOCKER_REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
@@ -252,3 +257,54 @@ def running_registry(tmp: Path, htpasswd: Path | None = None) -> Iterator[Docker
 def env_without_auth(tmp: Path) -> dict[str, str]:
     """An environment whose credentials file is private to the test."""
     return {**os.environ, "REGISTRY_AUTH_FILE": str(tmp / "auth.json")}
+
+
+def api_push(root: Path, name: str, dest: str) -> PushResult:
+    """What ``lamina push`` does, in this process (no interpreter start per call)."""
+    from lamina.image import images as img
+    from lamina.oci.reference import Reference
+    from lamina.registry.client.api import NoProgress
+    from lamina.registry.client.push import plan_push, push_image
+    from lamina.registry.client.remote import RegistryClient
+    from lamina.registry.client.transport import Transport
+    from lamina.store.local import LocalStore
+
+    store = LocalStore(root)
+    image = img.resolve(store, name)
+    plan = plan_push(store, image.descriptor, image.manifest_descriptor)
+
+    async def go() -> PushResult:
+        async with RegistryClient(Transport(lambda r: None)) as client:
+            return await push_image(
+                client, store, plan, Reference.parse(dest), progress=NoProgress()
+            )
+
+    return asyncio.run(go())
+
+
+def api_pull(root: Path, ref: str) -> PullResult:
+    """What ``lamina pull`` does, in this process."""
+    from lamina.oci.reference import Reference
+    from lamina.registry.client.api import NoProgress
+    from lamina.registry.client.pull import pull_image
+    from lamina.registry.client.remote import RegistryClient
+    from lamina.registry.client.transport import Transport
+    from lamina.store.local import LocalStore
+
+    store = LocalStore(root)
+
+    async def go() -> PullResult:
+        async with RegistryClient(Transport(lambda r: None)) as client:
+            return await pull_image(client, store, Reference.parse(ref), progress=NoProgress())
+
+    return asyncio.run(go())
+
+
+def api_unpack(root: Path, ref: str, dest: Path) -> None:
+    """What ``lamina unpack`` does, in this process."""
+    from lamina.image import images as img
+    from lamina.image.unpack import unpack_image
+    from lamina.store.local import LocalStore
+
+    store = LocalStore(root)
+    unpack_image(store, img.resolve(store, ref), str(dest))

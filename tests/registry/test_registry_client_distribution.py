@@ -11,7 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_client_support import DockerRegistry, Fault, Proxy, start_docker_registry
+from registry_client_support import (
+    DockerRegistry,
+    Fault,
+    Proxy,
+    api_pull,
+    api_push,
+    api_unpack,
+    start_docker_registry,
+)
 
 from helpers.cli import LAMINA
 from helpers.images import import_busybox, make_random_image, tree_contents
@@ -77,7 +85,7 @@ def test_push_pull_round_trip_same_tree(
         (f"{registry.host}/lamina/busybox", "1")
     ]
 
-    run(src, "unpack", "busybox", str(tmp_path / "a"))
+    api_unpack(src, "busybox", tmp_path / "a")
     run(fresh, "unpack", dest, str(tmp_path / "b"))
     assert tree_contents(str(tmp_path / "a")) == tree_contents(str(tmp_path / "b"))
     assert ingest_temps(fresh) == []
@@ -104,12 +112,12 @@ def test_incremental_push_sends_only_new_blobs(tmp_path: Path, proxy: Proxy) -> 
     store = LocalStore(src)
     make_random_image(store, "docker.io/library/base:1", seed=7, layers=3, max_file_size=50_000)
     make_random_image(store, "docker.io/library/more:1", seed=7, layers=4, max_file_size=50_000)
-    first = json.loads(run(src, "push", "base:1", f"{proxy.host}/inc/app:1", "--json").stdout)
-    assert first["uploaded"] == 4 and proxy.blob_uploads() == 4
+    first = api_push(src, "base:1", f"{proxy.host}/inc/app:1")
+    assert first.uploaded == 4 and proxy.blob_uploads() == 4
     proxy.reset()
-    second = json.loads(run(src, "push", "more:1", f"{proxy.host}/inc/app:2", "--json").stdout)
+    second = api_push(src, "more:1", f"{proxy.host}/inc/app:2")
     # three shared layers exist; the new layer and the new config are sent
-    assert (second["existed"], second["uploaded"]) == (3, 2)
+    assert (second.existed, second.uploaded) == (3, 2)
     assert proxy.blob_uploads() == 2
     assert proxy.count("HEAD", "/blobs/sha256:") == 5
 
@@ -128,12 +136,12 @@ def test_cross_repository_mount(tmp_path: Path, proxy: Proxy) -> None:
 def test_pull_by_digest(tmp_path: Path, registry: DockerRegistry) -> None:
     src = tmp_path / "src"
     make_random_image(LocalStore(src), "docker.io/library/d:1", seed=3, layers=2)
-    pushed = json.loads(run(src, "push", "d:1", f"{registry.host}/bydigest/d:1", "--json").stdout)
-    ref = f"{registry.host}/bydigest/d@{pushed['digest']}"
+    digest = api_push(src, "d:1", f"{registry.host}/bydigest/d:1").descriptor.digest
+    ref = f"{registry.host}/bydigest/d@{digest}"
     fresh = tmp_path / "fresh"
     out = json.loads(run(fresh, "pull", ref, "--json").stdout)
-    assert out["name"] == ref and out["digest"] == pushed["digest"]
-    run(fresh, "unpack", ref, str(tmp_path / "tree"))
+    assert out["name"] == ref and out["digest"] == str(digest)
+    api_unpack(fresh, ref, tmp_path / "tree")
     # a digest the registry does not have is NotFound (exit 2)
     missing = f"{registry.host}/bydigest/d@sha256:{'0' * 64}"
     bad = run(fresh, "pull", missing, check=False)
@@ -153,7 +161,7 @@ def test_corrupted_blob_is_detected_and_nothing_stored(
     try:
         src = tmp_path / "src"
         image = make_random_image(LocalStore(src), "docker.io/library/c:1", seed=5, layers=1)
-        run(src, "push", "c:1", f"{reg.host}/c/c:1")
+        api_push(src, "c:1", f"{reg.host}/c/c:1")
         layer = image.layers[0].descriptor
         data = reg.blob_data_path(str(layer.digest))
         raw = bytearray(data.read_bytes())
@@ -192,17 +200,17 @@ def test_dropped_connection_mid_blob_pull_is_resumed(tmp_path: Path, proxy: Prox
         max_file_size=100_000,
         compression="",
     )
-    run(src, "push", "drop:1", f"{proxy.host}/drop/pull:1")
+    api_push(src, "drop:1", f"{proxy.host}/drop/pull:1")
     layer = image.layers[0].descriptor
     assert layer.size > 1_000_000
     proxy.reset()
     proxy.faults.append(Fault("GET", f"/blobs/{layer.digest}", after=layer.size // 2))
     fresh = tmp_path / "fresh"
-    run(fresh, "pull", f"{proxy.host}/drop/pull:1")
+    api_pull(fresh, f"{proxy.host}/drop/pull:1")
     assert proxy.cuts == 1
     # the retry asked for the rest only
     assert proxy.count("GET", f"/blobs/{layer.digest}") == 2
-    run(fresh, "unpack", f"{proxy.host}/drop/pull:1", str(tmp_path / "tree"))
+    api_unpack(fresh, f"{proxy.host}/drop/pull:1", tmp_path / "tree")
     assert tree_contents(str(tmp_path / "tree")) == image.expected
 
 
@@ -223,8 +231,8 @@ def test_dropped_connection_mid_upload_is_resumed(tmp_path: Path, proxy: Proxy) 
     assert proxy.cuts == 1
     assert proxy.count("GET", "/blobs/uploads/") >= 1  # asked the upload's status
     fresh = tmp_path / "fresh"
-    run(fresh, "pull", f"{proxy.host}/drop/push:1")
-    run(fresh, "unpack", f"{proxy.host}/drop/push:1", str(tmp_path / "tree"))
+    api_pull(fresh, f"{proxy.host}/drop/push:1")
+    api_unpack(fresh, f"{proxy.host}/drop/push:1", tmp_path / "tree")
     assert tree_contents(str(tmp_path / "tree")) == image.expected
 
 

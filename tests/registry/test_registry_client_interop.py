@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_client_support import DockerRegistry, start_docker_registry
+from registry_client_support import DockerRegistry, api_unpack, start_docker_registry
 
 from helpers.cli import LAMINA
 from helpers.images import make_random_image, tree_contents
@@ -79,7 +79,7 @@ def test_lamina_pulls_what_skopeo_pushed(tmp_path: Path, registry: DockerRegistr
     fresh = tmp_path / "fresh"
     out = run(fresh, "pull", dest)
     assert out.stdout.startswith(f"Pulled {dest} (sha256:")
-    run(fresh, "unpack", dest, str(tmp_path / "tree"))
+    api_unpack(fresh, dest, tmp_path / "tree")
     assert tree_contents(str(tmp_path / "tree")) == image.expected
 
 

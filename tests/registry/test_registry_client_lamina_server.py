@@ -15,7 +15,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from registry_client_support import Fault, Proxy, free_port
+from registry_client_support import Fault, Proxy, api_push, api_unpack, free_port
 
 from helpers.cli import LAMINA
 from helpers.images import make_random_image, tree_contents
@@ -110,8 +110,8 @@ def test_round_trip_incremental_and_mount(tmp_path: Path, server: str) -> None:
     make_random_image(store, "docker.io/library/r:2", seed=51, layers=4)
     first = json.loads(run(src, "push", "r:1", f"{server}/round/trip:1", "--json").stdout)
     assert first["uploaded"] == 4
-    second = json.loads(run(src, "push", "r:2", f"{server}/round/trip:2", "--json").stdout)
-    assert (second["existed"], second["uploaded"]) == (3, 2)
+    second = api_push(src, "r:2", f"{server}/round/trip:2")
+    assert (second.existed, second.uploaded) == (3, 2)
     third = json.loads(run(src, "push", "r:1", f"{server}/elsewhere/x:1", "--json").stdout)
     assert (third["mounted"], third["uploaded"]) == (4, 0)
 
@@ -120,7 +120,7 @@ def test_round_trip_incremental_and_mount(tmp_path: Path, server: str) -> None:
     by_digest = f"{server}/elsewhere/x@{first['digest']}"
     out = json.loads(run(fresh, "pull", by_digest, "--json").stdout)
     assert out["fetched"] == 0  # every blob is in the store already
-    run(fresh, "unpack", by_digest, str(tmp_path / "tree"))
+    api_unpack(fresh, by_digest, tmp_path / "tree")
     assert tree_contents(str(tmp_path / "tree")) == image.expected
 
 

@@ -38,7 +38,7 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 )
 _ERROR_BODY_MAX = 64 << 10
 USER_AGENT = "lamina"
-READ_BUFFER = 4 << 20
+READ_BUFFER = 2 << 20
 
 
 def is_loopback(registry: str) -> bool:
