@@ -11,14 +11,16 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lamina.cli.output import print_json, print_table, time_ago
 from lamina.errors import AlreadyExists, InvalidArgument, NotFound, Unsupported
 from lamina.sysinfo import default_root
 
 if TYPE_CHECKING:
+    from lamina.image.images import Image
     from lamina.runtime.containers import Container, ContainerStore
+    from lamina.runtime.runc import OCIRuntime
     from lamina.snapshot.api import Snapshotter
 
 
@@ -90,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     root = _root(args)
     store = open_store(args)
+    refs_key = _refs_key(root)  # before resolving: a tag moved meanwhile voids the plan
     image = resolve(store, args.image)
     env = tuple(
         e for e in (parse_env_option(item, os.environ) for item in args.env) if e is not None
@@ -133,7 +136,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         mounts = snap.prepare(key, parent=parent)
         c = cstore.update(c.id, snapshot_key=key)
         mount_all(mounts, c.rootfs)
-        lifecycle.prepare_bundle(cstore, c, image.config.config, options)
+        spec = lifecycle.prepare_bundle(cstore, c, image.config.config, options)
+        if _plannable(args, snap, runtime):
+            _save_run_plan(
+                args.image,
+                cstore,
+                c,
+                snap=snap,
+                key=key,
+                parent=parent,
+                spec=spec,
+                image=image,
+                runtime=runtime,
+                refs_key=refs_key,
+            )
     except BaseException:
         lifecycle.remove(cstore, c, force=True, remove_snapshot=_remover(snap))
         raise
@@ -150,6 +166,93 @@ def cmd_run(args: argparse.Namespace) -> int:
             cstore, lifecycle.get(cstore, c.id), force=True, remove_snapshot=_remover(snap)
         )
     return result.exit_code
+
+
+def _refs_key(root: str) -> list[int] | None:
+    try:
+        st = os.stat(os.path.join(root, "refs.json"))
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _plannable(args: argparse.Namespace, snap: Snapshotter, runtime: OCIRuntime) -> bool:
+    """Whether this run used only what the fast path replays (lamina.runtime.fastrun)."""
+    from lamina.snapshot.overlay import OverlaySnapshotter
+
+    defaults = (
+        not (args.detach or args.interactive or args.tty or args.read_only)
+        and not (args.env or args.volume)
+        and args.workdir is None
+        and args.user is None
+        and args.entrypoint is None
+        and args.hostname is None
+        and args.network == "host"
+    )
+    return (
+        defaults
+        and isinstance(snap, OverlaySnapshotter)
+        and runtime.name == "runc"
+        and not runtime.wrap
+    )
+
+
+def _save_run_plan(
+    image_ref: str,
+    cstore: ContainerStore,
+    c: Container,
+    *,
+    snap: Snapshotter,
+    key: str,
+    parent: str,
+    spec: dict[str, Any],
+    image: Image,
+    runtime: OCIRuntime,
+    refs_key: list[int] | None,
+) -> None:
+    """Cache what the next plain run of ``image_ref`` can replay; skipped when this run
+    changed the container's root (a WORKDIR made), which a replay would not redo."""
+    from lamina.runtime import fastrun
+
+    upper = snap.upper_dir(key)
+    if os.listdir(upper):
+        return
+    chain: list[int] = []
+    for m in snap.mounts(key):
+        for path in (m.option("lowerdir") or "").split(":"):
+            sid_dir = os.path.dirname(path)
+            if os.path.dirname(sid_dir) != snap.root or not os.path.basename(sid_dir).isdigit():
+                return
+            chain.append(int(os.path.basename(sid_dir)))
+    if not chain:
+        return
+    init_files = {}
+    for name in fastrun.INIT_NAMES:
+        with open(cstore.path(c.id, name), encoding="utf-8") as fh:
+            init_files[name] = fh.read()
+    config = image.config.config
+    plan = fastrun.make_plan(
+        cstore.root,
+        image_ref,
+        refs_key=refs_key,
+        record={
+            "image_ref": c.image_ref,
+            "image_id": c.image_id,
+            "runtime": c.runtime,
+            "stop_signal": c.stop_signal,
+        },
+        runtime_argv=runtime.command(),
+        parent=parent,
+        chain=chain,
+        spec=spec,
+        container_id=c.id,
+        entrypoint=config.entrypoint or (),
+        cmd=config.cmd or (),
+        init_files=init_files,
+        host=fastrun.host_facts(),
+    )
+    if plan is not None:
+        fastrun.save_plan(cstore.root, plan)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:

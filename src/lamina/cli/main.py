@@ -7,14 +7,17 @@ library behind it, is imported when that command runs.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
 
 from lamina.errors import LaminaError
+
+TYPE_CHECKING = False  # not typing's: `lamina run` must not pay for importing typing
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+    from typing import Any, Protocol
 
 # command -> (module in lamina.cli, function); the function takes the parsed namespace
 # and returns the exit code.
@@ -62,16 +65,17 @@ ARG_MODULES: dict[str, str] = {
 }
 
 
-class _Arguments(Protocol):
-    def add_argument(self, *args: Any, **kwargs: Any) -> Any: ...
+if TYPE_CHECKING:
 
+    class _Arguments(Protocol):
+        def add_argument(self, *args: Any, **kwargs: Any) -> Any: ...
 
-class Parsers(Protocol):
-    """What an ``ARG_MODULES`` module's ``add_parsers(sub)`` receives: ``add_parser``
-    returns an argparse parser (or a stand-in taking the same calls, including
-    ``add_subparsers`` for nested commands)."""
+    class Parsers(Protocol):
+        """What an ``ARG_MODULES`` module's ``add_parsers(sub)`` receives: ``add_parser``
+        returns an argparse parser (or a stand-in taking the same calls, including
+        ``add_subparsers`` for nested commands)."""
 
-    def add_parser(self, name: str, **kwargs: Any) -> Any: ...
+        def add_parser(self, name: str, **kwargs: Any) -> Any: ...
 
 
 class _Unbuilt:
@@ -129,6 +133,8 @@ def _chosen_verb(argv: Sequence[str]) -> str | None:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with ``only``, just that command's sub-parser is built
     (same usage, help and errors for it, and faster)."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="lamina",
         description="A daemonless container-image toolkit.",
@@ -234,6 +240,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _container_parsers(sub: _Subcommands) -> None:
+    import argparse
+
     p = sub.add_parser("run", help="run a command in a new container")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
@@ -307,7 +315,49 @@ def _load(command: str) -> Callable[[argparse.Namespace], int]:
     return func
 
 
+def _fast_run(argv: Sequence[str]) -> int | None:
+    """``lamina run [--rm] [--name N] IMAGE [CMD...]`` from a cached run plan (see
+    lamina.runtime.fastrun), without argparse or the full run path; None when the
+    command line asks for more, or no valid plan exists."""
+    root = None
+    i = 0
+    while i < len(argv) and argv[i].startswith("--root"):
+        if argv[i] == "--root" and i + 1 < len(argv):
+            root, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--root="):
+            root, i = argv[i][len("--root=") :], i + 1
+        else:
+            return None
+    if i >= len(argv) or argv[i] != "run":
+        return None
+    i += 1
+    rm, name = False, None
+    while i < len(argv) and argv[i].startswith("-"):
+        if argv[i] == "--rm" and not rm:
+            rm, i = True, i + 1
+        elif argv[i] == "--name" and name is None and i + 1 < len(argv):
+            name, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--name=") and name is None:
+            name, i = argv[i][len("--name=") :], i + 1
+        else:
+            return None
+    if i >= len(argv) or not argv[i]:
+        return None
+    from lamina.runtime.fastrun import try_run
+    from lamina.sysinfo import default_root
+
+    return try_run(root or default_root(), argv[i], argv[i + 1 :], rm=rm, name=name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    return _guarded(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    if argv is None:
+        code = _fast_run(sys.argv[1:])
+        if code is not None:
+            return code
     parser = build_parser(_chosen_verb(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.version:
@@ -318,8 +368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verb:
         parser.print_help(sys.stderr)
         return 4
+    return _load(args.verb)(args)
+
+
+def _guarded(body: Callable[[], int]) -> int:
+    """Run ``body``; lamina errors become one line, a hint and the error's exit code."""
     try:
-        return _load(args.verb)(args)
+        return body()
     except LaminaError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -12,13 +12,16 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
-from typing import TypeVar
 
 from lamina.atomic import write_atomic
 from lamina.errors import InvalidArgument, LaminaError
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import TypeVar
+
+    T = TypeVar("T")
 ID_RE = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 

@@ -9,8 +9,11 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 FORWARDED_SIGNALS = (
     signal.SIGINT,
