@@ -81,7 +81,9 @@ def _start_distribution(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n"
+        # the in-memory blob descriptor cache of distribution's own example config
+        f"storage:\n  cache:\n    blobdescriptor: inmemory\n"
+        f"  filesystem:\n    rootdirectory: {work / 'data'}\n"
         "  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )

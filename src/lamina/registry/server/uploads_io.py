@@ -258,5 +258,7 @@ def expire(ctx: Context, now: float) -> int:
             # an invalid name a crash left behind: nothing a request can reach
             continue
         ctx.touched.pop(info.uuid, None)
+        if lock is not None and not lock.locked():
+            ctx.locks.pop(info.uuid, None)
         expired += 1
     return expired
