@@ -48,9 +48,10 @@ class Serve:
         )
         assert self.proc.stderr is not None
         line = self.proc.stderr.readline()
-        m = re.fullmatch(r"listening on http://127\.0\.0\.1:([0-9]+)\n", line)
+        m = re.fullmatch(r"listening on https?://127\.0\.0\.1:([0-9]+)\n", line)
         assert m is not None, line + self.proc.stderr.read()
         self.port = int(m[1])
+        self.url = line.split()[-1]
         # keep draining stderr so the server never blocks on a full pipe
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()
 
@@ -248,3 +249,37 @@ def test_readers_hanging_up_mid_blob_do_not_disturb_others(
     assert all(hashlib.sha256(body).digest() == hashlib.sha256(data).digest() for body in readers)
     assert client.request("GET", "/v2/")[0] == 200
     assert server.proc.poll() is None
+
+
+def test_serve_with_tls_and_htpasswd(tmp_path: Path, serve: Callable[..., Serve]) -> None:
+    import base64
+    import ssl
+
+    import trustme
+
+    from lamina.registry.authn import write_htpasswd
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    key.write_bytes(cert.private_key_pem.bytes())
+    htpasswd = tmp_path / "htpasswd"
+    write_htpasswd(str(htpasswd), {"bob": "builder"}, cost=4)
+    server = serve(
+        tmp_path / "store",
+        "--tls-cert", str(chain), "--tls-key", str(key), "--htpasswd", str(htpasswd),
+    )  # fmt: skip
+    assert server.url.startswith("https://")
+    tls = ssl.create_default_context()
+    ca.configure_trust(tls)
+    anonymous = Client(server.port, tls=tls)
+    status, headers, _ = anonymous.request(
+        "POST", f"/v2/a/blobs/uploads/?digest={sha256(b'x')}", b"x"
+    )
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic ")
+    token = base64.b64encode(b"bob:builder").decode()
+    bob = Client(server.port, tls=tls, auth=f"Basic {token}")
+    digest = bob.push_blob("a", b"x")
+    assert bob.request("GET", f"/v2/a/blobs/{digest}")[2] == b"x"
+    assert server.stop() == 0
