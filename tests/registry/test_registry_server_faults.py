@@ -283,3 +283,42 @@ def test_serve_with_tls_and_htpasswd(tmp_path: Path, serve: Callable[..., Serve]
     digest = bob.push_blob("a", b"x")
     assert bob.request("GET", f"/v2/a/blobs/{digest}")[2] == b"x"
     assert server.stop() == 0
+
+
+def test_serve_with_token_auth(tmp_path: Path, serve: Callable[..., Serve]) -> None:
+    import base64
+    import json
+
+    from lamina.registry.auth import parse_challenge
+    from lamina.registry.authn import write_htpasswd
+
+    htpasswd = tmp_path / "htpasswd"
+    write_htpasswd(str(htpasswd), {"bob": "builder"}, cost=4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [*LAMINA, "registry", "serve", "--addr", "127.0.0.1:0", "--storage", str(tmp_path),
+         "--token-key", str(tmp_path / "key.pem"), "--htpasswd", str(htpasswd)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "--realm" in proc.stderr
+    server = serve(
+        tmp_path / "store",
+        "--token-key", str(tmp_path / "key.pem"), "--htpasswd", str(htpasswd),
+        "--addr", f"127.0.0.1:{port}",  # overrides the helper's port 0: the realm needs it
+    )  # fmt: skip
+    assert server.port == port
+    status, headers, _ = Client(server.port).request("GET", "/v2/a/tags/list")
+    assert status == 401
+    challenge = parse_challenge(headers["WWW-Authenticate"])
+    assert challenge.scheme == "bearer"
+    assert challenge.realm == f"http://127.0.0.1:{port}/token"
+    assert challenge.params["scope"] == "repository:a:pull"
+    basic = "Basic " + base64.b64encode(b"bob:builder").decode()
+    query = f"service={challenge.params['service']}&scope=repository:a:pull,push"
+    status, _, body = Client(server.port, auth=basic).request("GET", f"/token?{query}")
+    assert status == 200, body
+    bearer = Client(server.port, auth="Bearer " + json.loads(body)["token"])
+    digest = bearer.push_blob("a", b"with a token")
+    assert bearer.request("GET", f"/v2/a/blobs/{digest}")[2] == b"with a token"

@@ -30,6 +30,13 @@ def _authenticator(args: argparse.Namespace, host: str, port: int) -> Authentica
         return None  # an open registry: skip importing bcrypt, jwt and cryptography
     from lamina.registry.authn import open_authenticator
 
+    if args.token_key and not args.realm and (port == 0 or host in ("0.0.0.0", "::")):
+        from lamina.errors import InvalidArgument
+
+        raise InvalidArgument(
+            f"token auth needs the URL clients fetch tokens from; {host}:{port} is not one",
+            hint="give --realm https://HOST:PORT/token (or listen on a fixed HOST:PORT)",
+        )
     scheme = "https" if args.tls_cert else "http"
     shown = f"[{host}]" if ":" in host else host
     realm = args.realm or (
