@@ -191,3 +191,63 @@ def test_token_auth_with_the_built_in_issuer(tmp_path: Path, token_server: str) 
     run(tmp_path / "r", "logout", token_server, authfile=authfile)
     out = run(tmp_path / "fresh2", "pull", dest, authfile=authfile, check=False)
     assert out.returncode != 0
+
+
+def test_tls_registry_on_loopback_is_reached_over_https(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import trustme
+
+    tmp = tmp_path_factory.mktemp("lamina-registry-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
+    proc, host = _serve_tls(tmp)
+    try:
+        # a loopback registry is insecure (docker's rule): TLS without verification
+        store = tmp_path / "src"
+        make_random_image(LocalStore(store), "docker.io/library/tls:1", seed=54, layers=1)
+        pushed = api_push(store, "tls:1", f"{host}/tls/app:1")
+        assert pushed.uploaded == 2
+        out = json.loads(run(tmp_path / "fresh", "pull", f"{host}/tls/app:1", "--json").stdout)
+        assert out["digest"] == str(pushed.descriptor.digest)
+    finally:
+        _stop(proc)
+
+
+def _serve_tls(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import ssl
+
+    port = free_port()
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the server keeps writing to it
+    proc = subprocess.Popen(
+        [
+            *LAMINA,
+            "registry",
+            "serve",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--storage",
+            str(tmp / "storage"),
+            "--tls-cert",
+            str(tmp / "cert.pem"),
+            "--tls-key",
+            str(tmp / "key.pem"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/v2/", timeout=1, context=context)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp / "server.log").read_text()[-2000:]) from None
+            time.sleep(0.05)
+    return proc, f"127.0.0.1:{port}"

@@ -67,6 +67,7 @@ class RegistryClient:
 
     async def check(self, registry: str) -> None:
         """GET /v2/ with the full auth flow; raises if the registry refuses us."""
+        await self.transport.prepare(registry)
         url = f"{self.transport.base_url(registry)}/v2/"
         async with self.transport.request("GET", url, registry=registry, what="/v2/"):
             return None
@@ -76,6 +77,7 @@ class RegistryClient:
     async def fetch_manifest(
         self, ref: Reference, max_size: int = MAX_METADATA_BYTES
     ) -> RemoteManifest:
+        await self.transport.prepare(ref.registry)
         target = str(ref.digest) if ref.digest is not None else (ref.tag or "latest")
         what = f"manifest {ref}"
         async with self.transport.request(
@@ -134,6 +136,7 @@ class RegistryClient:
         ingester: Ingester,
         progress: TransferProgress,
     ) -> BlobInfo:
+        await self.transport.prepare(ref.registry)
         url = self.url(ref, f"blobs/{descriptor.digest}")
         what = f"blob {descriptor.digest}"
         backoff = Backoff(self.transport.attempts)
@@ -175,6 +178,7 @@ class RegistryClient:
     # -- Pusher --------------------------------------------------------------------------
 
     async def has_blob(self, ref: Reference, descriptor: Descriptor) -> bool:
+        await self.transport.prepare(ref.registry)
         async with self.transport.request(
             "HEAD",
             self.url(ref, f"blobs/{descriptor.digest}"),
@@ -196,6 +200,7 @@ class RegistryClient:
         progress: TransferProgress,
         mount_from: tuple[str, ...] = (),
     ) -> str:
+        await self.transport.prepare(ref.registry)
         return await upload_blob(
             self.transport,
             self.url(ref, "blobs/uploads/"),
@@ -213,6 +218,7 @@ class RegistryClient:
                 f"manifest {descriptor.digest} is {len(data)} bytes, not {descriptor.size}"
             )
         descriptor.digest.verify(data)
+        await self.transport.prepare(ref.registry)
         target = ref.tag if ref.tag is not None else str(descriptor.digest)
         if ref.digest is not None and ref.tag is None and ref.digest != descriptor.digest:
             raise DigestMismatch(f"cannot push {descriptor.digest} as {ref}")

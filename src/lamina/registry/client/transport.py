@@ -6,8 +6,12 @@ retries idempotent failures (dropped connections, 5xx, 429) with exponential bac
 and maps refusals to lamina errors. Bodies are given as bytes or as a factory of async
 byte iterators, so a retry can send the body again from its start.
 
-Scheme: ``https`` unless the registry is loopback (``localhost``, ``127.0.0.0/8``,
-``::1``, as docker treats them) or the caller passed ``insecure`` (plain HTTP).
+Scheme: ``https`` with certificate verification, unless the registry is insecure:
+loopback (``localhost``, ``127.0.0.0/8``, ``::1``, as docker treats them) or named by the
+caller's ``insecure``. For an insecure registry, :meth:`Transport.prepare` probes once
+whether it speaks TLS at all: if so, ``https`` without verification, else plain ``http``
+(docker's insecure-registry rule). Redirects are followed by aiohttp, which drops the
+Authorization header when the redirect leaves the origin (a blob served from S3).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 _ERROR_BODY_MAX = 64 << 10
 USER_AGENT = "lamina"
 READ_BUFFER = 2 << 20
+_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
 def is_loopback(registry: str) -> bool:
@@ -83,9 +88,11 @@ class Transport:
         self.attempts = attempts
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._schemes: dict[str, tuple[str, bool]] = {}  # registry -> (scheme, verify)
+        self._probe_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Transport:
-        connector = aiohttp.TCPConnector(limit=self._connections, ssl=not self.insecure)
+        connector = aiohttp.TCPConnector(limit=self._connections)
         self._session = aiohttp.ClientSession(
             connector=connector,
             # Blobs must arrive byte for byte: never decode a Content-Encoding.
@@ -109,13 +116,44 @@ class Transport:
             raise ToolError("registry transport used outside `async with`")
         return self._session
 
+    def _is_insecure(self, registry: str) -> bool:
+        return self.insecure or is_loopback(registry)
+
+    async def prepare(self, registry: str) -> None:
+        """Settle the scheme of ``registry`` (see the module docstring); cheap after
+        the first call."""
+        if registry in self._schemes:
+            return
+        if not self._is_insecure(registry):
+            self._schemes[registry] = ("https", True)
+            return
+        async with self._probe_lock:
+            if registry in self._schemes:
+                return
+            url = f"https://{self._host(registry)}/v2/"
+            try:
+                async with self.session.get(url, ssl=False, timeout=_PROBE_TIMEOUT):
+                    chosen = ("https", False)
+            except (aiohttp.ClientError, TimeoutError):
+                chosen = ("http", False)
+            self._schemes[registry] = chosen
+
     def scheme(self, registry: str) -> str:
-        return "http" if self.insecure or is_loopback(registry) else "https"
+        known = self._schemes.get(registry)
+        if known is not None:
+            return known[0]
+        return "http" if self._is_insecure(registry) else "https"
+
+    def verify_tls(self, registry: str) -> bool:
+        return not self._is_insecure(registry)
+
+    @staticmethod
+    def _host(registry: str) -> str:
+        # Docker Hub's API lives on registry-1.docker.io, not on docker.io.
+        return "registry-1.docker.io" if registry == "docker.io" else registry
 
     def base_url(self, registry: str) -> str:
-        # Docker Hub's API lives on registry-1.docker.io, not on docker.io.
-        host = "registry-1.docker.io" if registry == "docker.io" else registry
-        return f"{self.scheme(registry)}://{host}"
+        return f"{self.scheme(registry)}://{self._host(registry)}"
 
     @asynccontextmanager
     async def request(
@@ -139,7 +177,7 @@ class Transport:
         ok_set = frozenset(ok)
         backoff = Backoff(self.attempts if retry else 0)
         answered_challenge = False
-        ssl = not self.insecure
+        ssl = self.verify_tls(registry)
         while True:
             send_headers = dict(headers or {})
             authorization = self.auth.authorization(registry, scope_list)
