@@ -126,6 +126,10 @@ RUN echo "shell:$GREETING:$TOOL" > /shell
     assert cfg["config"]["Shell"] == ["/bin/sh", "-e", "-c"]
     assert not any(e.startswith("TOOL=") for e in cfg["config"]["Env"])  # ARGs do not persist
     assert cfg["history"][-1]["created_by"].startswith("RUN |1 TOOL=saw /bin/sh -e -c ")
+    # ARG is in the history (as BuildKit writes it), with its default, not the value given
+    assert {"created_by": "ARG TOOL=hammer", "empty_layer": True}.items() <= next(
+        h for h in cfg["history"] if h["created_by"].startswith("ARG")
+    ).items()
 
 
 def test_multi_stage_copies_only_the_artefact(lamina: Lamina, tmp_path: Path) -> None:

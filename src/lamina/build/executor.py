@@ -262,7 +262,24 @@ class Builder:
 
     def _metadata(self, st: StageState, node: Instruction, escape: str) -> None:
         if isinstance(node, Arg):
+            # BuildKit records ARG in the history too (defaults expanded, never the
+            # --build-arg value: that could be a secret).
+            variables = st.scope.variables()
+            decls = [
+                d.name
+                if d.default is None
+                else f"{d.name}={expand_at(node.location, d.default, variables, escape=escape)}"
+                for d in node.args
+            ]
             st.scope.apply(node)
+            st.config = st.config.with_history(
+                History(
+                    created=None,
+                    created_by="ARG " + " ".join(decls),
+                    comment=COMMENT,
+                    empty_layer=True,
+                )
+            )
             return
         previous_cmd = st.config.config.cmd
         config, created_by = metadata.apply(node, st.config.config, st.scope, escape)
