@@ -153,7 +153,7 @@ async def _send_file(
 async def blob_delete(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
     assert route.name is not None and route.digest is not None
     try:
-        await ctx.quick(ctx.storage.unlink_blob, route.name, route.digest)
+        await ctx.call(ctx.storage.unlink_blob, route.name, route.digest)
     except NotFound as exc:
         raise _blob_unknown(route.name, route.digest) from exc
     return web.Response(status=202, headers={**BASE_HEADERS, "Content-Length": "0"})

@@ -92,7 +92,8 @@ class Context:
         return await loop.run_in_executor(None, functools.partial(fn, *args))
 
     async def quick(self, fn: Callable[..., T], *args: object) -> T:
-        """A small metadata call: inline for the local filesystem, in a thread otherwise."""
+        """A small metadata *read* (stat, a few-byte file): inline for the local
+        filesystem, in a thread otherwise. Writes fsync, so they always go to ``call``."""
         if self.local:
             return fn(*args)
         loop = asyncio.get_running_loop()

@@ -122,10 +122,10 @@ async def manifest_delete(ctx: Context, request: web.Request, route: p.Route) ->
     try:
         if route.tag is not None:
             # distribution-spec v1.1 "Deleting tags": DELETE by tag removes only the tag.
-            await ctx.quick(ctx.storage.untag, route.name, route.tag)
+            await ctx.call(ctx.storage.untag, route.name, route.tag)
         else:
             assert route.digest is not None
-            await ctx.quick(ctx.storage.delete_manifest, route.name, route.digest)
+            await ctx.call(ctx.storage.delete_manifest, route.name, route.digest)
     except NotFound as exc:
         raise _manifest_unknown(route.name, route.reference or "") from exc
     return web.Response(status=202, headers={**BASE_HEADERS, "Content-Length": "0"})

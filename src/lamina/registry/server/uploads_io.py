@@ -108,7 +108,7 @@ def _upload_unknown(uuid: str) -> p.RegistryError:
 
 async def upload_start(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
     assert route.name is not None
-    uuid = await ctx.quick(ctx.storage.start_upload, route.name)
+    uuid = await ctx.call(ctx.storage.start_upload, route.name)
     ctx.touch(uuid)
     return _accepted(ctx, _session(route.name, uuid, 0))
 
@@ -119,7 +119,7 @@ async def upload_monolithic(
     assert route.name is not None and route.digest is not None
     name, storage = route.name, ctx.storage
     declared = _content_length(request)
-    uuid = await ctx.quick(storage.start_upload, name)
+    uuid = await ctx.call(storage.start_upload, name)
     ctx.touch(uuid)
     lock = ctx.lock(uuid)
     try:
@@ -154,7 +154,7 @@ async def upload_mount(ctx: Context, request: web.Request, route: p.Route) -> we
         mountable = ctx.authenticator is None and await _stored(ctx, digest)
     if mountable:
         try:
-            await ctx.quick(storage.link_blob, name, digest)
+            await ctx.call(storage.link_blob, name, digest)
             return _created(name, digest)
         except NotFound:
             pass  # collected meanwhile: fall back to an upload
@@ -234,7 +234,7 @@ async def upload_cancel(ctx: Context, request: web.Request, route: p.Route) -> w
     assert route.name is not None and route.uuid is not None
     await _current(ctx, route.name, route.uuid)  # 404 for an unknown session
     async with ctx.lock(route.uuid):
-        await ctx.quick(ctx.storage.cancel_upload, route.name, route.uuid)
+        await ctx.call(ctx.storage.cancel_upload, route.name, route.uuid)
     ctx.forget(route.uuid)
     return web.Response(status=204, headers={**BASE_HEADERS, "Content-Length": "0"})
 
