@@ -420,3 +420,26 @@ def test_a_state_commit_whose_answer_was_lost(seaweed: Seaweed) -> None:
     s._commit_state(uuid, old.etag, landed)  # the retry: no error
     with pytest.raises(Conflict):
         s._commit_state(uuid, old.etag, UploadState("r", 1.0, 4, (), (), None))
+
+
+def test_a_failed_append_leaves_the_upload_as_it_was(seaweed: Seaweed) -> None:
+    s = _s3(seaweed.location())
+    uuid = s.start_upload("r")
+    head = os.urandom(MIB)
+    assert s.append_upload("r", uuid, [head]) == MIB
+
+    def broken() -> Iterator[bytes]:
+        for _ in range(SEGMENT // MIB + 2):  # one whole segment is stored first
+            yield os.urandom(MIB)
+        raise OSError("client went away")
+
+    with pytest.raises(OSError):
+        s.append_upload("r", uuid, broken())
+    assert s.upload_size("r", uuid) == MIB
+    keys = [i.key for i in s.client.list_objects(f"{s.prefix}_uploads/{uuid}/")]
+    state = _state(s, uuid)
+    stored = {f"{s.prefix}_uploads/{uuid}/{k}" for k, _n in state["pending"]}  # type: ignore[union-attr]
+    assert set(keys) == stored | {f"{s.prefix}_uploads/{uuid}/state"}  # no stray pieces
+    tail = os.urandom(100)
+    assert s.append_upload("r", uuid, [tail]) == MIB + 100
+    assert s.finish_upload("r", uuid, _digest(head + tail)) == _digest(head + tail)

@@ -34,6 +34,7 @@ import time
 import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 from lamina.errors import Conflict, DigestMismatch, InvalidArgument, NotFound
@@ -138,13 +139,6 @@ class S3Storage:
             raise NotFound(f"blob {digest} not found")
         return info.size
 
-    def blob_modified(self, digest: Digest) -> float:
-        """When the blob was stored (seconds since the epoch), for GC's grace period."""
-        info = self.client.head(self._blob(digest))
-        if info is None:
-            raise NotFound(f"blob {digest} not found")
-        return info.modified
-
     def open_blob(self, digest: Digest, offset: int = 0, length: int | None = None) -> ObjectReader:
         try:
             return ObjectReader(self.client, self._blob(digest), offset, length)
@@ -182,10 +176,7 @@ class S3Storage:
         self._mark_repository(name)
 
     def has_link(self, name: str, digest: Digest) -> bool:
-        key = self._link(name, digest)
-        return (
-            self.client.head(key) is not None and self.client.head(self._blob(digest)) is not None
-        )
+        return self._exists(self._link(name, digest)) and self._exists(self._blob(digest))
 
     def unlink_blob(self, name: str, digest: Digest) -> None:
         key = self._link(name, digest)
@@ -245,30 +236,35 @@ class S3Storage:
         merged: list[str] = []  # pending pieces folded into a segment: removed once done
         size = state.size
 
-        def flush(spool: IO[bytes], length: int) -> None:
-            nonlocal pending, pending_size
-            if pending:
-                # The small pieces stored before go first: one segment of all of them.
-                with tempfile.TemporaryFile() as seg:
-                    self._fetch_into(uuid, tuple(pending), seg)
-                    spool.seek(0)
-                    left = length
-                    while left > 0 and (block := spool.read(min(CHUNK, left))):
-                        seg.write(block)
-                        left -= len(block)
-                    seg.flush()
-                    total = pending_size + length
-                    added.append(self._put_piece(uuid, size - total, seg, total))
-                merged.extend(k for k, _n in pending)
-                segments.append((added[-1], total))
-                pending, pending_size = [], 0
-            else:
-                added.append(self._put_piece(uuid, size - length, spool, length))
-                segments.append((added[-1], length))
+        pool: ThreadPoolExecutor | None = None
+        # One segment is stored in the background while the next one spools: the client
+        # keeps sending instead of waiting for each S3 PUT.
+        inflight: Future[tuple[str, int]] | None = None
+
+        def settle() -> None:
+            nonlocal inflight
+            if inflight is not None:
+                future, inflight = inflight, None
+                key, total = future.result()
+                added.append(key)
+                segments.append((key, total))
+
+        def submit(spool: IO[bytes], length: int) -> None:
+            nonlocal pending, pending_size, pool, inflight
+            settle()  # segments stay in order, and at most two spool files exist
+            merge = tuple(pending)
+            merged.extend(k for k, _n in merge)
+            offset = size - pending_size - length
+            pending, pending_size = [], 0
+            if pool is None:
+                pool = ThreadPoolExecutor(1, thread_name_prefix="lamina-s3-segment")
+            inflight = pool.submit(self._segment, uuid, offset, spool, length, merge)
 
         new: UploadState | None = None
+        spool: IO[bytes] | None = None
         try:
-            with tempfile.TemporaryFile() as spool:
+            try:
+                spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed to a segment job
                 spooled = 0
                 for chunk in iter_data(data):
                     spool.write(chunk)
@@ -278,16 +274,25 @@ class S3Storage:
                     size += len(chunk)
                     if pending_size + spooled >= SEGMENT:
                         spool.flush()
-                        flush(spool, spooled)
-                        spool.seek(0)
-                        spool.truncate()
+                        submit(spool, spooled)  # the segment job owns (and closes) it
+                        spool = tempfile.TemporaryFile()  # noqa: SIM115 - same
                         spooled = 0
                 spool.flush()
                 if pending_size + spooled >= MIN_PART:
-                    flush(spool, spooled)
+                    submit(spool, spooled)
+                    spool = None
                 elif spooled:
                     added.append(self._put_piece(uuid, size - spooled, spool, spooled))
                     pending.append((added[-1], spooled))
+                settle()
+            finally:
+                if spool is not None:
+                    spool.close()
+                if inflight is not None:  # failing: let it end, so its piece is removed too
+                    with contextlib.suppress(Exception):
+                        added.append(inflight.result()[0])
+                if pool is not None:
+                    pool.shutdown(wait=True)
             new = UploadState(
                 state.name,
                 state.started,
@@ -338,6 +343,32 @@ class S3Storage:
                 f"upload {uuid} was changed by another request at the same time",
                 hint="send the chunks of one upload one after another",
             ) from exc
+
+    def _segment(
+        self,
+        uuid: str,
+        offset: int,
+        spool: IO[bytes],
+        length: int,
+        merge: tuple[tuple[str, int], ...],
+    ) -> tuple[str, int]:
+        """Store the small pieces ``merge`` followed by the spool's bytes as one piece
+        (S3 parts before the last must be at least 5 MiB); closes the spool."""
+        try:
+            if not merge:
+                return self._put_piece(uuid, offset, spool, length), length
+            with tempfile.TemporaryFile() as seg:
+                self._fetch_into(uuid, merge, seg)
+                spool.seek(0)
+                left = length
+                while left > 0 and (block := spool.read(min(CHUNK, left))):
+                    seg.write(block)
+                    left -= len(block)
+                seg.flush()
+                total = sum(n for _k, n in merge) + length
+                return self._put_piece(uuid, offset, seg, total), total
+        finally:
+            spool.close()
 
     def _resume_hash(self, uuid: str, state: UploadState) -> Any:
         if state.size == 0:
@@ -433,10 +464,8 @@ class S3Storage:
         session = self._session(uuid)
         try:
             owner = UploadState.parse(self.client.get_bytes(session + "state", SMALL_MAX)).name
-        except NotFound:
-            owner = None
-        except InvalidArgument:
-            owner = None  # damaged: garbage anyone may clear
+        except (NotFound, InvalidArgument):
+            owner = None  # absent, or damaged: garbage anyone may clear
         if owner is not None and owner != name:
             return  # not this repository's upload: as if it did not exist
         with self._lock:
@@ -495,10 +524,7 @@ class S3Storage:
             raise NotFound(f"manifest {digest} not found") from exc
 
     def has_manifest(self, name: str, digest: Digest) -> bool:
-        key = self._revision(name, digest)
-        return (
-            self.client.head(key) is not None and self.client.head(self._blob(digest)) is not None
-        )
+        return self._exists(self._revision(name, digest)) and self._exists(self._blob(digest))
 
     def delete_manifest(self, name: str, digest: Digest) -> None:
         key = self._revision(name, digest)
