@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from lamina.cli.output import print_json, print_table, time_ago
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from lamina.image.images import Image
     from lamina.runtime.containers import Container, ContainerStore
     from lamina.runtime.runc import OCIRuntime
-    from lamina.snapshot.api import Snapshotter
+    from lamina.snapshot.api import Mount, Snapshotter
 
 
 def _root(args: argparse.Namespace) -> str:
@@ -134,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         key = f"container-{c.id}"
         mounts = snap.prepare(key, parent=parent)
+        if args.rm:
+            mounts = [_volatile(m) for m in mounts]
         c = cstore.update(c.id, snapshot_key=key)
         mount_all(mounts, c.rootfs)
         spec = lifecycle.prepare_bundle(cstore, c, image.config.config, options)
@@ -166,6 +169,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             cstore, lifecycle.get(cstore, c.id), force=True, remove_snapshot=_remover(snap)
         )
     return result.exit_code
+
+
+def _volatile(mount: Mount) -> Mount:
+    """``--rm``: the upper dir dies with the container, so overlay need not sync it
+    (its unmount would sync the whole upper filesystem: 100s of ms on a busy disk)."""
+    if mount.type != "overlay":
+        return mount
+    return replace(mount, options=(*mount.options, "volatile"))
 
 
 def _refs_key(root: str) -> list[int] | None:
