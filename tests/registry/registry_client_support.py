@@ -112,6 +112,7 @@ class Fault:
     after: int
     count: int = 1
     skip: int = 0  # let this many matching requests through first
+    status: int | None = None  # answer this status instead of cutting (nothing forwarded)
 
 
 @dataclass
@@ -147,6 +148,10 @@ class Proxy:
             for k, v in request.headers.items()
             if k.lower() not in ("connection", "keep-alive", "transfer-encoding")
         }
+        if fault is not None and fault.status is not None:
+            await request.read()
+            self.requests.append((request.method, path, fault.status))
+            return web.Response(status=fault.status, headers={"Retry-After": "0"})
         if fault is not None and request.method in ("PATCH", "PUT", "POST"):
             # read part of the body, then drop the client: nothing reaches the registry
             got = 0

@@ -23,7 +23,7 @@ from registry_client_support import (
 
 from helpers.cli import LAMINA
 from helpers.images import import_busybox, make_random_image, tree_contents
-from lamina.errors import DigestMismatch
+from lamina.errors import DigestMismatch, SizeMismatch
 from lamina.oci.reference import Reference
 from lamina.registry.client.api import NoProgress
 from lamina.registry.client.pull import pull_image
@@ -265,3 +265,49 @@ def test_upload_resumes_from_the_offset_the_registry_reports(tmp_path: Path, pro
     assert statuses == [202, 202, -1] + [202] * (chunks - 2)
     assert proxy.count("GET", "/blobs/uploads/", status=204) == 1
     assert proxy.blob_uploads() == 1
+
+
+def test_5xx_and_429_are_retried(tmp_path: Path, proxy: Proxy) -> None:
+    src = tmp_path / "src"
+    image = make_random_image(LocalStore(src), "docker.io/library/flaky:1", seed=13, layers=1)
+    api_push(src, "flaky:1", f"{proxy.host}/flaky/app:1")
+    layer = image.layers[0].descriptor
+    proxy.reset()
+    proxy.faults += [
+        Fault("GET", "/manifests/1", after=0, count=2, status=503),
+        Fault("GET", f"/blobs/{layer.digest}", after=0, status=429),
+        Fault("GET", f"/blobs/{layer.digest}", after=0, status=502),
+    ]
+    result = api_pull(tmp_path / "fresh", f"{proxy.host}/flaky/app:1")
+    assert result.fetched == 2
+    assert [s for m, p, s in proxy.requests if "/manifests/" in p] == [503, 503, 200]
+    assert [s for m, p, s in proxy.requests if str(layer.digest) in p] == [429, 502, 200]
+
+
+def test_a_registry_that_keeps_failing_gives_a_clear_error(tmp_path: Path, proxy: Proxy) -> None:
+    proxy.faults.append(Fault("GET", "/manifests/", after=0, count=100, status=500))
+    out = run(tmp_path / "r", "pull", f"{proxy.host}/broken/app:1", check=False)
+    assert out.returncode == 9, out.stderr  # ToolError
+    assert "answered HTTP 500" in out.stderr
+    assert proxy.count("GET", "/manifests/") == 6  # the first try and five retries
+
+
+def test_a_blob_longer_than_its_descriptor_is_refused(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    reg = start_docker_registry(tmp_path_factory.mktemp("long-registry"))
+    try:
+        src = tmp_path / "src"
+        image = make_random_image(LocalStore(src), "docker.io/library/l:1", seed=14, layers=1)
+        api_push(src, "l:1", f"{reg.host}/l/l:1")
+        layer = image.layers[0].descriptor
+        data = reg.blob_data_path(str(layer.digest))
+        data.write_bytes(data.read_bytes() + b"x" * 100_000)
+        fresh = tmp_path / "fresh"
+        with pytest.raises(SizeMismatch, match="more than"):
+            api_pull(fresh, f"{reg.host}/l/l:1")
+        store = LocalStore(fresh)
+        assert not store.has(layer.digest) and store.list_refs() == {}
+        assert ingest_temps(fresh) == []
+    finally:
+        reg.stop()

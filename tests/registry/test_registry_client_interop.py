@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_client_support import DockerRegistry, api_unpack, start_docker_registry
+from registry_client_support import DockerRegistry, api_push, api_unpack, start_docker_registry
 
 from helpers.cli import LAMINA
 from helpers.images import make_random_image, tree_contents
@@ -135,6 +135,9 @@ def test_multi_platform_index_push_and_platform_pull(
     assert LocalStore(fresh).get_ref(out["name"]).digest == index.digest
     inspect = run(fresh, "inspect", "--raw", "config", dest).stdout
     assert json.loads(inspect)["architecture"] == Platform.host().architecture
+    # the fresh store has one platform of the index: pushing it sends that manifest
+    again = api_push(fresh, dest, f"{registry.host}/interop/host-only:1")
+    assert again.descriptor.digest == host.digest
 
     plat = _other_platform()
     fresh2 = tmp_path / "fresh2"
