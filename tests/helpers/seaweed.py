@@ -40,6 +40,7 @@ class Seaweed:
     pid: int
     data_dir: Path
     log: Path
+    ports: tuple[int, ...] = ()
 
     def location(self, prefix: str | None = None, **extra: str) -> str:
         """An ``s3://`` storage location on a fresh (or the given) key prefix."""
@@ -146,7 +147,7 @@ def start_seaweed(data_dir: Path, timeout: float = 60.0) -> tuple[Seaweed, subpr
                 raise RuntimeError(f"SeaweedFS S3 did not come up: {exc}") from exc
             time.sleep(0.05)
     client.close()
-    info = Seaweed(endpoint, BUCKET, ACCESS_KEY, SECRET_KEY, proc.pid, data_dir, log)
+    info = Seaweed(endpoint, BUCKET, ACCESS_KEY, SECRET_KEY, proc.pid, data_dir, log, tuple(ports))
     return info, proc
 
 
@@ -163,6 +164,10 @@ def shared_seaweed() -> Seaweed:
             proc.kill()  # its data is thrown away: no need for a graceful stop
             proc.wait()
             shutil.rmtree(base, ignore_errors=True)
+            # weed's unix sockets, named by our ports, outlive a killed weed.
+            for port in info.ports:
+                for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                    sock.unlink(missing_ok=True)
 
         atexit.register(stop)
         _SHARED["one"] = info
