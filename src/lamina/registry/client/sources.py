@@ -27,6 +27,7 @@ class BlobSources:
     def __init__(self, root: str) -> None:
         self.dir = os.path.join(root, "cache")
         self.path = os.path.join(self.dir, FILE_NAME)
+        self._cache: dict[str, list[str]] | None = None  # read once per lookup run
 
     def _load(self) -> dict[str, list[str]]:
         try:
@@ -45,9 +46,11 @@ class BlobSources:
     def lookup(self, registry: str, digest: Digest) -> tuple[str, ...]:
         """Repositories of ``registry`` that held ``digest``, most recent first."""
         prefix = registry + "/"
+        if self._cache is None:
+            self._cache = self._load()
         return tuple(
             name[len(prefix) :]
-            for name in reversed(self._load().get(str(digest), []))
+            for name in reversed(self._cache.get(str(digest), []))
             if name.startswith(prefix)
         )
 
@@ -56,6 +59,12 @@ class BlobSources:
         if not wanted:
             return
         name = f"{registry}/{repository}"
+        try:
+            self._record(name, wanted)
+        except OSError:
+            return  # only a hint for later mounts: a read-only or full disk must not fail a pull
+
+    def _record(self, name: str, wanted: list[str]) -> None:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         lock_fd = os.open(
             os.path.join(self.dir, FILE_NAME + ".lock"),
@@ -72,5 +81,6 @@ class BlobSources:
             while len(doc) > MAX_DIGESTS:
                 del doc[next(iter(doc))]
             write_atomic(self.path, json.dumps(doc, separators=(",", ":")).encode())
+            self._cache = None
         finally:
             os.close(lock_fd)
