@@ -22,7 +22,7 @@ from lamina.oci.digest import Digest
 from lamina.oci.manifest import parse_document
 from lamina.oci.reference import Reference
 from lamina.registry.auth import PULL, PUSH, Scope
-from lamina.registry.client.api import RemoteManifest, TransferProgress
+from lamina.registry.client.api import Fetcher, Pusher, RemoteManifest, TransferProgress
 from lamina.registry.client.transport import NETWORK_ERRORS, Backoff, Transport, _network_error
 from lamina.registry.client.upload import DEFAULT_CHUNK_SIZE, upload_blob
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, Ingester, Provider
@@ -315,3 +315,8 @@ async def _drain(
         await asyncio.to_thread(writer.write, take())
     if received < descriptor.size:
         raise SizeMismatch(f"the registry sent {received} of the {descriptor.size} bytes expected")
+
+
+def _conforms(client: RegistryClient) -> tuple[Fetcher, Pusher]:
+    """Never called: mypy checks here that RegistryClient plays both roles."""
+    return client, client
