@@ -202,8 +202,15 @@ def cmd_rmi(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     store = open_store(args)
-    snapshots = 0
+    snapshots = cache_records = 0
     if not args.dry_run:
+        from lamina.build.cache import BuildCache
+        from lamina.build.workbench import Workbench
+
+        # Build cache records go first (their layers are no gc roots), then what killed
+        # builds left, so the snapshots and blobs they held are free for the sweeps.
+        cache_records = BuildCache(store.root).prune()
+        Workbench(store).remove_stale()
         snapshots = _prune_snapshots(args, store)
     result = store.gc(dry_run=args.dry_run)
     if args.json:
@@ -214,13 +221,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 "kept_blobs": result.kept_blobs,
                 "dry_run": args.dry_run,
                 "removed_snapshots": snapshots,
+                "removed_build_cache_records": cache_records,
             }
         )
     else:
         verb = "Would reclaim" if args.dry_run else "Total reclaimed space"
         print(
             f"{verb}: {human_size(result.removed_bytes)} ({result.removed_blobs} blobs, "
-            f"{snapshots} unpacked layers)"
+            f"{snapshots} unpacked layers, {cache_records} build cache records)"
         )
     return 0
 
