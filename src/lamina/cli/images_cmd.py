@@ -207,12 +207,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
         from lamina.build.cache import BuildCache
         from lamina.build.workbench import Workbench
 
-        # Build cache records go first (their layers are no gc roots), then what killed
-        # builds left, so the snapshots and blobs they held are free for the sweeps.
-        cache_records = BuildCache(store.root).prune()
+        # What killed builds left goes first, so the snapshots and blobs it held are
+        # free for the sweeps. Build cache records are no gc roots (a prune may take
+        # the layers only the cache named); the records of layers gone are dropped.
         Workbench(store).remove_stale()
         snapshots = _prune_snapshots(args, store)
     result = store.gc(dry_run=args.dry_run)
+    if not args.dry_run:
+        cache = BuildCache(store.root)
+        keys = cache.keys()
+        cache_records = sum(cache.get(key, store) is None for key in keys)
     if args.json:
         print_json(
             {
@@ -228,7 +232,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         verb = "Would reclaim" if args.dry_run else "Total reclaimed space"
         print(
             f"{verb}: {human_size(result.removed_bytes)} ({result.removed_blobs} blobs, "
-            f"{snapshots} unpacked layers, {cache_records} build cache records)"
+            f"{snapshots} unpacked layers, {cache_records} build cache records dropped)"
         )
     return 0
 
