@@ -102,6 +102,7 @@ def start_seaweed(data_dir: Path, timeout: float = 60.0) -> tuple[Seaweed, subpr
     log = data_dir / "weed.log"
     args = [
         str(WEED),
+        "-logtostderr",  # into weed.log, not glog files in /tmp
         "mini",
         f"-dir={data_dir / 'data'}",
         "-ip=127.0.0.1",
