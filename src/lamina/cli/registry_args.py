@@ -1,4 +1,4 @@
-"""Arguments of ``lamina registry serve|gc``."""
+"""Arguments of ``lamina registry serve|passwd|gc``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def add_parsers(sub: Parsers) -> None:
         default=24 * 3600.0,
         help="seconds an idle upload session lives (default: a day)",
     )
+    w = actions.add_parser("passwd", help="add, change or delete a user in an htpasswd file")
+    w.add_argument("file", metavar="FILE", help="the htpasswd file (created if missing)")
+    w.add_argument("user", metavar="USER")
+    w.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    w.add_argument("-D", "--delete", action="store_true", help="remove the user")
     g = actions.add_parser("gc", help="delete blobs no manifest or tag needs")
     g.add_argument("--storage", default=None, help="DIR or s3://BUCKET/PREFIX?endpoint=URL")
     g.add_argument("--dry-run", action="store_true", help="report only")

@@ -22,7 +22,35 @@ def _storage(args: argparse.Namespace) -> str:
 def cmd_registry(args: argparse.Namespace) -> int:
     if args.registry_action == "serve":
         return _serve(args)
+    if args.registry_action == "passwd":
+        return _passwd(args)
     return _gc(args)
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    """Add, change or remove one user of an htpasswd file (bcrypt), like
+    ``htpasswd -B`` / ``htpasswd -D``, without needing apache2-utils."""
+    from lamina.errors import InvalidArgument
+    from lamina.registry.authn.htpasswd import set_password
+
+    if args.delete:
+        if not set_password(args.file, args.user, None):
+            raise InvalidArgument(f"{args.user!r} is not in {args.file}")
+        sys.stderr.write(f"Deleted user {args.user}\n")
+        return 0
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"Password for {args.user}: ")
+        if getpass.getpass("Again: ") != password:
+            raise InvalidArgument("the passwords differ", hint="type the same password twice")
+    if not password:
+        raise InvalidArgument("empty password", hint="give a password")
+    existed = set_password(args.file, args.user, password)
+    sys.stderr.write(f"{'Updated' if existed else 'Added'} user {args.user}\n")
+    return 0
 
 
 def _authenticator(args: argparse.Namespace, host: str, port: int) -> Authenticator | None:
