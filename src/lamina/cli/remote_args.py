@@ -10,7 +10,11 @@ if TYPE_CHECKING:
 
 def _transport(p: Any) -> None:
     add = p.add_argument
-    add("--insecure", action="store_true", help="plain HTTP / no TLS verification")
+    add(
+        "--insecure",
+        action="store_true",
+        help="TLS without verification, or plain HTTP (the default for localhost)",
+    )
     add(
         "--authfile",
         default=None,

@@ -191,7 +191,9 @@ class Transport:
             except NETWORK_ERRORS as exc:
                 if not retry:
                     raise  # the caller resumes by itself (uploads)
-                if not backoff.more():
+                # a name that does not resolve will not resolve in a second either
+                dns = isinstance(exc, aiohttp.ClientConnectorDNSError)
+                if dns or not backoff.more():
                     raise _network_error(method, url, exc) from exc
                 await backoff.wait()
                 continue
