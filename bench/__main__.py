@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_compression, layers, registry, run
+from bench import bench_compression, layers, pushpull, registry, run
 
 BENCHES = {
     "layers": layers.main,
     "compression": bench_compression.main,
     "run": run.main,
     "registry": registry.main,
+    "pushpull": pushpull.main,
 }
 
 

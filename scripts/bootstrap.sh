@@ -29,6 +29,10 @@ fi
 
 # uv sync is cheap when .venv already matches uv.lock; the stamp makes it free.
 if [ ! -x .venv/bin/python ] || [ uv.lock -nt .venv/.synced ] || [ pyproject.toml -nt .venv/.synced ]; then
-    UV_PYTHON_DOWNLOADS=never uv sync --frozen --python python3 --quiet
+    # --compile-bytecode: every `lamina` start would otherwise compile aiohttp & co.
+    UV_PYTHON_DOWNLOADS=never uv sync --frozen --python python3 --quiet --compile-bytecode
     touch .venv/.synced
 fi
+# lamina's own modules too (an editable install): start-up time is a feature, and the
+# environment may forbid writing bytecode at run time (PYTHONDONTWRITEBYTECODE).
+PYTHONDONTWRITEBYTECODE= .venv/bin/python -m compileall -q -j 0 src/lamina >/dev/null
