@@ -13,6 +13,7 @@ import re
 import signal
 import stat
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -337,3 +338,19 @@ def test_ctrl_c_mid_bootstrap_stops_debootstrap_and_cleans_up(tmp_path: Path) ->
     assert _leftovers(root) == []
     ps = subprocess.run(["ps", "-eo", "args"], check=False, capture_output=True, text=True).stdout
     assert not [line for line in ps.splitlines() if str(root) in line]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.interop
+def test_same_epoch_same_digest(debian_image: Path, lamina: Lamina) -> None:
+    """A second debootstrap with the same SOURCE_DATE_EPOCH gives the image the cached
+    one is, byte for byte (the mirror's bookworm changes only at point releases)."""
+    out = lamina(
+        "bootstrap", "debian", "-t", "again", "--json", env={"SOURCE_DATE_EPOCH": str(EPOCH)}
+    ).stdout
+    with tarfile.open(debian_image) as tf:
+        f = tf.extractfile("index.json")
+        assert f is not None
+        cached = json.loads(f.read())["manifests"][0]["digest"]
+    assert json.loads(out)["digest"] == cached
