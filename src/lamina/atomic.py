@@ -8,8 +8,9 @@ Row 0 with ``errors``: standard library only.
 
 from __future__ import annotations
 
-import contextlib
 import os
+
+from lamina.lite import suppress
 
 
 def fsync_dir(path: str) -> None:
@@ -45,7 +46,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, *, durable: bool = T
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     if durable:

@@ -8,13 +8,12 @@ Only light standard modules here (no dataclasses, no datetime): the fast path
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
 import time
 
 from lamina.atomic import write_atomic
 from lamina.errors import InvalidArgument, LaminaError
+from lamina.lite import dumps
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
@@ -22,8 +21,9 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     T = TypeVar("T")
-ID_RE = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+_HEX = frozenset("0123456789abcdef")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_CHARS = _ALNUM | frozenset("_.-")
 
 # Random names: an adjective and a noun, as `docker run` gives (own word lists).
 _ADJECTIVES = (
@@ -60,7 +60,7 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o600, *, durable: boo
 
 def write_exit(directory: str, code: int | None, finished: str, *, durable: bool = True) -> None:
     """The keeper's ``exit.json``: how the container's process ended."""
-    data = json.dumps({"exit_code": code, "finished": finished}).encode()
+    data = dumps({"exit_code": code, "finished": finished}).encode()
     write_file_atomic(os.path.join(directory, "exit.json"), data, 0o644, durable=durable)
 
 
@@ -71,8 +71,14 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
 
 
+def is_id(text: str) -> bool:
+    """A container id: 64 lowercase hex digits (no `re`: start-up time)."""
+    return len(text) == 64 and _HEX.issuperset(text)
+
+
 def check_name(name: str) -> None:
-    if not _NAME.fullmatch(name):
+    """Docker's container name rule: ``[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}``."""
+    if not (0 < len(name) <= 128 and name[0] in _ALNUM and _NAME_CHARS.issuperset(name)):
         raise InvalidArgument(
             f"invalid container name {name!r}",
             hint="use letters, digits, '_', '.' and '-' (starting with a letter or digit)",

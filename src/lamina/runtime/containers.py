@@ -41,9 +41,9 @@ from lamina.errors import (
 )
 from lamina.runtime.basics import (
     ADJECTIVES,
-    ID_RE,
     NOUNS,
     check_name,
+    is_id,
     now,
     random_name,
     write_exit,
@@ -70,7 +70,6 @@ __all__ = [
 
 STATUSES = ("created", "running", "exited")
 MAX_STATE_BYTES = 1 << 20
-_ID = ID_RE
 _LOCK_TIMEOUT = 30.0
 
 
@@ -151,7 +150,7 @@ class Container:
     labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _ID.fullmatch(self.id):
+        if not is_id(self.id):
             raise InvalidFormat(f"container id {self.id!r} is not 64 hex digits")
         if self.status not in STATUSES:
             raise InvalidFormat(f"container {self.id[:12]} has unknown status {self.status!r}")
@@ -189,7 +188,7 @@ class ContainerStore:
     # ------------------------------------------------------------------ paths
 
     def path(self, container_id: str, *parts: str) -> str:
-        if not _ID.fullmatch(container_id):
+        if not is_id(container_id):
             raise InvalidArgument(f"container id {container_id!r} is not 64 hex digits")
         return os.path.join(self.dir, container_id, *parts)
 
@@ -255,7 +254,7 @@ class ContainerStore:
         except FileNotFoundError:
             return out
         for entry in names:
-            if not _ID.fullmatch(entry):
+            if not is_id(entry):
                 continue
             with suppress(InvalidFormat):
                 record = self._read(entry)
@@ -268,7 +267,7 @@ class ContainerStore:
         """A container by full id, name, or unique id prefix (as ``docker`` resolves)."""
         if not ref:
             raise InvalidArgument("no container given")
-        if _ID.fullmatch(ref):
+        if is_id(ref):
             record = self._read(ref)
             if record is not None:
                 return record

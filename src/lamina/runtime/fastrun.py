@@ -29,14 +29,13 @@ kill -9 leaves what ``lamina rm`` cleans.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-from contextlib import suppress
 
 from lamina.errors import AlreadyExists
+from lamina.lite import dumps, loads, suppress
 from lamina.runtime.basics import (
-    ID_RE,
     check_name,
+    is_id,
     now,
     os_error,
     random_name,
@@ -113,11 +112,11 @@ def make_plan(
 ) -> dict[str, Any] | None:
     """The plan of a finished full-path run of ``image`` (its container ``container_id``
     prepared with default options), or None when it cannot be replayed."""
-    text = json.dumps(spec, sort_keys=True)
+    text = dumps(spec, sort_keys=True)
     text = text.replace(container_id, SENTINEL)
     if container_id[:12] in text or refs_key is None:
         return None  # the short id is in the spec (e.g. as host name): not replayable
-    out = json.loads(text)
+    out = loads(text)
     out["process"]["args"] = None
     return {
         "version": PLAN_VERSION,
@@ -141,7 +140,7 @@ def save_plan(root: str, plan: dict[str, Any]) -> None:
         return
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     # a cache: losing it to a power cut costs one slow run, so no fsync
-    write_file_atomic(path, json.dumps(plan).encode(), durable=False)
+    write_file_atomic(path, dumps(plan).encode(), durable=False)
 
 
 def drop_plans(root: str) -> None:
@@ -165,7 +164,7 @@ def load_plan(root: str, image: str) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as fh:
             data = fh.read(_MAX_PLAN + 1)
-        plan = json.loads(data)
+        plan = loads(data)
     except (OSError, ValueError):
         return None
     if not isinstance(plan, dict) or plan.get("version") != PLAN_VERSION:
@@ -204,11 +203,11 @@ class _ContainersLock:
 def _taken_names(directory: str) -> set[str]:
     names: set[str] = set()
     for entry in os.listdir(directory):
-        if not ID_RE.fullmatch(entry):
+        if not is_id(entry):
             continue
         try:
             with open(os.path.join(directory, entry, "state.json"), "rb") as fh:
-                doc = json.loads(fh.read(1 << 20))
+                doc = loads(fh.read(1 << 20))
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict) and isinstance(doc.get("name"), str):
@@ -217,8 +216,8 @@ def _taken_names(directory: str) -> set[str]:
 
 
 def _write_record(directory: str, record: dict[str, Any], *, durable: bool) -> None:
-    # the bytes ContainerStore._write writes
-    data = json.dumps(record, indent=1, sort_keys=True).encode()
+    # the document ContainerStore._write writes (compact: no json module here)
+    data = dumps(record, sort_keys=True).encode()
     write_file_atomic(os.path.join(directory, record["id"], "state.json"), data, durable=durable)
 
 
@@ -333,7 +332,7 @@ def _start(
             )
         spec = plan["spec"]
         spec["process"]["args"] = argv
-        text = json.dumps(spec, indent=1).replace(SENTINEL, cid)
+        text = dumps(spec).replace(SENTINEL, cid)
         bundle = os.path.join(cdir, "bundle")
         write_file_atomic(os.path.join(bundle, "config.json"), text.encode(), durable=False)
         log = os.path.join(cdir, "runtime.log")

@@ -5,23 +5,22 @@ exit into ``docker run``'s exit code. Light imports only (shared by
 
 from __future__ import annotations
 
-import contextlib
-import json
+import _signal  # type: ignore[import-not-found]  # not signal: it imports enum (start-up)
 import os
-import signal
+
+from lamina.lite import loads, suppress
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from typing import Any
 
 FORWARDED_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
+    _signal.SIGINT,
+    _signal.SIGTERM,
+    _signal.SIGHUP,
+    _signal.SIGQUIT,
+    _signal.SIGUSR1,
+    _signal.SIGUSR2,
 )
 # Exit codes of `docker run` when the container's process never ran.
 EXIT_RUNTIME_FAILED = 125
@@ -40,7 +39,7 @@ def log_error(path: str, offset: int) -> str | None:
     message = None
     for line in data.decode("utf-8", "replace").splitlines():
         try:
-            entry = json.loads(line)
+            entry = loads(line)
         except ValueError:
             continue
         if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
@@ -65,26 +64,28 @@ def exit_code_for(error: str) -> int:
     return EXIT_RUNTIME_FAILED
 
 
-@contextlib.contextmanager
-def forward_signals(pid: int) -> Iterator[None]:
+class forward_signals:  # a context manager class: contextlib costs start-up time
     """Send FORWARDED_SIGNALS this process gets to ``pid`` (the runtime, which passes
-    them on to the container's process) for the length of the block."""
-    previous: dict[int, Any] = {}
+    them on to the container's process) for the length of the ``with`` block."""
 
-    def handler(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._previous: dict[int, Any] = {}
 
-    try:
-        for sig in FORWARDED_SIGNALS:
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: nothing to forward from
-        pass
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+    def _handler(self, signum: int, _frame: object) -> None:
+        with suppress(ProcessLookupError):
+            os.kill(self._pid, signum)
+
+    def __enter__(self) -> None:
+        try:
+            for sig in FORWARDED_SIGNALS:
+                self._previous[sig] = _signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread: nothing to forward from
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, old in self._previous.items():
+            _signal.signal(signum, old)
 
 
 def runtime_outcome(status: int, log: str, offset: int) -> tuple[int, str | None]:

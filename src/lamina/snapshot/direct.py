@@ -12,13 +12,12 @@ budget. tests/snapshot/test_snapshot_direct.py holds the two to the same behavio
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
-from contextlib import suppress
 
 from lamina.atomic import write_atomic
 from lamina.errors import AlreadyExists, Conflict, InvalidFormat, NotFound
+from lamina.lite import dumps, loads, suppress
 from lamina.snapshot.fsutil import remove_tree
 from lamina.snapshot.held import TMP_PREFIX, Held
 
@@ -57,7 +56,7 @@ def _read(root: str) -> dict[str, Any]:
     path = os.path.join(root, _METADATA)
     try:
         with open(path, "rb") as fh:
-            doc = json.loads(fh.read())
+            doc = loads(fh.read())
     except FileNotFoundError:
         return {"schemaVersion": SCHEMA_VERSION, "nextId": 1, "snapshots": {}}
     except ValueError as exc:
@@ -73,8 +72,8 @@ def _read(root: str) -> dict[str, Any]:
 
 
 def _write(root: str, doc: dict[str, Any]) -> None:
-    # the same bytes MetaFile writes: lamina.snapshot.metadata._serialize
-    write_atomic(os.path.join(root, _METADATA), json.dumps(doc, indent=1, sort_keys=True).encode())
+    # the document MetaFile writes (lamina.snapshot.metadata._serialize), compact
+    write_atomic(os.path.join(root, _METADATA), dumps(doc, sort_keys=True).encode())
 
 
 def _chain(records: dict[str, Any], parent: str) -> Iterator[int]:

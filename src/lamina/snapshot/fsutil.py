@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from contextlib import suppress
 
 from lamina.errors import LaminaError, LimitExceeded, NotFound, Unsupported
+from lamina.lite import suppress
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from contextlib import ExitStack, suppress
 
 from lamina.errors import (
     Conflict,
@@ -46,6 +45,7 @@ from lamina.errors import (
     ToolError,
     Unsupported,
 )
+from lamina.lite import suppress
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
@@ -451,12 +451,12 @@ def _overlay_new_api(
         if err == errno.ENOSYS:
             raise _NoNewAPI()
         raise _error(err, what)
-    with ExitStack() as stack:
-        stack.callback(os.close, fsfd)
+    fds = [fsfd]  # closed at the end (no contextlib.ExitStack: start-up time)
+    try:
 
         def config(cmd: int, key: str | None, value: str | None) -> None:
             if value is not None and len(os.fsencode(value)) > _FSCONFIG_VALUE_MAX:
-                value = _short_path(value, stack)
+                value = _short_path(value, fds)
             ret = _syscall(
                 ctypes.c_long(_SYS_FSCONFIG),
                 ctypes.c_int(fsfd),
@@ -496,7 +496,7 @@ def _overlay_new_api(
         if mfd < 0:
             err = ctypes.get_errno()
             raise _error(err, what, _fs_messages(fsfd))
-        stack.callback(os.close, mfd)
+        fds.append(mfd)
         ret = _syscall(
             ctypes.c_long(_SYS_MOVE_MOUNT),
             ctypes.c_int(mfd),
@@ -506,12 +506,15 @@ def _overlay_new_api(
             ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH),
         )
         _check(ret, what)
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
 
 
-def _short_path(path: str, stack: ExitStack) -> str:
+def _short_path(path: str, fds: list[int]) -> str:
     """A path of at most 255 bytes naming ``path``'s directory: /proc/self/fd/N."""
     fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    stack.callback(os.close, fd)
+    fds.append(fd)
     return f"/proc/self/fd/{fd}"
 
 
