@@ -92,3 +92,17 @@ def test_open_storage(tmp_path: Path) -> None:
     s = open_storage(f"file://{tmp_path}/x")
     assert isinstance(s, FilesystemStorage)
     assert s.root == str(tmp_path / "x")
+
+
+def test_a_session_without_its_name_is_expired_by_its_empty_name(tmp_path: Path) -> None:
+    s = FilesystemStorage(tmp_path)
+    uuid = s.start_upload("r")
+    s.append_upload("r", uuid, [b"half"])
+    (tmp_path / "_uploads" / uuid / "name").unlink()  # a crash between the two writes
+    [info] = [u for u in s.iter_uploads() if u.uuid == uuid]
+    assert info.name == ""
+    live = s.start_upload("r")
+    s.cancel_upload("", live)  # a named session is not the sweep's to take this way
+    assert any(u.uuid == live for u in s.iter_uploads())
+    s.cancel_upload("", uuid)
+    assert not any(u.uuid == uuid for u in s.iter_uploads())
