@@ -26,18 +26,16 @@ layer, deleting files of the image below (and lamina's differ refuses such names
 from __future__ import annotations
 
 import bz2
-import dataclasses
 import lzma
 import os
 from typing import BinaryIO
 
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsafe, Unsupported
-from lamina.layers import compression, fsops
-from lamina.layers.api import DEFAULT_LIMITS, WHITEOUT_PREFIX, Entry, Limits
-from lamina.layers.apply import _Applier
+from lamina.layers import compression
+from lamina.layers.api import DEFAULT_LIMITS, Limits
+from lamina.layers.apply import apply_layer
 from lamina.layers.chunked import ChunkedReader
 from lamina.layers.tarfmt import BLOCK_SIZE, ZERO_BLOCK, decode_header
-from lamina.layers.tarstream import EntryReader, read_entries
 
 CHUNK = 1 << 20
 BZIP2_MAGIC = b"BZh"
@@ -144,29 +142,6 @@ def archive_kind(fd: int, limits: Limits = DEFAULT_LIMITS) -> str | None:
     return kind if is_tar_header(inner) else None
 
 
-class _AddApplier(_Applier):
-    """The layer applier in tree mode, minus whiteouts, plus an optional owner."""
-
-    def __init__(
-        self, root: fsops.Root, limits: Limits, owner: tuple[int, int] | None, name: str
-    ) -> None:
-        privileged = os.geteuid() == 0
-        super().__init__(root, "tree", limits, privileged, privileged or owner is not None)
-        self.owner = owner
-        self.archive = name
-
-    def apply(self, entry: Entry, reader: EntryReader) -> None:
-        if entry.basename.startswith(WHITEOUT_PREFIX):
-            raise Unsafe(
-                f"ADD {self.archive!r}: member {entry.name!r} would become a whiteout in the "
-                "image layer",
-                hint="remove .wh.* files from the archive",
-            )
-        if self.owner is not None:
-            entry = dataclasses.replace(entry, uid=self.owner[0], gid=self.owner[1])
-        super().apply(entry, reader)
-
-
 def extract(
     fd: int,
     kind: str,
@@ -183,10 +158,18 @@ def extract(
         fh.seek(0)
         stream = open_archive(fh, kind, limits)
         # The destination directory becomes the root of the extraction: nothing the
-        # archive says can reach above it.
-        with fsops.Root(f"/proc/self/fd/{dest_dir_fd}") as root:
-            applier = _AddApplier(root, limits, owner, name)
-            for entry, reader in read_entries(stream, limits):
-                applier.apply(entry, reader)
-            applier.finish()
-            return applier.stats().bytes
+        # archive says can reach above it. Owners are the archive's when root (Docker
+        # keeps them), or --chown's.
+        try:
+            stats = apply_layer(
+                stream,
+                f"/proc/self/fd/{dest_dir_fd}",
+                mode="tree",
+                limits=limits,
+                whiteouts="refuse",
+                owner=owner,
+            )
+        except Unsafe as exc:
+            # the same class (LimitExceeded is an Unsafe), the archive named
+            raise type(exc)(f"ADD {name!r}: {exc.message}", hint=exc.hint) from exc
+        return stats.bytes

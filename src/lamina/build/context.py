@@ -82,6 +82,9 @@ class Source:
     dev: int = 0
     ino: int = 0
     ctime_ns: int = 0
+    uid: int = 0
+    gid: int = 0
+    nlink: int = 1
 
 
 class _Selector:
@@ -268,6 +271,9 @@ class _Selector:
             dev=st.st_dev,
             ino=st.st_ino,
             ctime_ns=st.st_ctime_ns,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            nlink=st.st_nlink,
         )
 
     def walk(self, resolved: str, target: str, operand: int) -> None:
@@ -434,9 +440,12 @@ def _emit_parents(sel: _Selector, written: str, target: str, operand: int) -> No
 # ---------------------------------------------------------------------- checksum
 
 
-def checksum(root: str, sources: Sequence[Source], *, cache_dir: str | None = None) -> str:
+def checksum(
+    root: str, sources: Sequence[Source], *, cache_dir: str | None = None, owners: bool = False
+) -> str:
     """``sha256:…`` of what ``sources`` select: targets, types, permission bits, symlink
-    targets and file contents (never mtimes, owners or inode numbers).
+    targets and file contents (never mtimes or inode numbers; owners and which files are
+    hardlinked to each other only with ``owners``, for ``COPY --from``, which keeps them).
 
     ``cache_dir``: keep a stat cache there, ``(dev, ino, size, mtime_ns, ctime_ns)`` ->
     content digest, so an unchanged file is not read again (ctime changes with every
@@ -450,8 +459,9 @@ def checksum(root: str, sources: Sequence[Source], *, cache_dir: str | None = No
     h.update(b"lamina-context-v1\n")
     buf = bytearray(CHUNK)
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    first_of: dict[tuple[int, int], int] = {}  # hardlinked files: (dev, ino) -> index
     try:
-        for src in sources:
+        for index, src in enumerate(sources):
             content = ""
             if src.kind == FILE:
                 key = f"{src.dev}:{src.ino}:{src.size}:{src.mtime_ns}:{src.ctime_ns}"
@@ -462,18 +472,22 @@ def checksum(root: str, sources: Sequence[Source], *, cache_dir: str | None = No
                         cache.put(key, content)
                 elif cache:
                     cache.keep(key)
-            record = "\0".join(
-                (
-                    src.kind,
-                    src.target,
-                    src.relpath,
-                    "top" if src.top else "",
-                    f"{src.mode:o}",
-                    str(src.size),
-                    src.linkname,
-                    content,
-                )
-            )
+            fields = [
+                src.kind,
+                src.target,
+                src.relpath,
+                "top" if src.top else "",
+                f"{src.mode:o}",
+                str(src.size),
+                src.linkname,
+                content,
+            ]
+            if owners:
+                link = ""
+                if src.kind == FILE and src.nlink > 1:
+                    link = str(first_of.setdefault((src.dev, src.ino), index))
+                fields += [str(src.uid), str(src.gid), link]
+            record = "\0".join(fields)
             h.update(record.encode("utf-8", "surrogateescape") + b"\n")
     finally:
         os.close(root_fd)

@@ -13,8 +13,15 @@ Semantics (Dockerfile reference, COPY and ADD; checked against ``buildah build``
   (``--chmod`` changes files and directories, ``X`` meaning directories and already
   executable files) and mtimes; owners are 0:0 unless ``--chown`` (never the context
   file's owner). A directory that exists in the image takes the copied one's metadata,
-  as ``tar -x`` does. Hardlinks within a selection become separate files; xattrs are not
-  copied.
+  as ``tar -x`` does. Hardlinks within a context selection become separate files; xattrs
+  are not copied.
+- ``COPY --from`` (``preserve_owner``, ``hardlinks``): without ``--chown`` the files keep
+  the owners they have in the source stage or image, and files hardlinked to each other
+  there stay hardlinked within one COPY (BuildKit's copier: no chown option for such a
+  source, and its inode map links a file met twice). Parents it makes are still 0:0.
+- ``--chown`` on a setuid/setgid file keeps the bit: BuildKit's copier chowns, then
+  chmods with the source's mode (so the kernel's clearing of S_ISUID/S_ISGID on chown is
+  undone). buildah chmods first and loses the bit; lamina follows BuildKit.
 - Names starting with ``.wh.`` are refused: they would become whiteouts in the layer.
 
 Security (ARCHITECTURE.md §5): ``dest_root`` may be an image's merged overlay with
@@ -72,6 +79,9 @@ class CopyOptions:
     parents: bool = False
     excludes: tuple[str, ...] = ()
     instruction: str = "COPY"
+    # COPY --from: keep the source's owners when there is no --chown, and hardlinks
+    preserve_owner: bool = False
+    hardlinks: bool = False
 
     def __post_init__(self) -> None:
         if not self.dest or "\0" in self.dest:
@@ -154,6 +164,8 @@ class Writer:
         self.dest = posixpath.normpath("/" + full).lstrip("/")  # "" is the root
         self.pending: list[tuple[str, int, int]] = []  # (path, mode, mtime_ns) of dirs
         self.bytes = 0
+        # hardlinks: source (dev, ino) -> (first destination path, its (dev, ino))
+        self.links: dict[tuple[int, int], tuple[str, tuple[int, int]]] = {}
 
     # ------------------------------------------------------------------ directories
 
@@ -196,8 +208,12 @@ class Writer:
             return src.mode
         return self.chmod.apply(src.mode, src.kind == DIR)
 
-    def _ids(self) -> tuple[int, int]:
-        return self.owner or (0, 0)
+    def _ids(self, src: Source | None = None) -> tuple[int, int]:
+        if self.owner is not None:
+            return self.owner
+        if src is not None and self.options.preserve_owner:
+            return src.uid, src.gid
+        return 0, 0
 
     def _clear(self, dirfd: int, leaf: str, path: str, *, keep_dir: bool) -> bool:
         """Remove what is at the leaf unless it is a directory and ``keep_dir``; return
@@ -222,9 +238,11 @@ class Writer:
                 f"{leafname!r}, which OCI layers read as a whiteout",
                 hint="rename the file: names starting with .wh. cannot be in an image",
             )
-        dirfd, leaf = self.root.parent(path)
-        uid, gid = self._ids()
         try:
+            if src.kind == FILE and self._link(src, path):
+                return
+            dirfd, leaf = self.root.parent(path)
+            uid, gid = self._ids(src)
             if src.kind == DIR:
                 if not self._clear(dirfd, leaf, path, keep_dir=True):
                     os.mkdir(leaf, 0o700, dir_fd=dirfd)
@@ -253,14 +271,45 @@ class Writer:
                 dfd = os.open(leaf, _O_NEW_FILE, 0o600, dir_fd=dirfd)
             try:
                 self.bytes += copy_data(sfd, dfd, src.size)
-                uid, gid = self._ids()
-                os.fchown(dfd, uid, gid)  # before the mode: chown clears setuid
+                uid, gid = self._ids(src)
+                # Before the mode: chown clears setuid/setgid, and BuildKit keeps them
+                # (its copier chowns, then chmods; see the module docstring).
+                os.fchown(dfd, uid, gid)
                 os.fchmod(dfd, self._mode(src))
                 os.utime(dfd, ns=(src.mtime_ns, src.mtime_ns))
+                if self.options.hardlinks and src.nlink > 1:
+                    st = os.fstat(dfd)
+                    self.links.setdefault((src.dev, src.ino), (path, (st.st_dev, st.st_ino)))
             finally:
                 os.close(dfd)
         finally:
             os.close(sfd)
+
+    def _link(self, src: Source, path: str) -> bool:
+        """Hardlink ``path`` to the copy of a file already linked to ``src`` in the
+        source; False when there is none (or it was replaced since): copy the file."""
+        if not self.options.hardlinks or src.nlink < 2:
+            return False
+        first = self.links.get((src.dev, src.ino))
+        if first is None:
+            return False
+        first_path, ident = first
+        if first_path == path:
+            return True  # the same file selected twice: it is there
+        try:
+            tfd, tleaf = fsops.open_parent(self.root, first_path, create_dirs=False)
+        except (NotFound, InvalidFormat):
+            return False
+        try:
+            st = fsops.lstat_at(tfd, tleaf)
+            if st is None or (st.st_dev, st.st_ino) != ident:
+                return False
+            dirfd, leaf = self.root.parent(path)
+            self._clear(dirfd, leaf, path, keep_dir=False)
+            os.link(tleaf, leaf, src_dir_fd=tfd, dst_dir_fd=dirfd, follow_symlinks=False)
+        finally:
+            os.close(tfd)
+        return True
 
     def finish(self) -> None:
         """Directory modes and times, deepest first (children change a dir's mtime)."""

@@ -8,6 +8,8 @@ selected files, the only file work a fully cached build does) and returns a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -123,6 +125,47 @@ class Steps:
         return checksum(
             self.context, sources, cache_dir=os.path.join(self.root, "cache", "build-context")
         )
+
+    def from_checksum(self, chain: Chain, words: list[str], args: _CopyArgs) -> str:
+        """The content checksum (owners and hardlinks included) of what a ``COPY --from``
+        selects in its source, as BuildKit keys it: a stage rebuilt with the same output
+        keeps the COPY cached. A chain's snapshot never changes (it is named by its
+        ChainID), so the checksum is remembered per (ChainID, selection) and a cached
+        build mounts nothing."""
+        if not chain.layers:
+            return chain.key  # scratch: nothing to select
+        from lamina.atomic import write_atomic
+        from lamina.build.context import checksum, select
+        from lamina.oci.ids import chain_ids
+
+        top = str(chain_ids(chain.config.diff_ids)[-1])
+        what = json.dumps(["v1", top, words, list(args.excludes), args.parents])
+        memo = os.path.join(
+            self.root, "cache", "build-from", hashlib.sha256(what.encode()).hexdigest()
+        )
+        try:
+            with open(memo, encoding="ascii") as fh:
+                known = fh.read(100)
+            if known.startswith("sha256:") and len(known) == 71:
+                return known
+        except (OSError, ValueError):
+            pass  # not computed yet, or damaged: compute again
+        with self.b.bench.view(chain.layers, chain.config) as view:
+            chosen = select(
+                view,
+                words,
+                excludes=args.excludes,
+                parents=args.parents,
+                context=False,
+                instruction=args.instruction,
+            )
+            value = checksum(view, chosen, owners=True)
+        try:
+            os.makedirs(os.path.dirname(memo), mode=0o700, exist_ok=True)
+            write_atomic(memo, value.encode())
+        except OSError:
+            pass  # a memo that cannot be written only costs a mount next time
+        return value
 
     def chain(self, source: Source, node: Instruction) -> Chain:
         """The layers of the stage or image a ``--from`` names."""
@@ -282,7 +325,7 @@ class Steps:
             source_key: list[Any] = ["inline", inputs]
         elif from_ is not None:
             chain = self.from_chain(node, from_, "COPY --from")
-            source_key = ["from", chain.key, words]
+            source_key = ["from", self.from_checksum(chain, words, options)]
             src_root = ""
         else:
             from lamina.build.context import select
@@ -310,6 +353,10 @@ class Steps:
                 options.parents,
                 options.excludes,
                 options.instruction,
+                # COPY --from keeps the source's owners (unless --chown) and hardlinks,
+                # as BuildKit does; the context's files become 0:0
+                preserve_owner=chain is not None,
+                hardlinks=chain is not None,
             )
             if isinstance(node, Add):
                 add_into(root, sources, dest, opts, unpack=unpack)

@@ -32,6 +32,7 @@ Nothing outside the target is ever touched, on success or failure.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat
@@ -64,6 +65,7 @@ _O_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _USER_OVERLAY_OPAQUE = "user.overlay.opaque"
 
 Mode = Literal["tree", "overlay"]
+Whiteouts = Literal["apply", "refuse"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,20 +85,30 @@ def apply_layer(
     privileged: bool | None = None,
     same_owner: bool | None = None,
     use_openat2: bool | None = None,
+    whiteouts: Whiteouts = "apply",
+    owner: tuple[int, int] | None = None,
 ) -> ApplyStats:
     """Apply the uncompressed layer tar ``stream`` onto the existing directory ``target``.
 
     ``privileged`` (default: running as root) allows device nodes (with
     ``limits.allow_devices``) and ``security.capability``; ``same_owner`` (default:
-    ``privileged``) applies the uid/gid of each entry, else files belong to the caller.
-    ``use_openat2`` forces (True) or disables (False) the openat2 fast path, for tests.
+    ``privileged``, or True when ``owner`` is given) applies the uid/gid of each entry,
+    else files belong to the caller. ``use_openat2`` forces (True) or disables (False)
+    the openat2 fast path, for tests.
+
+    ``whiteouts="refuse"`` is for tars that are not layers (``ADD`` archives): a member
+    named ``.wh.*`` raises Unsafe instead of deleting anything (written as a plain file
+    it would become a whiteout once the tree is diffed into a layer). ``owner`` gives
+    every entry these (uid, gid) instead of the tar's (``ADD --chown``).
     """
     if mode not in ("tree", "overlay"):
         raise InvalidFormat(f"unknown apply mode {mode!r}", hint="use 'tree' or 'overlay'")
+    if whiteouts not in ("apply", "refuse"):
+        raise InvalidFormat(f"unknown whiteouts {whiteouts!r}", hint="use 'apply' or 'refuse'")
     priv = os.geteuid() == 0 if privileged is None else privileged
-    owner = priv if same_owner is None else same_owner
+    keep = (priv or owner is not None) if same_owner is None else same_owner
     with fsops.Root(target, use_openat2=use_openat2) as root:
-        applier = _Applier(root, mode, limits, priv, owner)
+        applier = _Applier(root, mode, limits, priv, keep, whiteouts=whiteouts, owner=owner)
         for entry, reader in read_entries(stream, limits):
             applier.apply(entry, reader)
         applier.finish()
@@ -105,9 +117,19 @@ def apply_layer(
 
 class _Applier:
     def __init__(
-        self, root: fsops.Root, mode: Mode, limits: Limits, privileged: bool, same_owner: bool
+        self,
+        root: fsops.Root,
+        mode: Mode,
+        limits: Limits,
+        privileged: bool,
+        same_owner: bool,
+        *,
+        whiteouts: Whiteouts = "apply",
+        owner: tuple[int, int] | None = None,
     ) -> None:
         self.root = root
+        self.refuse_whiteouts = whiteouts == "refuse"
+        self.owner = owner
         self.overlay = mode == "overlay"
         self.limits = limits
         self.privileged = privileged
@@ -148,6 +170,13 @@ class _Applier:
 
     def apply(self, entry: Entry, reader: EntryReader) -> None:
         self.entries += 1
+        if self.refuse_whiteouts and entry.basename.startswith(WHITEOUT_PREFIX):
+            raise Unsafe(
+                f"member {entry.name!r} would become a whiteout in the image layer",
+                hint="remove .wh.* files from the archive",
+            )
+        if self.owner is not None:
+            entry = dataclasses.replace(entry, uid=self.owner[0], gid=self.owner[1])
         name = entry.name
         try:
             if self.overlay_whiteouts:
