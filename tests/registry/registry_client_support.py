@@ -267,8 +267,8 @@ def env_without_auth(tmp: Path) -> dict[str, str]:
 def api_push(root: Path, name: str, dest: str) -> PushResult:
     """What ``lamina push`` does, in this process (no interpreter start per call)."""
     from lamina.image import images as img
+    from lamina.image.api import NoProgress
     from lamina.oci.reference import Reference
-    from lamina.registry.client.api import NoProgress
     from lamina.registry.client.push import plan_push, push_image
     from lamina.registry.client.remote import RegistryClient
     from lamina.registry.client.transport import Transport
@@ -289,8 +289,8 @@ def api_push(root: Path, name: str, dest: str) -> PushResult:
 
 def api_pull(root: Path, ref: str) -> PullResult:
     """What ``lamina pull`` does, in this process."""
+    from lamina.image.api import NoProgress
     from lamina.oci.reference import Reference
-    from lamina.registry.client.api import NoProgress
     from lamina.registry.client.pull import pull_image
     from lamina.registry.client.remote import RegistryClient
     from lamina.registry.client.transport import Transport

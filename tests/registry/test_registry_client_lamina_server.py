@@ -19,8 +19,8 @@ from registry_client_support import Fault, Proxy, api_push, api_unpack, free_por
 
 from helpers.cli import LAMINA
 from helpers.images import make_random_image, tree_contents
+from lamina.image.api import NoProgress
 from lamina.oci.reference import Reference
-from lamina.registry.client.api import NoProgress
 from lamina.registry.client.remote import RegistryClient
 from lamina.registry.client.transport import Transport
 from lamina.store.local import LocalStore

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
 
-    from lamina.registry.client.api import TransferProgress
+    from lamina.image.api import TransferProgress
     from lamina.registry.client.credentials import Credentials
     from lamina.registry.client.remote import RegistryClient
 
@@ -89,7 +89,7 @@ class _RichTransfer:
 
 @contextmanager
 def _transfer_progress(enabled: bool) -> Iterator[TransferProgress]:
-    from lamina.registry.client.api import NoProgress
+    from lamina.image.api import NoProgress
 
     if not enabled or not sys.stderr.isatty():
         yield NoProgress()

@@ -21,13 +21,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from lamina.errors import NotFound, SizeMismatch, Unsupported
+from lamina.image.api import EXISTS, FETCHED, Fetcher, RemoteManifest, TransferProgress
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, parse_document
 from lamina.oci.platform import Platform
 from lamina.oci.reference import Reference
 from lamina.oci.selection import select_manifest
-from lamina.registry.client.api import EXISTS, FETCHED, Fetcher, RemoteManifest, TransferProgress
 from lamina.store.api import Store
 
 # as skopeo (containers/image MaxParallelDownloads): 6 blobs at once keeps loopback and

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lamina.errors import InvalidArgument, NotFound
+from lamina.image.api import EXISTS, MOUNTED, UPLOADED, Pusher, TransferProgress
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Manifest, parse_document
 from lamina.oci.reference import Reference
-from lamina.registry.client.api import EXISTS, MOUNTED, UPLOADED, Pusher, TransferProgress
 from lamina.registry.client.pull import run_bounded
 from lamina.store.api import Store
 

@@ -16,13 +16,13 @@ import asyncio
 import aiohttp
 
 from lamina.errors import DigestMismatch, InvalidFormat, LimitExceeded, SizeMismatch
+from lamina.image.api import Fetcher, Pusher, RemoteManifest, TransferProgress
 from lamina.oci import mediatypes as mt
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import parse_document
 from lamina.oci.reference import Reference
 from lamina.registry.auth import PULL, PUSH, Scope
-from lamina.registry.client.api import Fetcher, Pusher, RemoteManifest, TransferProgress
 from lamina.registry.client.transport import NETWORK_ERRORS, Backoff, Transport, _network_error
 from lamina.registry.client.upload import DEFAULT_CHUNK_SIZE, upload_blob
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, Ingester, Provider

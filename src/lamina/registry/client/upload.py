@@ -20,11 +20,11 @@ import aiohttp
 from yarl import URL
 
 from lamina.errors import DigestMismatch, LaminaError, SizeMismatch, ToolError
+from lamina.image.api import MOUNTED, UPLOADED, TransferProgress
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digester
 from lamina.oci.reference import Reference
 from lamina.registry.auth import PULL, PUSH, Scope
-from lamina.registry.client.api import MOUNTED, UPLOADED, TransferProgress
 from lamina.registry.client.transport import NETWORK_ERRORS, Backoff, Transport
 from lamina.store.api import Provider
 

@@ -1,10 +1,9 @@
-"""Contracts of the registry client: the :class:`Fetcher` and :class:`Pusher` roles.
+"""Contracts of the image transports: the :class:`Fetcher` and :class:`Pusher` roles.
 
 ARCHITECTURE.md section 2: the registry client, the P2P peer and the lazy loader are
-all Fetchers, so the orchestration that pulls an image (``pull.py``) and pushes one
-(``push.py``) is written against these Protocols and never against aiohttp.
-(They belong, by the row rules, in ``lamina.image.api``, the consumer's package; they
-live here until that module exists, and move there without change.)
+all Fetchers, so the orchestration that pulls an image and pushes one
+(``lamina.registry.client.pull``/``push``) is written against these Protocols and never
+against aiohttp, and ``build`` and ``image`` never import a transport.
 
 Lifecycle. A Fetcher/Pusher is an async context manager: entering opens its network
 resources (connection pools, cached tokens), leaving closes them. Every method may be
