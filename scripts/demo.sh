@@ -80,7 +80,7 @@ echo "registry at $url"
 step "lamina push demo/hello $url/demo/hello:1"
 "${LAMINA[@]}" --root "$root" push demo/hello "$url/demo/hello:1"
 step "lamina push demo/busybox $url/demo/busybox:1 (its layer is there already: nothing sent twice)"
-"${LAMINA[@]}" --root "$root" push --json demo/busybox "$url/demo/busybox:1"
+"${LAMINA[@]}" --root "$root" push demo/busybox "$url/demo/busybox:1"
 
 step "lamina pull $url/demo/hello:1 into a fresh root, and run it"
 "${LAMINA[@]}" --root "$work/root3" pull "$url/demo/hello:1"

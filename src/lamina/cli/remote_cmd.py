@@ -215,7 +215,11 @@ def cmd_push(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(f"Pushed {dest.familiar()} ({result.descriptor.digest})")
+        print(
+            f"Pushed {dest.familiar()} ({result.descriptor.digest}): "
+            f"{result.uploaded} blob(s) sent, {result.mounted} mounted, "
+            f"{result.existed} already there"
+        )
     return 0
 
 
