@@ -356,7 +356,8 @@ def run_process(
         for m in mounts:
             is_file = m.type == "bind" and os.path.isfile(m.source)
             stubs.ensure(m.destination, directory=not is_file)
-        user = resolve_user(ws.rootfs, process.user)
+        # the primary group among the supplementary ones, as Docker and BuildKit do
+        user = resolve_user(ws.rootfs, process.user, primary_in_groups=True)
         cwd = prepare_workdir(ws.rootfs, process.workdir or "/")
         init_files = write_init_files(ws.dir, HOSTNAME, process.network)
         config = ContainerConfig(env=process.env, cmd=process.argv)
@@ -371,10 +372,6 @@ def run_process(
             nofile=nofile_limit(),
         )
         spec["mounts"].extend(m.to_json() for m in mounts)
-        # Docker, BuildKit and buildah list the primary group among the supplementary
-        # ones too (`id` shows groups=GID), so build scripts see the same groups.
-        gids = [user.gid, *(g for g in user.additional_gids if g != user.gid)]
-        spec["process"]["user"]["additionalGids"] = gids
         with open(os.path.join(ws.bundle, "config.json"), "w", encoding="utf-8") as f:
             json.dump(spec, f)
         return _run(ws, runtime, on_output)

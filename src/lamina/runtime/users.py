@@ -124,7 +124,13 @@ def _read_db(root: fsops.Root, path: str) -> str | None:
     return data.decode("utf-8", "replace")
 
 
-def resolve_user_in(spec: str, passwd_text: str | None, group_text: str | None) -> ResolvedUser:
+def resolve_user_in(
+    spec: str,
+    passwd_text: str | None,
+    group_text: str | None,
+    *,
+    primary_in_groups: bool = False,
+) -> ResolvedUser:
     """:func:`resolve_user` on the texts of the two files (None: the file is absent)."""
     if "\0" in spec or spec.count(":") > 1:
         raise InvalidArgument(f"invalid user {spec!r}", hint="use -u user[:group], names or ids")
@@ -179,17 +185,27 @@ def resolve_user_in(spec: str, passwd_text: str | None, group_text: str | None) 
         for group in groups:
             if name in group.members and group.gid not in extra:
                 extra.append(group.gid)
+    if primary_in_groups:
+        # Docker (the daemon's getUser), BuildKit and buildah hand the runtime the
+        # primary group first among the supplementary ones, whatever the form of the
+        # user: `id` then shows groups=GID,... and /proc/self/status lists it.
+        extra = [gid, *(g for g in extra if g != gid)]
     return ResolvedUser(uid, gid, tuple(extra), home, name)
 
 
-def resolve_user(rootfs: str, spec: str) -> ResolvedUser:
-    """Resolve ``-u``/``USER`` (``""`` means root) against the image root ``rootfs``."""
+def resolve_user(rootfs: str, spec: str, *, primary_in_groups: bool = False) -> ResolvedUser:
+    """Resolve ``-u``/``USER`` (``""`` means root) against the image root ``rootfs``.
+
+    ``primary_in_groups``: list the primary gid first in ``additional_gids``, as Docker
+    and BuildKit set a process's groups (without it: libcontainer's GetExecUser, the
+    groups that name the user in /etc/group, only for a passwd user with no group).
+    """
     if "\0" in spec:
         raise InvalidArgument(f"invalid user {spec!r}")
     with fsops.Root(rootfs) as root:
         passwd = _read_db(root, "etc/passwd")
         group = _read_db(root, "etc/group")
-    return resolve_user_in(spec, passwd, group)
+    return resolve_user_in(spec, passwd, group, primary_in_groups=primary_in_groups)
 
 
 # ---------------------------------------------------------------------- WORKDIR
