@@ -244,3 +244,58 @@ def test_build_copy_from_cached_by_content(lamina: Lamina, tmp_path: Path) -> No
     (ctx / "Dockerfile").write_text(STAGES.replace("chown -R 1:2", "chown -R 1:3"))
     fourth = _build(lamina, ctx, "--build-arg", "NOISE=2", "-t", "four")
     assert _step(fourth, "COPY --from=a") == "done"
+
+
+LINKED = """\
+FROM busybox
+RUN mkdir -p /opt/real /existing && ln -s /opt/real /opt/link && ln -s real /opt/link2 \
+ && echo {base} > /base
+COPY --link a.txt /opt/link/
+COPY --link a.txt /existing
+COPY --link --chown=5:6 a.txt /deep/er/f
+COPY a.txt /opt/link2/
+"""
+
+
+def _names(layer: list[tarfile.TarInfo]) -> dict[str, tarfile.TarInfo]:
+    return {m.name.rstrip("/"): m for m in layer}
+
+
+@pytest.mark.root
+def test_copy_link_makes_an_independent_layer(lamina: Lamina, tmp_path: Path) -> None:
+    import time
+
+    ctx = _setup(lamina, tmp_path, LINKED.format(base=1))
+    (ctx / "a.txt").write_text("a\n")
+    lamina("build", "-q", "-t", "linked", str(ctx))
+    layers = _layers(lamina, "linked")
+    into_link, onto_dir, deep, plain = (_names(x) for x in layers[-4:])
+    # nothing of the image below is read: the symlink /opt/link is not followed (the
+    # layer has a directory there), and /existing (no trailing /) becomes the file
+    assert set(into_link) == {"opt", "opt/link", "opt/link/a.txt"}
+    assert into_link["opt/link"].isdir() and into_link["opt/link/a.txt"].isfile()
+    assert set(onto_dir) == {"existing"} and onto_dir["existing"].isfile()
+    # the parents are made in the layer, with the --chown ids (as on a scratch stage)
+    assert set(deep) == {"deep", "deep/er", "deep/er/f"}
+    assert [(deep[n].uid, deep[n].gid, deep[n].mode) for n in ("deep", "deep/er")] == [
+        (5, 6, 0o755),
+        (5, 6, 0o755),
+    ]
+    assert (deep["deep/er/f"].uid, deep["deep/er/f"].gid) == (5, 6)
+    # a plain COPY follows the symlink of the image below
+    assert set(plain) == {"opt", "opt/real", "opt/real/a.txt"}
+    out = lamina("run", "--rm", "linked", "sh", "-c", "cat /existing; ls -ld /opt/link").stdout
+    assert out.startswith("a\nd")
+    # A changed base keeps the --link layers (BuildKit rebases them): the same blobs,
+    # though their directories' mtimes would differ if they were made again.
+    time.sleep(1.1)
+    (ctx / "Dockerfile").write_text(LINKED.format(base=2))
+    lamina("build", "-q", "-t", "rebased", str(ctx))
+    manifests = [
+        json.loads(lamina("inspect", "--raw", "manifest", ref).stdout)["layers"]
+        for ref in ("linked", "rebased")
+    ]
+    digests = [[layer["digest"] for layer in m] for m in manifests]
+    assert digests[0][-5] != digests[1][-5]  # the RUN below changed
+    assert digests[0][-4:-1] == digests[1][-4:-1]  # the --link layers are reused
+    assert digests[0][-1] != digests[1][-1]  # the plain COPY is made again

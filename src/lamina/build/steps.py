@@ -342,13 +342,13 @@ class Steps:
             source_key = ["context", words, self.context_checksum(selected)]
         key = cache_key(st.key, keyword, flags, source_key)
 
-        def put(root: str, sources: list[Selected], dest: str) -> None:
+        def put(root: str, sources: list[Selected], dest: str, chown: str | None) -> None:
             from lamina.build.copy import CopyOptions, add_into, copy_into
 
             opts = CopyOptions(
                 options.dest,
                 options.workdir,
-                options.chown,
+                chown,
                 options.chmod,
                 options.parents,
                 options.excludes,
@@ -363,10 +363,10 @@ class Steps:
             else:
                 copy_into(root, sources, dest, opts)
 
-        def work(ws: Workspace, upper: str) -> None:
+        def copy_to(dest: str, chown: str | None) -> None:
             if chain is None:
                 assert selected is not None
-                put(src_root, selected, ws.rootfs)
+                put(src_root, selected, dest, chown)
                 return
             from lamina.build.context import select
 
@@ -379,9 +379,57 @@ class Steps:
                     context=False,
                     instruction=keyword,
                 )
-                put(view, chosen, ws.rootfs)
+                put(view, chosen, dest, chown)
 
-        return Prepared(key, created_by, self._step(st, node, work))
+        def work(ws: Workspace, upper: str) -> Callable[[], None] | None:
+            if not node.link:
+                copy_to(ws.rootfs, options.chown)
+                return None
+            # --link (BuildKit): the files are copied into an empty directory that becomes
+            # the layer, independent of the layers below: nothing of the image is read
+            # (a symlinked destination is not followed, an existing directory without a
+            # trailing / is not copied into) and the parents are made in the layer. The
+            # empty directory is this step's overlay upper dir, written once the overlay
+            # is unmounted. Only --chown names are looked up in the image below.
+            chown = options.chown
+            if named_chown and chown:
+                from lamina.build.copy import resolve_chown
+
+                uid, gid = resolve_chown(ws.rootfs, chown)
+                chown = f"{uid}:{gid}"
+            return lambda: copy_to(upper, chown)
+
+        named_chown = bool(options.chown) and not all(
+            p.isascii() and p.isdigit() for p in (options.chown or "").split(":")
+        )
+        run = self._step(st, node, work)
+        if node.link:
+            run = self._linked(run, flags, source_key, st.key if named_chown else "")
+        return Prepared(key, created_by, run)
+
+    def _linked(
+        self,
+        run: Callable[[int, float], CacheRecord],
+        flags: dict[str, Any],
+        source_key: list[Any],
+        base: str,
+    ) -> Callable[[int, float], CacheRecord]:
+        """A ``--link`` layer does not depend on the layers below, so (as BuildKit) it is
+        also recorded under a key without them: a changed base reuses it (unless --chown
+        names a user, whose ids the base's /etc/passwd gives)."""
+        link_key = cache_key(base, "LINK", flags, source_key)
+
+        def linked(vertex: int, started: float) -> CacheRecord:
+            cache = self.b.cache
+            if not self.options.no_cache:
+                record = cache.get(link_key, self.b.store)
+                if record is not None and record.layer is not None:
+                    return record
+            record = run(vertex, started)
+            cache.put(link_key, record)
+            return record
+
+        return linked
 
     # ------------------------------------------------------------------ RUN
 
