@@ -228,7 +228,6 @@ RUN mkdir -p /out/sub && echo b > /out/sub/b && chown -R 1:1 /out/sub
 FROM busybox
 COPY --from=a /out /copied
 """,
-        lamina_bug="COPY --from resets owners to 0:0 instead of keeping the source's",
     ),
     # BuildKit's copier (fsutil copy, getLinkSource) keeps hardlinks within one COPY.
     "copy-from-hardlinks": Case(
@@ -238,7 +237,6 @@ RUN mkdir /out && echo a > /out/a && ln /out/a /out/hard
 FROM busybox
 COPY --from=a /out /copied
 """,
-        lamina_bug="COPY --from copies hardlinked files as separate files",
     ),
     "add-tar": Case(
         """\
