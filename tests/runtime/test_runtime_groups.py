@@ -62,10 +62,6 @@ def test_build_sandbox_uses_the_shared_rule() -> None:
 
 @pytest.mark.root
 @pytest.mark.interop
-@pytest.mark.xfail(
-    strict=True,
-    reason="lamina.runtime.lifecycle must call resolve_user(..., primary_in_groups=True)",
-)
 def test_run_lists_the_primary_group(run: Runner, rootfs: Path) -> None:
     with open(rootfs / "etc/passwd", "a") as f:
         f.write("app:x:1000:1001:App:/home/app:/bin/sh\n")

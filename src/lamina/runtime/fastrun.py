@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-PLAN_VERSION = 1
+# Bump when what the full path puts in a spec changes, so older plans are not replayed.
+PLAN_VERSION = 2
 # The container id written into a plan's spec in place of the real one.
 SENTINEL = "0" * 64
 HOST_FILES = ("/etc/hosts", "/etc/resolv.conf")

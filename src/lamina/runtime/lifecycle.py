@@ -203,7 +203,11 @@ def prepare_bundle(
                 f"volume source {vol.host!r} does not exist",
                 hint="create it first: lamina does not make host directories",
             )
-    user = resolve_user(c.rootfs, options.user if options.user is not None else config.user)
+    user = resolve_user(
+        c.rootfs,
+        options.user if options.user is not None else config.user,
+        primary_in_groups=True,
+    )
     cwd = prepare_workdir(c.rootfs, working_dir(config, options))
     hostname = default_hostname(c, options)
     init_files = write_init_files(store.path(c.id), hostname, options.network)
@@ -367,7 +371,7 @@ def exec_in(
 
     own_group = _terminal_checks(tty, interactive)
     spec = _load_spec(store, c)
-    resolved = resolve_user(c.rootfs, user) if user is not None else None
+    resolved = resolve_user(c.rootfs, user, primary_in_groups=True) if user is not None else None
     process = exec_process(spec, args, env=env, tty=tty, cwd=workdir, user=resolved)
     path = os.path.join(store.bundle_dir(c), f"exec-{os.urandom(6).hex()}.json")
     _write_json(path, process)
