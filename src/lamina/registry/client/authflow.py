@@ -23,12 +23,12 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import aiohttp
+from ssl import SSLContext
 
 from lamina.errors import ToolError
 from lamina.registry.auth import Challenge, Scope, basic_authorization, parse_challenges
 from lamina.registry.client.credentials import Credentials
+from lamina.registry.client.tls import aiohttp
 from lamina.registry.errors import RegistryError
 
 CredentialLookup = Callable[[str], Credentials | None]
@@ -100,7 +100,7 @@ class AuthFlow:
         registry: str,
         header: str | None,
         scopes: Iterable[Scope],
-        ssl: bool,
+        ssl: SSLContext | bool,
     ) -> str:
         """Answer a 401: the Authorization value to retry with (or raise)."""
         if not header:
@@ -157,7 +157,7 @@ class AuthFlow:
         challenge: Challenge,
         scopes: tuple[Scope, ...],
         creds: Credentials | None,
-        ssl: bool,
+        ssl: SSLContext | bool,
     ) -> _Token:
         realm = challenge.realm
         if not realm or not realm.startswith(("https://", "http://")):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-
 from lamina.errors import DigestMismatch, InvalidFormat, LimitExceeded, SizeMismatch
 from lamina.image.api import Fetcher, Pusher, RemoteManifest, TransferProgress
 from lamina.oci import mediatypes as mt
@@ -23,6 +21,7 @@ from lamina.oci.digest import Digest
 from lamina.oci.manifest import parse_document
 from lamina.oci.reference import Reference
 from lamina.registry.auth import PULL, PUSH, Scope
+from lamina.registry.client.tls import aiohttp
 from lamina.registry.client.transport import NETWORK_ERRORS, Backoff, Transport, _network_error
 from lamina.registry.client.upload import DEFAULT_CHUNK_SIZE, upload_blob
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, Ingester, Provider

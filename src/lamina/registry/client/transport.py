@@ -21,13 +21,13 @@ import json
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from ssl import SSLContext
 from typing import Any
-
-import aiohttp
 
 from lamina.errors import LaminaError, NotFound, ToolError
 from lamina.registry.auth import Scope
 from lamina.registry.client.authflow import AuthFlow, CredentialLookup
+from lamina.registry.client.tls import aiohttp, verified_context
 from lamina.registry.errors import CODES, RegistryError
 
 Body = bytes | Callable[[], AsyncIterable[bytes]] | None
@@ -147,6 +147,11 @@ class Transport:
     def verify_tls(self, registry: str) -> bool:
         return not self._is_insecure(registry)
 
+    def tls(self, registry: str) -> SSLContext | bool:
+        """aiohttp's ``ssl=`` for ``registry``: our verified context, or ``False``
+        (insecure). Never ``True``: aiohttp's own default context holds no CA (tls.py)."""
+        return verified_context() if self.verify_tls(registry) else False
+
     @staticmethod
     def _host(registry: str) -> str:
         # Docker Hub's API lives on registry-1.docker.io, not on docker.io.
@@ -177,7 +182,7 @@ class Transport:
         ok_set = frozenset(ok)
         backoff = Backoff(self.attempts if retry else 0)
         answered_challenge = False
-        ssl = self.verify_tls(registry)
+        tls = self.tls(registry)
         while True:
             send_headers = dict(headers or {})
             authorization = self.auth.authorization(registry, scope_list)
@@ -186,11 +191,13 @@ class Transport:
             data: Any = body() if callable(body) else body
             try:
                 resp = await self.session.request(
-                    method, url, headers=send_headers, data=data, ssl=ssl
+                    method, url, headers=send_headers, data=data, ssl=tls
                 )
             except NETWORK_ERRORS as exc:
                 if not retry:
                     raise  # the caller resumes by itself (uploads)
+                if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+                    raise _certificate_error(registry, exc) from exc
                 # a name that does not resolve will not resolve in a second either
                 dns = isinstance(exc, aiohttp.ClientConnectorDNSError)
                 if dns or not backoff.more():
@@ -202,7 +209,7 @@ class Transport:
                     answered_challenge = True
                     challenge = resp.headers.get("WWW-Authenticate")
                     resp.release()
-                    await self.auth.challenged(self.session, registry, challenge, scope_list, ssl)
+                    await self.auth.challenged(self.session, registry, challenge, scope_list, tls)
                     continue
                 if resp.status in RETRY_STATUSES and backoff.more() and resp.status not in ok_set:
                     retry_after = resp.headers.get("Retry-After")
@@ -222,6 +229,14 @@ def _network_error(method: str, url: str, exc: BaseException) -> ToolError:
     return ToolError(
         f"{method} {url} failed after retries: {reason}",
         hint="check that the registry is up and reachable (is it HTTP? then use --insecure)",
+    )
+
+
+def _certificate_error(registry: str, exc: aiohttp.ClientConnectorCertificateError) -> ToolError:
+    # Not retried: the same certificate comes back next time.
+    return ToolError(
+        f"{registry} presented a certificate this host does not trust: {exc.certificate_error}",
+        hint="add its CA to the system trust store (or SSL_CERT_FILE), or pass --insecure",
     )
 
 

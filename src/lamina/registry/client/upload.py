@@ -16,7 +16,6 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 from yarl import URL
 
 from lamina.errors import DigestMismatch, LaminaError, SizeMismatch, ToolError
@@ -25,6 +24,7 @@ from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digester
 from lamina.oci.reference import Reference
 from lamina.registry.auth import PULL, PUSH, Scope
+from lamina.registry.client.tls import aiohttp
 from lamina.registry.client.transport import NETWORK_ERRORS, Backoff, Transport
 from lamina.store.api import Provider
 
