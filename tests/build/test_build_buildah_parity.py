@@ -117,6 +117,33 @@ COPY dir /plain/
         # BuildKit's copier chowns first, then chmods (the bit stays), as lamina does.
         buildah_differs=("~ srv/sub/f: mode '0o755' != '0o4755'",),
     ),
+    "copy-globs-and-args": Case(
+        """\
+FROM busybox
+ARG DEST=/argdest
+ENV SUB=envsub
+COPY *.txt /g/
+COPY dir/*/z /h/
+COPY ["sp ace.txt", "/s/"]
+COPY a.txt ${DEST}/$SUB/
+COPY dir/ /i/
+COPY dir /j
+COPY a.txt /k
+COPY a.txt b.txt /l/
+WORKDIR /rel
+COPY a.txt rel-dest
+COPY dir/y/ ./y-contents/
+""",
+        {
+            "a.txt": File(b"a\n"),
+            "b.txt": File(b"b\n", mode=0o600),
+            "sp ace.txt": File(b"space\n"),
+            "c.md": File(b"not a txt\n"),
+            "dir/x/z": File(b"xz\n"),
+            "dir/y/z": File(b"yz\n", mode=0o640),
+            "dir/y/deeper/w": File(b"w\n"),
+        },
+    ),
     "dockerignore": Case(
         """\
 FROM busybox
