@@ -261,15 +261,19 @@ async def _drain(
 ) -> None:
     """Copy the body into ``writer``: 1 MiB writes off the loop, one in flight at a time.
 
+    The body's pieces are copied into two 1 MiB buffers made once per blob, used in
+    turn: one is hashed and written by a thread while the other fills. Joining the
+    pieces instead (or letting aiohttp's ``readany`` join them) allocates fresh memory
+    for every megabyte, and first-touch page faults made that the largest cost of a pull.
+
     On a dropped connection what did arrive is written before the error propagates, so
     ``writer.size`` is exactly where a Range request resumes.
     """
     loop = asyncio.get_running_loop()
     pending: asyncio.Future[int] | None = None
-    # Received bytes not yet handed to the writer; joined (one copy) once they reach
-    # CHUNK. aiohttp usually hands over whole MiBs, which then go to the writer as is.
-    pieces: list[bytes] = []
-    held = 0
+    buffers = (memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK)))
+    current = buffers[0]
+    fill = 0  # bytes of ``current`` holding data
     received = writer.size
 
     async def settle() -> None:
@@ -278,15 +282,9 @@ async def _drain(
             last, pending = pending, None
             await last
 
-    def take() -> bytes:
-        nonlocal held
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        pieces.clear()
-        held = 0
-        return data
-
     try:
-        async for chunk in resp.content.iter_any():
+        # iter_chunks hands over aiohttp's buffered pieces as they are, unjoined
+        async for chunk, _ in resp.content.iter_chunks():
             received += len(chunk)
             # Never store more than the descriptor allows (a hostile registry could
             # otherwise fill the disk before the digest check).
@@ -294,24 +292,31 @@ async def _drain(
                 raise SizeMismatch(
                     f"the registry sent more than the {descriptor.size} bytes expected"
                 )
-            pieces.append(chunk)
-            held += len(chunk)
             progress.advance(descriptor, len(chunk))
-            if held >= CHUNK:
-                await settle()
-                pending = loop.run_in_executor(None, writer.write, take())
+            view = memoryview(chunk)
+            while view:
+                n = min(len(view), CHUNK - fill)
+                current[fill : fill + n] = view[:n]
+                fill += n
+                view = view[n:]
+                if fill == CHUNK:
+                    # the other buffer is free again once its write is done
+                    await settle()
+                    pending = loop.run_in_executor(None, writer.write, current)
+                    current = buffers[1] if current is buffers[0] else buffers[0]
+                    fill = 0
         await settle()
     except NETWORK_ERRORS:
         await settle()
-        if pieces:
-            await asyncio.to_thread(writer.write, take())
+        if fill:
+            await asyncio.to_thread(writer.write, bytes(current[:fill]))
         raise
     finally:
         if pending is not None:
             # Never leave a write running on a writer the caller is about to abort.
             await asyncio.wait([pending])
-    if pieces:
-        await asyncio.to_thread(writer.write, take())
+    if fill:
+        await asyncio.to_thread(writer.write, bytes(current[:fill]))
     if received < descriptor.size:
         raise SizeMismatch(f"the registry sent {received} of the {descriptor.size} bytes expected")
 
