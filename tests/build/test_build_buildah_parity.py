@@ -281,6 +281,27 @@ ADD renamed.bin /w/
             "renamed.bin": File(_tar(TAR_MEMBERS[3:], gz=True)),
         },
     ),
+    "chown-chmod-trees": Case(
+        """\
+FROM busybox
+ADD --chown=1:1 archive.tgz /owned/
+COPY --chmod=700 dir/ /m/
+COPY --chown=2:3 --chmod=640 dir /n/
+""",
+        {
+            "archive.tgz": File(_tar(TAR_MEMBERS, gz=True)),
+            "dir/x": File(b"x\n"),
+            "dir/y/z": File(b"z\n", mode=0o600),
+        },
+        # ADD --chown of a local archive: BuildKit's unpack passes ChownOpts to Untar, so
+        # every extracted entry gets the owner (solver/llbsolver/file/unpack.go), as in
+        # lamina; buildah 1.28 keeps the owners in the tar headers.
+        buildah_differs=tuple(
+            f"~ owned/{path}: {field} {was} != 1"
+            for path, uid, gid in (("d", 5, 6), ("d/f", 5, 6), ("d/l", 5, 6), ("top.txt", 0, 0))
+            for field, was in (("uid", uid), ("gid", gid))
+        ),
+    ),
     "metadata": Case(
         """\
 FROM busybox
