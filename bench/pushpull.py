@@ -34,6 +34,8 @@ from bench.common import CACHE, LAMINA, Sample, fresh, interleave, report, run_t
 ROUNDS = int(os.environ.get("LAMINA_BENCH_ROUNDS", "3"))
 TOTAL_MB = int(os.environ.get("LAMINA_BENCH_PUSHPULL_MB", "200"))
 LAYERS = 5
+# "push" or "pull" runs that half alone (quicker when working on one direction)
+ONLY = os.environ.get("LAMINA_BENCH_PUSHPULL_ONLY", "")
 IMAGE = "docker.io/library/pushpull:1"
 
 
@@ -180,10 +182,12 @@ def main() -> None:
             ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{skopeo_src}", dest]
         )
 
-    print("push (fresh registry each time):", file=sys.stderr)
-    push = interleave(
-        ROUNDS, {"lamina push": lamina_push, "skopeo copy (push)": skopeo_push}, new_registry
-    )
+    push = None
+    if ONLY != "pull":
+        print("push (fresh registry each time):", file=sys.stderr)
+        push = interleave(
+            ROUNDS, {"lamina push": lamina_push, "skopeo copy (push)": skopeo_push}, new_registry
+        )
 
     # pull: one registry holding the image (pushed by skopeo, so neither side pulls
     # what it pushed itself), fresh destinations each time
@@ -222,15 +226,19 @@ def main() -> None:
             ]
         )
 
-    print("pull (fresh destination each time):", file=sys.stderr)
-    pull = interleave(
-        ROUNDS, {"lamina pull": lamina_pull, "skopeo copy (pull)": skopeo_pull}, clean
-    )
+    pull = None
+    if ONLY != "push":
+        print("pull (fresh destination each time):", file=sys.stderr)
+        pull = interleave(
+            ROUNDS, {"lamina pull": lamina_pull, "skopeo copy (pull)": skopeo_pull}, clean
+        )
     state["reg"].stop()
     size = sum(p.stat().st_size for p in (skopeo_src / "blobs").rglob("*") if p.is_file())
     extra = {"image_bytes": size, "layers": LAYERS, "rounds": ROUNDS}
-    report("pushpull_push", push, "skopeo copy (push)", extra)
-    report("pushpull_pull", pull, "skopeo copy (pull)", extra)
+    if push is not None:
+        report("pushpull_push", push, "skopeo copy (push)", extra)
+    if pull is not None:
+        report("pushpull_pull", pull, "skopeo copy (pull)", extra)
 
 
 if __name__ == "__main__":
