@@ -24,11 +24,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ssl import SSLContext
+from typing import TYPE_CHECKING
 
 from lamina.errors import ToolError
 from lamina.registry.auth import Challenge, Scope, basic_authorization, parse_challenges
 from lamina.registry.client.credentials import Credentials
-from lamina.registry.client.tls import aiohttp
+
+if TYPE_CHECKING:
+    import aiohttp
 from lamina.registry.errors import RegistryError
 
 CredentialLookup = Callable[[str], Credentials | None]
@@ -159,6 +162,8 @@ class AuthFlow:
         creds: Credentials | None,
         ssl: SSLContext | bool,
     ) -> _Token:
+        from lamina.registry.client.tls import aiohttp
+
         realm = challenge.realm
         if not realm or not realm.startswith(("https://", "http://")):
             raise RegistryError(

@@ -21,8 +21,13 @@ from lamina.oci.digest import Digest
 from lamina.oci.manifest import parse_document
 from lamina.oci.reference import Reference
 from lamina.registry.auth import PULL, PUSH, Scope
-from lamina.registry.client.tls import aiohttp
-from lamina.registry.client.transport import NETWORK_ERRORS, Backoff, Transport, _network_error
+from lamina.registry.client.transport import (
+    Backoff,
+    Response,
+    Transport,
+    _network_error,
+    network_errors,
+)
 from lamina.registry.client.upload import DEFAULT_CHUNK_SIZE, upload_blob
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, Ingester, Provider
 
@@ -40,7 +45,7 @@ def push_scope(ref: Reference) -> tuple[Scope, ...]:
     return (Scope(ref.repository, (PULL, PUSH)),)
 
 
-def _content_type(resp: aiohttp.ClientResponse) -> str | None:
+def _content_type(resp: Response) -> str | None:
     value = resp.headers.get("Content-Type", "")
     return value.split(";", 1)[0].strip() or None
 
@@ -161,7 +166,7 @@ class RegistryClient:
                             progress.restart(descriptor)
                         await _drain(resp, writer, descriptor, progress)
                     break
-                except NETWORK_ERRORS as exc:
+                except network_errors() as exc:
                     if not backoff.more():
                         raise _network_error("GET", url, exc) from exc
                     await backoff.wait()
@@ -244,7 +249,7 @@ class RegistryClient:
             )
 
 
-def _resumes_at(resp: aiohttp.ClientResponse, offset: int) -> bool:
+def _resumes_at(resp: Response, offset: int) -> bool:
     if resp.status != 206:
         return False
     value = resp.headers.get("Content-Range", "")
@@ -254,7 +259,7 @@ def _resumes_at(resp: aiohttp.ClientResponse, offset: int) -> bool:
 
 
 async def _drain(
-    resp: aiohttp.ClientResponse,
+    resp: Response,
     writer: BlobWriter,
     descriptor: Descriptor,
     progress: TransferProgress,
@@ -306,7 +311,7 @@ async def _drain(
                     current = buffers[1] if current is buffers[0] else buffers[0]
                     fill = 0
         await settle()
-    except NETWORK_ERRORS:
+    except network_errors():
         await settle()
         if fill:
             await asyncio.to_thread(writer.write, bytes(current[:fill]))

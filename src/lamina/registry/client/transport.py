@@ -12,6 +12,12 @@ caller's ``insecure``. For an insecure registry, :meth:`Transport.prepare` probe
 whether it speaks TLS at all: if so, ``https`` without verification, else plain ``http``
 (docker's insecure-registry rule). Redirects are followed by aiohttp, which drops the
 Authorization header when the redirect leaves the origin (a blob served from S3).
+
+A GET or HEAD without a body to a plain-``http`` registry goes over the small client in
+``lighthttp.py`` instead (it answers a pull from a loopback registry without importing
+aiohttp, which costs more than the pull); a redirect it gets is sent again over aiohttp.
+Both kinds of answer offer :class:`Response`, and :func:`network_errors` covers both
+kinds of failure. aiohttp is imported (from ``tls.py``) on first use.
 """
 
 from __future__ import annotations
@@ -19,31 +25,76 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from ssl import SSLContext
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lamina.errors import LaminaError, NotFound, ToolError
 from lamina.registry.auth import Scope
 from lamina.registry.client.authflow import AuthFlow, CredentialLookup
-from lamina.registry.client.tls import aiohttp, verified_context
+from lamina.registry.client.lighthttp import CannotConnect, LightPool, speaks_tls
 from lamina.registry.errors import CODES, RegistryError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 Body = bytes | Callable[[], AsyncIterable[bytes]] | None
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Failures after which the same request may be sent again: the connection dropped or
-# stalled before a whole answer came back.
-NETWORK_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-    TimeoutError,
-)
+# stalled before a whole answer came back (lighthttp's failures are ConnectionErrors).
+_LIGHT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
 _ERROR_BODY_MAX = 64 << 10
 USER_AGENT = "lamina"
 READ_BUFFER = 2 << 20
-_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
+_PROBE_TIMEOUT = 5.0
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What a dropped or stalled connection raises (for ``except``): aiohttp's kinds
+    too once aiohttp is in use (an except clause evaluates this only when needed)."""
+    if "aiohttp" not in sys.modules:
+        return _LIGHT_ERRORS
+    from lamina.registry.client.tls import aiohttp
+
+    return (*_LIGHT_ERRORS, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+
+
+class BodyReader(Protocol):
+    async def read(self, n: int = -1, /) -> bytes: ...
+
+    def at_eof(self) -> bool: ...
+
+    def iter_chunks(self) -> AsyncIterator[tuple[bytes, bool]]: ...
+
+
+class _HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+class Response(Protocol):
+    """What the client reads of an answer: aiohttp's ``ClientResponse`` or lighthttp's."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def content(self) -> BodyReader: ...
+
+    @property
+    def url(self) -> _HasPath: ...
+
+    def release(self) -> Any: ...
 
 
 def is_loopback(registry: str) -> bool:
@@ -88,32 +139,46 @@ class Transport:
         self.attempts = attempts
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._light: LightPool | None = None
         self._schemes: dict[str, tuple[str, bool]] = {}  # registry -> (scheme, verify)
         self._probe_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Transport:
-        connector = aiohttp.TCPConnector(limit=self._connections)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # Blobs must arrive byte for byte: never decode a Content-Encoding.
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
-            headers={"User-Agent": USER_AGENT},
-            # aiohttp's default 64 KiB buffer pauses the socket every 128 KiB: a blob
-            # then arrives in tiny bursts. Let a few MiB queue up per response.
-            read_bufsize=READ_BUFFER,
-        )
+        self._light = LightPool(self._connections)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._light is not None:
+            await self._light.close()
+            self._light = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def light(self) -> LightPool:
+        if self._light is None:
             raise ToolError("registry transport used outside `async with`")
+        return self._light
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session, made (and aiohttp imported) on first use."""
+        if self._light is None:
+            raise ToolError("registry transport used outside `async with`")
+        if self._session is None:
+            from lamina.registry.client.tls import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                # Blobs must arrive byte for byte: never decode a Content-Encoding.
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
+                headers={"User-Agent": USER_AGENT},
+                # aiohttp's default 64 KiB buffer pauses the socket every 128 KiB: a blob
+                # then arrives in tiny bursts. Let a few MiB queue up per response.
+                read_bufsize=READ_BUFFER,
+            )
         return self._session
 
     def _is_insecure(self, registry: str) -> bool:
@@ -130,13 +195,11 @@ class Transport:
         async with self._probe_lock:
             if registry in self._schemes:
                 return
-            url = f"https://{self._host(registry)}/v2/"
-            try:
-                async with self.session.get(url, ssl=False, timeout=_PROBE_TIMEOUT):
-                    chosen = ("https", False)
-            except (aiohttp.ClientError, TimeoutError):
-                chosen = ("http", False)
-            self._schemes[registry] = chosen
+            host, _, port = self._host(registry).rpartition(":")
+            if not port.isdigit():
+                host, port = self._host(registry), "443"
+            tls = await speaks_tls(host.strip("[]"), int(port), _PROBE_TIMEOUT)
+            self._schemes[registry] = ("https", False) if tls else ("http", False)
 
     def scheme(self, registry: str) -> str:
         known = self._schemes.get(registry)
@@ -150,7 +213,11 @@ class Transport:
     def tls(self, registry: str) -> SSLContext | bool:
         """aiohttp's ``ssl=`` for ``registry``: our verified context, or ``False``
         (insecure). Never ``True``: aiohttp's own default context holds no CA (tls.py)."""
-        return verified_context() if self.verify_tls(registry) else False
+        if not self.verify_tls(registry):
+            return False
+        from lamina.registry.client.tls import verified_context
+
+        return verified_context()
 
     @staticmethod
     def _host(registry: str) -> str:
@@ -173,7 +240,7 @@ class Transport:
         ok: Iterable[int] = (200,),
         what: str = "",
         retry: bool = True,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[Response]:
         """Send until an answer in ``ok`` comes back (yielded, released on exit) or the
         retries run out (raised as a lamina error). ``what`` names the object for
         messages (``manifest x:1``). With ``retry=False`` nothing is retried but the
@@ -183,28 +250,38 @@ class Transport:
         backoff = Backoff(self.attempts if retry else 0)
         answered_challenge = False
         tls = self.tls(registry)
+        # lighthttp answers what it can (see the module docstring); a redirect goes to
+        # aiohttp, which follows it
+        light = method in ("GET", "HEAD") and body is None and url.startswith("http://")
         while True:
             send_headers = dict(headers or {})
             authorization = self.auth.authorization(registry, scope_list)
             if authorization:
                 send_headers["Authorization"] = authorization
-            data: Any = body() if callable(body) else body
+            resp: Response
             try:
-                resp = await self.session.request(
-                    method, url, headers=send_headers, data=data, ssl=tls
-                )
-            except NETWORK_ERRORS as exc:
+                if light:
+                    send_headers.setdefault("User-Agent", USER_AGENT)
+                    resp = await self.light.request(method, url, send_headers)
+                else:
+                    data: Any = body() if callable(body) else body
+                    resp = await self.session.request(
+                        method, url, headers=send_headers, data=data, ssl=tls
+                    )
+            except network_errors() as exc:
                 if not retry:
                     raise  # the caller resumes by itself (uploads)
-                if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+                if _is_certificate_error(exc):
                     raise _certificate_error(registry, exc) from exc
                 # a name that does not resolve will not resolve in a second either
-                dns = isinstance(exc, aiohttp.ClientConnectorDNSError)
-                if dns or not backoff.more():
+                if _is_dns_error(exc) or not backoff.more():
                     raise _network_error(method, url, exc) from exc
                 await backoff.wait()
                 continue
             try:
+                if light and resp.status in REDIRECT_STATUSES:
+                    light = False
+                    continue
                 if resp.status == 401 and not answered_challenge:
                     answered_challenge = True
                     challenge = resp.headers.get("WWW-Authenticate")
@@ -224,6 +301,24 @@ class Transport:
                 resp.release()
 
 
+def _is_dns_error(exc: BaseException) -> bool:
+    if isinstance(exc, CannotConnect):
+        return exc.dns
+    if "aiohttp" not in sys.modules:
+        return False
+    from lamina.registry.client.tls import aiohttp
+
+    return isinstance(exc, aiohttp.ClientConnectorDNSError)
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    if "aiohttp" not in sys.modules:
+        return False
+    from lamina.registry.client.tls import aiohttp
+
+    return isinstance(exc, aiohttp.ClientConnectorCertificateError)
+
+
 def _network_error(method: str, url: str, exc: BaseException) -> ToolError:
     reason = str(exc) or type(exc).__name__
     return ToolError(
@@ -232,21 +327,20 @@ def _network_error(method: str, url: str, exc: BaseException) -> ToolError:
     )
 
 
-def _certificate_error(registry: str, exc: aiohttp.ClientConnectorCertificateError) -> ToolError:
+def _certificate_error(registry: str, exc: BaseException) -> ToolError:
     # Not retried: the same certificate comes back next time.
+    reason = getattr(exc, "certificate_error", exc)
     return ToolError(
-        f"{registry} presented a certificate this host does not trust: {exc.certificate_error}",
+        f"{registry} presented a certificate this host does not trust: {reason}",
         hint="add its CA to the system trust store (or SSL_CERT_FILE), or pass --insecure",
     )
 
 
-async def error_from_response(
-    resp: aiohttp.ClientResponse, method: str, registry: str, what: str
-) -> LaminaError:
+async def error_from_response(resp: Response, method: str, registry: str, what: str) -> LaminaError:
     """A lamina error for a refusal, using the distribution-spec error body if any."""
     try:
         raw = await resp.content.read(_ERROR_BODY_MAX)
-    except NETWORK_ERRORS:
+    except network_errors():
         raw = b""
     code, message = _first_error(raw)
     status = resp.status

@@ -24,8 +24,7 @@ from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digester
 from lamina.oci.reference import Reference
 from lamina.registry.auth import PULL, PUSH, Scope
-from lamina.registry.client.tls import aiohttp
-from lamina.registry.client.transport import NETWORK_ERRORS, Backoff, Transport
+from lamina.registry.client.transport import Backoff, Response, Transport, network_errors
 from lamina.store.api import Provider
 
 DEFAULT_CHUNK_SIZE = 64 << 20
@@ -38,7 +37,7 @@ class _Lost(Exception):
     """The registry forgot the upload session: start a new one (internal signal)."""
 
 
-def _location(resp: aiohttp.ClientResponse, base: str) -> str:
+def _location(resp: Response, base: str) -> str:
     value = resp.headers.get("Location")
     if not value:
         raise ToolError(
@@ -48,7 +47,7 @@ def _location(resp: aiohttp.ClientResponse, base: str) -> str:
     return str(URL(base).join(URL(value)))
 
 
-def _range_end(resp: aiohttp.ClientResponse) -> int | None:
+def _range_end(resp: Response) -> int | None:
     """The last byte the registry holds, from ``Range: 0-<end>`` (None: none yet)."""
     value = resp.headers.get("Range", "")
     value = value.removeprefix("bytes=")
@@ -194,7 +193,7 @@ class _Upload:
                         offset = end if got is None else got + 1
                     else:
                         failed = True
-            except NETWORK_ERRORS:
+            except network_errors():
                 failed = True
             if failed:
                 if not backoff.more():
