@@ -16,8 +16,6 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 
-from yarl import URL
-
 from lamina.errors import DigestMismatch, LaminaError, SizeMismatch, ToolError
 from lamina.image.api import MOUNTED, UPLOADED, TransferProgress
 from lamina.oci.descriptor import Descriptor
@@ -44,6 +42,8 @@ def _location(resp: Response, base: str) -> str:
             f"the registry answered {resp.status} to an upload without a Location header",
             hint="the registry does not follow the distribution spec",
         )
+    from yarl import URL  # with aiohttp, imported only when pushing
+
     return str(URL(base).join(URL(value)))
 
 
@@ -118,6 +118,8 @@ class _Upload:
 
     async def start(self, query: dict[str, str] | None = None) -> tuple[int, str, int]:
         """POST a session: (status, Location, minimum chunk length)."""
+        from yarl import URL
+
         url = str(URL(self.sessions_url).with_query(query)) if query else self.sessions_url
         scopes: tuple[Scope, ...] = self.scopes
         if query and "from" in query:
@@ -213,6 +215,8 @@ class _Upload:
                     f"blob {self.desc.digest} in the store has digest {got}",
                     hint="the stored copy is damaged: delete it, then pull or import it again",
                 )
+        from yarl import URL
+
         url = str(URL(location).update_query(digest=str(self.desc.digest)))
         async with self.transport.request(
             "PUT",
