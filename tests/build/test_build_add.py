@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from lamina.build.addurl import fetch_url, filename_for, url_checksum
-from lamina.build.context import select
-from lamina.build.copy import CopyOptions, add_into
-from lamina.build.ignore import IgnoreMatcher
+from lamina.build.files.addurl import fetch_url, filename_for, url_checksum
+from lamina.build.files.context import select
+from lamina.build.files.copy import CopyOptions, add_into
+from lamina.build.files.ignore import IgnoreMatcher
 from lamina.errors import DigestMismatch, InvalidArgument, InvalidFormat, NotFound, Unsafe
 
 NO_IGNORE = IgnoreMatcher.parse("")
@@ -198,7 +198,7 @@ def test_hostile_archives(
 
 
 def test_bomb_is_stopped(tmp_path: Path, rootfs: Path) -> None:
-    from lamina.build.archive import extract
+    from lamina.build.files.archive import extract
     from lamina.errors import LimitExceeded
     from lamina.layers.api import Limits
 

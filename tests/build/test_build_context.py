@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from helpers.tree import Dir, Fifo, File, Symlink, build_tree
-from lamina.build.context import DIR, FILE, SYMLINK, checksum, select
-from lamina.build.ignore import IgnoreMatcher
+from lamina.build.files.context import DIR, FILE, SYMLINK, checksum, select
+from lamina.build.files.ignore import IgnoreMatcher
 from lamina.errors import NotFound, Unsafe, Unsupported
 
 NO_IGNORE = IgnoreMatcher.parse("")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from helpers.tree import Dir, File, Hardlink, Symlink, build_tree
-from lamina.build.chmod import parse_chmod
-from lamina.build.context import select
-from lamina.build.copy import CopyOptions, copy_into, resolve_chown
-from lamina.build.ignore import IgnoreMatcher
+from lamina.build.files.chmod import parse_chmod
+from lamina.build.files.context import select
+from lamina.build.files.copy import CopyOptions, copy_into, resolve_chown
+from lamina.build.files.ignore import IgnoreMatcher
 from lamina.errors import InvalidArgument, NotFound, Unsafe
 
 NO_IGNORE = IgnoreMatcher.parse("")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lamina.build import ParseError, expand, expand_pairs, parse
-from lamina.build.instructions import (
+from lamina.build.dockerfile.instructions import (
     Arg,
     Copy,
     Env,
@@ -22,7 +22,7 @@ from lamina.build.instructions import (
     ShellForm,
     heredoc_source,
 )
-from lamina.build.lexer import lex
+from lamina.build.dockerfile.lexer import lex
 
 GO_APP = """\
 # syntax=docker/dockerfile:1.7

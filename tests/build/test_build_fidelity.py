@@ -16,8 +16,8 @@ import pytest
 
 from helpers.cli import Lamina
 from helpers.tree import Dir, File, Hardlink, build_tree
-from lamina.build.context import checksum, select
-from lamina.build.copy import CopyOptions, copy_into
+from lamina.build.files.context import checksum, select
+from lamina.build.files.copy import CopyOptions, copy_into
 from lamina.errors import Unsafe
 from lamina.layers.apply import apply_layer
 
@@ -152,7 +152,7 @@ def test_apply_layer_owner_overrides_the_tar(tmp_path: Path) -> None:
 
 
 def test_archive_module_uses_no_private_applier() -> None:
-    import lamina.build.archive as archive
+    import lamina.build.files.archive as archive
 
     text = Path(archive.__file__).read_text()
     assert "_Applier" not in text

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lamina.build.ignore import IgnoreMatcher, clean, glob_regex, load_ignore
+from lamina.build.files.ignore import IgnoreMatcher, clean, glob_regex, load_ignore
 from lamina.errors import InvalidArgument
 
 # (dockerignore text, path, ignored?)
@@ -202,7 +202,7 @@ def test_same_selection_as_buildah(tmp_path: Path) -> None:
     import shutil
     import subprocess
 
-    from lamina.build.context import select
+    from lamina.build.files.context import select
 
     if shutil.which("buildah") is None:
         pytest.skip("buildah is not installed")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lamina.build import parse
-from lamina.build.instructions import (
+from lamina.build.dockerfile.instructions import (
     Arg,
     Cmd,
     Entrypoint,
@@ -27,8 +27,8 @@ from lamina.build.instructions import (
     User,
     Workdir,
 )
-from lamina.build.scope import StageScope, global_scope
-from lamina.build.words import expand, expand_pairs, expand_words
+from lamina.build.dockerfile.scope import StageScope, global_scope
+from lamina.build.dockerfile.words import expand, expand_pairs, expand_words
 
 # No RUN and FROM scratch: buildah needs neither network nor a runtime.
 CONTAINERFILE = """\

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lamina.build import parse
-from lamina.build.instructions import (
+from lamina.build.dockerfile.instructions import (
     Add,
     Arg,
     ArgDecl,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from lamina.build import parse
-from lamina.build.instructions import Arg, Env, Run
-from lamina.build.scope import StageScope, global_scope
-from lamina.build.words import expand
+from lamina.build.dockerfile.instructions import Arg, Env, Run
+from lamina.build.dockerfile.scope import StageScope, global_scope
+from lamina.build.dockerfile.words import expand
 
 SOURCE = """\
 ARG VERSION=latest

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lamina.build.instructions import Location, ParseError
-from lamina.build.words import (
+from lamina.build.dockerfile.instructions import Location, ParseError
+from lamina.build.dockerfile.words import (
     expand,
     expand_at,
     expand_heredoc,

@@ -1,17 +1,24 @@
 """Build images from a Containerfile (row 4).
 
-- ``parser``: :func:`parse` Dockerfile text into the typed AST of ``instructions``
-  (pure: text in, AST out). ``lexer`` does directives, continuations and heredocs;
-  ``words`` the quoting and ``$VAR`` substitution the executor applies per step;
-  ``scope`` the ARG/ENV scoping rules (:func:`global_scope`, :class:`StageScope`).
+- ``dockerfile``: :func:`parse` Dockerfile text into a typed AST (pure);
+- ``files``: the build context, ``.dockerignore``, COPY and ADD;
+- ``sandbox``: RUN steps in runc on overlay snapshots, ``RUN --mount``;
+- ``plan`` (the stage graph), ``executor`` and ``steps`` (running it), ``cache``
+  (content-keyed step records), ``metadata`` (config and history changes), ``api``.
 """
 
 from __future__ import annotations
 
-from lamina.build.instructions import Dockerfile, Location, ParseError, Stage
-from lamina.build.parser import parse
-from lamina.build.scope import StageScope, global_scope
-from lamina.build.words import expand, expand_at, expand_heredoc, expand_pairs, expand_words
+from lamina.build.dockerfile.instructions import Dockerfile, Location, ParseError, Stage
+from lamina.build.dockerfile.parser import parse
+from lamina.build.dockerfile.scope import StageScope, global_scope
+from lamina.build.dockerfile.words import (
+    expand,
+    expand_at,
+    expand_heredoc,
+    expand_pairs,
+    expand_words,
+)
 
 __all__ = [
     "Dockerfile",

@@ -2,7 +2,7 @@
 
 Lifecycle of one ``lamina build``::
 
-    df = parse(text, file)                                  # lamina.build.parser
+    df = parse(text, file)                                  # lamina.build.dockerfile.parser
     p = plan(df, build_args, target, image_exists=...)     # lamina.build.plan (pure)
     result = Builder(store, options, on_event).build(p)    # lamina.build.executor
 
@@ -17,7 +17,7 @@ them the same way).
 Invariants: the store is only ever added to (layers, configs, manifests, then refs
 last); cache records are written after their layer blob is in the store; a build
 killed at any point leaves whole blobs, whole records, and a workspace plus an active
-snapshot that the next build removes (see :mod:`lamina.build.sandbox`).
+snapshot that the next build removes (see :mod:`lamina.build.sandbox.runner`).
 """
 
 from __future__ import annotations

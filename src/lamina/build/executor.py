@@ -6,7 +6,7 @@ the config and add an ``empty_layer`` history entry (:mod:`lamina.build.metadata
 file instructions (RUN, COPY, ADD, and the mkdir of WORKDIR) are *steps*
 (:mod:`lamina.build.steps`): each has a content key (:mod:`lamina.build.cache`); a hit
 appends the recorded layer without touching a file; a miss runs the step on an overlay
-snapshot (:class:`~lamina.build.workbench.Workbench`) and records what it made. A step
+snapshot (:class:`~lamina.build.sandbox.workbench.Workbench`) and records what it made. A step
 that changed nothing gets an ``empty_layer`` history entry and no layer (as BuildKit's
 exporter). The target's layers, config and history become an OCI image tagged with
 every name asked for.
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from lamina.build import metadata
 from lamina.build.api import BuildOptions, BuildResult, Event
 from lamina.build.cache import BuildCache, CacheRecord, cache_key
-from lamina.build.instructions import (
+from lamina.build.dockerfile.instructions import (
     Add,
     Arg,
     Cmd,
@@ -45,10 +45,10 @@ from lamina.build.instructions import (
     Run,
     Workdir,
 )
+from lamina.build.dockerfile.scope import StageScope
+from lamina.build.dockerfile.words import expand_at
 from lamina.build.plan import Plan, StagePlan
-from lamina.build.scope import StageScope
-from lamina.build.words import expand_at
-from lamina.build.workbench import Workbench, oci_layer
+from lamina.build.sandbox.workbench import Workbench, oci_layer
 from lamina.errors import NotFound
 from lamina.oci.config import History, ImageConfig
 from lamina.oci.descriptor import Descriptor
@@ -243,7 +243,7 @@ class Builder:
         if triggers:
             # The base's ONBUILD triggers run first and are consumed (Dockerfile
             # reference, ONBUILD): the new image does not inherit them.
-            from lamina.build.parser import parse
+            from lamina.build.dockerfile.parser import parse
 
             parsed = parse("FROM scratch\n" + "\n".join(triggers), "ONBUILD")
             instructions = [*parsed.stages[0].instructions, *instructions]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from lamina.build import metadata
 from lamina.build.api import Event, StepFailed
 from lamina.build.cache import CacheRecord, cache_key
-from lamina.build.instructions import (
+from lamina.build.dockerfile.instructions import (
     Add,
     Copy,
     ExecForm,
@@ -32,16 +32,16 @@ from lamina.build.instructions import (
     Workdir,
     heredoc_source,
 )
+from lamina.build.dockerfile.words import expand_at, expand_heredoc
 from lamina.build.plan import Plan, Source, from_source
-from lamina.build.words import expand_at, expand_heredoc
 from lamina.errors import LaminaError, NotFound, Unsupported
 
 if TYPE_CHECKING:
-    from lamina.build.context import Source as Selected
     from lamina.build.executor import Builder, StageState
-    from lamina.build.ignore import IgnoreMatcher
-    from lamina.build.mounts import MountPlan
-    from lamina.build.sandbox import Workspace
+    from lamina.build.files.context import Source as Selected
+    from lamina.build.files.ignore import IgnoreMatcher
+    from lamina.build.sandbox.mounts import MountPlan
+    from lamina.build.sandbox.runner import Workspace
     from lamina.image.images import Image
     from lamina.oci.config import ImageConfig
     from lamina.oci.descriptor import Descriptor
@@ -65,7 +65,7 @@ class Chain:
 
 @dataclass(frozen=True, slots=True)
 class _CopyArgs:
-    """COPY/ADD flags after expansion (``lamina.build.copy.CopyOptions`` is made from
+    """COPY/ADD flags after expansion (``lamina.build.files.copy.CopyOptions`` is made from
     them only when the step runs: its module pulls in the HTTP client)."""
 
     dest: str
@@ -101,7 +101,7 @@ class Steps:
             shutil.rmtree(path, ignore_errors=True)
 
     def tempdir(self) -> str:
-        from lamina.build.sandbox import owner_label
+        from lamina.build.sandbox.runner import owner_label
 
         base = os.path.join(self.root, "build", "tmp")
         os.makedirs(base, mode=0o700, exist_ok=True)
@@ -114,13 +114,13 @@ class Steps:
     @property
     def ignore(self) -> IgnoreMatcher:
         if self._ignore is None:
-            from lamina.build.ignore import load_ignore
+            from lamina.build.files.ignore import load_ignore
 
             self._ignore = load_ignore(self.context, self.options.dockerfile)
         return self._ignore
 
     def context_checksum(self, sources: list[Selected]) -> str:
-        from lamina.build.context import checksum
+        from lamina.build.files.context import checksum
 
         return checksum(
             self.context, sources, cache_dir=os.path.join(self.root, "cache", "build-context")
@@ -135,7 +135,7 @@ class Steps:
         if not chain.layers:
             return chain.key  # scratch: nothing to select
         from lamina.atomic import write_atomic
-        from lamina.build.context import checksum, select
+        from lamina.build.files.context import checksum, select
         from lamina.oci.ids import chain_ids
 
         top = str(chain_ids(chain.config.diff_ids)[-1])
@@ -169,7 +169,7 @@ class Steps:
 
     def chain(self, source: Source, node: Instruction) -> Chain:
         """The layers of the stage or image a ``--from`` names."""
-        from lamina.build.workbench import oci_layer
+        from lamina.build.sandbox.workbench import oci_layer
 
         if source.stage is not None:
             st = self.b.states.get(source.stage)
@@ -292,7 +292,7 @@ class Steps:
                     f"{keyword}: mixing heredocs or URLs with other sources",
                     hint="give them in separate instructions",
                 )
-            from lamina.build.addurl import fetch_url, url_checksum
+            from lamina.build.files.addurl import fetch_url, url_checksum
 
             src_root = self.tempdir()
             names: list[str] = []
@@ -319,7 +319,7 @@ class Steps:
                     inputs.append(["url", word, url_checksum(path)])
                     if not (isinstance(node, Add) and node.unpack):
                         unpack = False  # a downloaded archive stays a file (reference, ADD)
-            from lamina.build.context import select
+            from lamina.build.files.context import select
 
             selected = select(src_root, names, context=False, instruction=keyword)
             source_key: list[Any] = ["inline", inputs]
@@ -328,7 +328,7 @@ class Steps:
             source_key = ["from", self.from_checksum(chain, words, options)]
             src_root = ""
         else:
-            from lamina.build.context import select
+            from lamina.build.files.context import select
 
             src_root = self.context
             selected = select(
@@ -343,7 +343,7 @@ class Steps:
         key = cache_key(st.key, keyword, flags, source_key)
 
         def put(root: str, sources: list[Selected], dest: str, chown: str | None) -> None:
-            from lamina.build.copy import CopyOptions, add_into, copy_into
+            from lamina.build.files.copy import CopyOptions, add_into, copy_into
 
             opts = CopyOptions(
                 options.dest,
@@ -368,7 +368,7 @@ class Steps:
                 assert selected is not None
                 put(src_root, selected, dest, chown)
                 return
-            from lamina.build.context import select
+            from lamina.build.files.context import select
 
             with self.b.bench.view(chain.layers, chain.config) as view:
                 chosen = select(
@@ -393,7 +393,7 @@ class Steps:
             # is unmounted. Only --chown names are looked up in the image below.
             chown = options.chown
             if named_chown and chown:
-                from lamina.build.copy import resolve_chown
+                from lamina.build.files.copy import resolve_chown
 
                 uid, gid = resolve_chown(ws.rootfs, chown)
                 chown = f"{uid}:{gid}"
@@ -434,8 +434,8 @@ class Steps:
     # ------------------------------------------------------------------ RUN
 
     def _run(self, st: StageState, node: Run) -> Prepared:
-        from lamina.build.mounts import plan_mounts
-        from lamina.build.sandbox import Process, Stubs, run_process
+        from lamina.build.sandbox.mounts import plan_mounts
+        from lamina.build.sandbox.runner import Process, Stubs, run_process
 
         if node.security == "insecure":
             raise Unsupported("RUN --security=insecure", hint="lamina runs steps sandboxed only")
@@ -534,7 +534,7 @@ def make_workdir(rootfs: str, path: str, user: str) -> None:
 
 
 def is_url(word: str) -> bool:
-    """An ADD source to download (as :func:`lamina.build.addurl.is_url`, without
+    """An ADD source to download (as :func:`lamina.build.files.addurl.is_url`, without
     importing the HTTP client: a COPY-only build does not need it)."""
     return word.lower().startswith(("http://", "https://"))
 

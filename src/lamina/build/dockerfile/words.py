@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lamina.build.instructions import Location, ParseError
+from lamina.build.dockerfile.instructions import Location, ParseError
 from lamina.errors import InvalidArgument
 from lamina.oci.shellwords import (
     expand,

@@ -8,7 +8,7 @@ the bytes stream; a mismatch deletes the temporary file and nothing is left behi
 
 Only ``http`` and ``https`` are fetched; the body is capped (``max_bytes``). The caller
 then copies the file into the image with the usual COPY semantics
-(:func:`lamina.build.copy.copy_into` on the directory this returns a path in).
+(:func:`lamina.build.files.copy.copy_into` on the directory this returns a path in).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from lamina.oci.digest import Digest
 from lamina.oci.ids import chain_ids
 
 if TYPE_CHECKING:
-    from lamina.build.sandbox import Workspace
+    from lamina.build.sandbox.runner import Workspace
     from lamina.runtime.runc import OCIRuntime
     from lamina.snapshot.api import Mount, Snapshotter
     from lamina.store.api import Store
@@ -127,7 +127,7 @@ class Workbench:
         work = os.path.join(self.root, "build", "work")
         if not os.path.isdir(work) or not os.listdir(work):
             return removed
-        from lamina.build.sandbox import owner_alive, stale_workspaces
+        from lamina.build.sandbox.runner import owner_alive, stale_workspaces
 
         for ws in stale_workspaces(self.root):
             key = ws.read_owner().get("snapshot")
@@ -152,7 +152,7 @@ class Workbench:
             names = os.listdir(base)
         except FileNotFoundError:
             return 0
-        from lamina.build.sandbox import owner_alive
+        from lamina.build.sandbox.runner import owner_alive
 
         removed = 0
         for name in names:
@@ -193,7 +193,7 @@ class Workbench:
         """``prepare``/``view`` on ``top``; a ``lamina prune`` that removed ``top``
         between its unpack and now (nothing was stacked on it yet) is survived by
         unpacking it again, once."""
-        from lamina.build.sandbox import owner_label
+        from lamina.build.sandbox.runner import owner_label
 
         labels = {LABEL_OWNER: owner_label()}
         try:
@@ -206,7 +206,7 @@ class Workbench:
     @contextmanager
     def view(self, layers: Sequence[Descriptor], config: ImageConfig) -> Iterator[str]:
         """The chain mounted read-only; yields the mount point."""
-        from lamina.build.sandbox import Workspace
+        from lamina.build.sandbox.runner import Workspace
         from lamina.snapshot.mount import mount_all, unmount
 
         top = self.materialize(layers, config)
@@ -237,7 +237,7 @@ class Workbench:
         ``workspace.rootfs``; ``work`` may return a function to call once the root is
         unmounted (stub pruning). Returns the record of the layer the changes made (no
         layer when nothing changed)."""
-        from lamina.build.sandbox import Workspace
+        from lamina.build.sandbox.runner import Workspace
         from lamina.image.layer_io import write_layer
         from lamina.image.snapshots import LABEL_DIFF_ID
         from lamina.layers.diff import diff_overlay_upper

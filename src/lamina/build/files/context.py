@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lamina.atomic import write_atomic
-from lamina.build.ignore import IgnoreMatcher, glob_regex, has_magic
+from lamina.build.files.ignore import IgnoreMatcher, glob_regex, has_magic
 from lamina.errors import Conflict, InvalidArgument, LaminaError, NotFound, Unsafe, Unsupported
 from lamina.layers import fsops
 

@@ -44,10 +44,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lamina.atomic import write_all
-from lamina.build.addurl import fetch_url, url_checksum
-from lamina.build.archive import archive_kind, extract
-from lamina.build.chmod import ChmodSpec, parse_chmod
-from lamina.build.context import DIR, FILE, SYMLINK, Source, open_source
+from lamina.build.files.addurl import fetch_url, url_checksum
+from lamina.build.files.archive import archive_kind, extract
+from lamina.build.files.chmod import ChmodSpec, parse_chmod
+from lamina.build.files.context import DIR, FILE, SYMLINK, Source, open_source
 from lamina.errors import InvalidArgument, InvalidFormat, NotFound, Unsafe, Unsupported
 from lamina.layers import fsops
 from lamina.layers.api import WHITEOUT_PREFIX
@@ -377,7 +377,7 @@ def _plan(w: Writer, sources: Sequence[Source]) -> tuple[bool, str]:
 def copy_into(
     src_root: str, sources: Sequence[Source], dest_root: str, options: CopyOptions
 ) -> int:
-    """Copy what :func:`lamina.build.context.select` chose into ``dest_root``; returns
+    """Copy what :func:`lamina.build.files.context.select` chose into ``dest_root``; returns
     the bytes of file content written."""
     with fsops.Root(dest_root) as root:
         w = Writer(root, options, dest_root)
@@ -419,7 +419,7 @@ def add_into(
 ) -> int:
     """ADD: like :func:`copy_into`, but a local source file that is a tar archive (plain,
     gzip, zstd, bzip2 or xz, recognised by content) is extracted into the destination
-    directory (see :mod:`lamina.build.archive`). ``unpack=False`` copies archives as
+    directory (see :mod:`lamina.build.files.archive`). ``unpack=False`` copies archives as
     files; None and True extract them (a file that is no archive is copied either way).
     URL sources are downloaded first with :func:`fetch_url` and passed here with
     ``unpack=False`` unless ``--unpack=true``."""

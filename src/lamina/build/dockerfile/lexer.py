@@ -10,8 +10,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from lamina.build.instructions import Heredoc, Location, ParseError
-from lamina.build.words import split_raw
+from lamina.build.dockerfile.instructions import Heredoc, Location, ParseError
+from lamina.build.dockerfile.words import split_raw
 
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9_-]*)\s*=\s*(.*?)\s*$")
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lamina.build.instructions import Arg, Dockerfile, Env
-from lamina.build.words import expand, expand_pairs
+from lamina.build.dockerfile.instructions import Arg, Dockerfile, Env
+from lamina.build.dockerfile.words import expand, expand_pairs
 
 PREDEFINED_ARGS = frozenset(
     {

@@ -28,8 +28,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lamina.build.instructions import Mount, ParseError, Run
-from lamina.build.sandbox import SpecMount
+from lamina.build.dockerfile.instructions import Mount, ParseError, Run
+from lamina.build.sandbox.runner import SpecMount
 from lamina.errors import InvalidArgument, LaminaError, NotFound, Unsafe, Unsupported
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def _bind(steps: Steps, node: Run, mount: Mount, workdir: str) -> MountPlan:
     options = ("rbind", "rprivate", "ro")
     raw_from = mount.get("from")
     if raw_from is None:
-        from lamina.build.context import select
+        from lamina.build.files.context import select
 
         rel = source.lstrip("/") or "."
         _inside(steps.context, rel, "build context")
