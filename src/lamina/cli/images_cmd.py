@@ -205,7 +205,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     snapshots = cache_records = 0
     if not args.dry_run:
         from lamina.build.cache import BuildCache
-        from lamina.build.workbench import Workbench
+        from lamina.build.sandbox.workbench import Workbench
 
         # What killed builds left goes first, so the snapshots and blobs it held are
         # free for the sweeps. Build cache records are no gc roots (a prune may take
