@@ -1,7 +1,9 @@
 """lamina's registry client: a Fetcher and Pusher over the OCI Distribution Spec.
 
-``api`` holds the contracts; ``transport`` (aiohttp, retries) with ``authflow`` (401 ->
-token -> retry) and ``credentials`` (docker config.json) carry the HTTP; ``remote`` and
-``upload`` speak the distribution API; ``pull`` and ``push`` orchestrate whole images
-over the contracts; ``sources`` remembers which repository a blob came from.
+The contracts live in ``lamina.image.api``; ``transport`` (retries, error mapping) with
+``authflow`` (401 -> token -> retry) and ``credentials`` (docker config.json) carry the
+HTTP, over ``lighthttp`` (GET/HEAD to plain-HTTP registries) or aiohttp (``tls`` imports
+it, without its CA bundle, on first use); ``remote`` and ``upload`` speak the
+distribution API; ``pull`` and ``push`` orchestrate whole images over the contracts;
+``sources`` remembers which repository a blob came from.
 """

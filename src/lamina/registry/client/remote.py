@@ -288,7 +288,7 @@ async def _drain(
             await last
 
     try:
-        # iter_chunks hands over aiohttp's buffered pieces as they are, unjoined
+        # iter_chunks hands over the pieces as they arrived, unjoined
         async for chunk, _ in resp.content.iter_chunks():
             received += len(chunk)
             # Never store more than the descriptor allows (a hostile registry could

@@ -1,4 +1,4 @@
-"""HTTP for the registry client: one aiohttp session, auth, retries, error mapping.
+"""HTTP for the registry client: auth, retries, error mapping over aiohttp and lighthttp.
 
 :meth:`Transport.request` is the one narrow method (httpx's ``handle_request``): it
 sends a request, answers a 401 through :class:`~.authflow.AuthFlow` and retries once,
