@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from lamina.errors import ToolError
 from lamina.registry.client.lighthttp import IncompleteBody, LightPool, LightResponse
 from lamina.registry.client.transport import Transport
 
@@ -145,6 +146,17 @@ def test_a_body_cut_short_raises_a_connection_error() -> None:
                 got += piece
         resp.release()
         assert got == BODY[:5000]  # what did arrive is handed over (a Range resume's offset)
+
+    _run(test)
+
+
+def test_a_header_with_a_line_break_is_refused() -> None:
+    async def test(host: str, accepted: list[int], pool: LightPool) -> None:
+        with pytest.raises(ToolError, match="line break"):
+            await pool.request("GET", f"http://{host}/fixed", {"Authorization": "x\r\nEvil: 1"})
+        _, body = await _get(pool, f"http://{host}/fixed")  # the slot was given back
+        assert body == BODY
+        assert accepted == [1]
 
     _run(test)
 

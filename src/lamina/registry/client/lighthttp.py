@@ -314,6 +314,13 @@ class LightPool:
             target += "?" + parts.query
         lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
+        if any(c in line for line in lines for c in "\r\n\0"):
+            # a header value from elsewhere (a token server's token) must not be able
+            # to add headers or a second request (RFC 9110 section 5.5)
+            raise ToolError(
+                f"refusing to send {method} {url}: a header holds a line break",
+                hint="the registry or its token server sent a malformed value",
+            )
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         await self._slots.acquire()
         try:
