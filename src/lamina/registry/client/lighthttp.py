@@ -27,7 +27,11 @@ from urllib.parse import SplitResult, urlsplit
 
 from lamina.errors import ToolError
 
-_HEAD_LIMIT = 64 << 10  # status line and headers
+# Caps on what is searched for a line end: a registry's answer head is well under 4 KiB
+# (aiohttp allows 8 KiB a line), and the caps bound the work a server trickling the
+# head byte by byte can cause (each piece is joined to the unsearched rest).
+_HEAD_LIMIT = 32 << 10  # status line and headers
+_LINE_LIMIT = 4 << 10  # a chunk-size line or a trailer field
 _READ = 1 << 20  # the most one body read returns
 _BUFFER_LIMIT = 2 << 20  # the stream stops reading the socket at twice this
 CONNECT_TIMEOUT = 30.0
@@ -212,7 +216,7 @@ class Body:
         return data
 
     async def _line(self) -> bytes:
-        line = await self._conn.readuntil(b"\n", _HEAD_LIMIT)
+        line = await self._conn.readuntil(b"\n", _LINE_LIMIT)
         return line.rstrip(b"\r\n")
 
     async def _next_chunk(self) -> None:
