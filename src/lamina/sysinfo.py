@@ -48,3 +48,17 @@ def boot_id() -> str:
             return fh.read().strip()
     except OSError:
         return "unknown"
+
+
+def owner_label(pid: int | None = None) -> str:
+    """``boot:pid:start`` of a process (this one by default): who a workspace, an
+    extraction or a temp dir belongs to, stable across pid reuse and reboots."""
+    pid = os.getpid() if pid is None else pid
+    return f"{boot_id()}:{pid}:{start_time(pid)}"
+
+
+def owner_alive(label: str) -> bool:
+    """Whether the process an :func:`owner_label` names still runs."""
+    boot, _, rest = label.partition(":")
+    pid, _, start = rest.partition(":")
+    return boot == boot_id() and pid.isdigit() and str(start_time(int(pid))) == start

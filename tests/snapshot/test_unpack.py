@@ -262,11 +262,12 @@ def test_live_extractions_are_not_stale(snapshotter: DirSnapshotter, spawn: Spaw
     proc = spawn(
         """
         import sys
-        from lamina.image.snapshots import EXTRACT_PREFIX, LABEL_OWNER, _owner_label
+        from lamina.image.snapshots import EXTRACT_PREFIX, LABEL_OWNER
+        from lamina.sysinfo import owner_label
         from lamina.snapshot.native import NativeSnapshotter
         from lamina.snapshot.overlay import OverlaySnapshotter
         cls = {"overlay": OverlaySnapshotter, "native": NativeSnapshotter}[sys.argv[1]]
-        cls(sys.argv[2]).prepare(EXTRACT_PREFIX + "x", labels={LABEL_OWNER: _owner_label()})
+        cls(sys.argv[2]).prepare(EXTRACT_PREFIX + "x", labels={LABEL_OWNER: owner_label()})
         print("ready", flush=True)
         sys.stdin.read()
         """,

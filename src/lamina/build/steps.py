@@ -101,7 +101,7 @@ class Steps:
             shutil.rmtree(path, ignore_errors=True)
 
     def tempdir(self) -> str:
-        from lamina.build.sandbox.runner import owner_label
+        from lamina.sysinfo import owner_label
 
         base = os.path.join(self.root, "build", "tmp")
         os.makedirs(base, mode=0o700, exist_ok=True)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from lamina.errors import AlreadyExists, InvalidFormat, LaminaError, NotFound
 from lamina.oci.ids import chain_ids
 from lamina.snapshot.api import Kind, Snapshotter
-from lamina.sysinfo import boot_id, start_time
+from lamina.sysinfo import owner_alive, owner_label
 
 if TYPE_CHECKING:
     from lamina.image.images import Image
@@ -62,7 +62,7 @@ def unpack_to_snapshots(
         )
     if not layers:
         raise InvalidFormat(f"image {image.id} has no layers", hint="there is nothing to run")
-    owner = _owner_label()
+    owner = owner_label()
     chains = chain_ids(diff_ids)
     parent: str | None = None
     for layer, diff_id, chain_id in zip(layers, diff_ids, chains, strict=True):
@@ -121,24 +121,6 @@ def _exists(snapshotter: Snapshotter, name: str) -> bool:
 # --------------------------------------------------------------------------- stale work
 
 
-def _start_time(pid: int) -> str | None:
-    started = start_time(pid)
-    return None if started is None else str(started)
-
-
-def _owner_label(pid: int | None = None) -> str:
-    pid = os.getpid() if pid is None else pid
-    return f"{boot_id()}:{pid}:{_start_time(pid)}"
-
-
-def _owner_alive(label: str) -> bool:
-    boot, _, rest = label.partition(":")
-    pid_text, _, start = rest.partition(":")
-    if boot != boot_id() or not pid_text.isdigit():
-        return False
-    return _start_time(int(pid_text)) == start
-
-
 def remove_stale_extractions(snapshotter: Snapshotter) -> int:
     """Remove the active ``extract-*`` snapshots of unpacks whose process is gone;
     returns how many. Safe while other unpacks run (their owners are alive)."""
@@ -147,7 +129,7 @@ def remove_stale_extractions(snapshotter: Snapshotter) -> int:
         if info.kind is not Kind.ACTIVE or not info.name.startswith(EXTRACT_PREFIX):
             continue
         owner = info.labels.get(LABEL_OWNER)
-        if owner is None or _owner_alive(owner):
+        if owner is None or owner_alive(owner):
             continue
         with suppress(NotFound):
             snapshotter.remove(info.name)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import LaminaError, NotFound, ToolError
+from lamina.sysinfo import owner_alive, owner_label
 
 if TYPE_CHECKING:
     from lamina.runtime.runc import OCIRuntime
@@ -43,36 +44,6 @@ _STUB_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 
 
 # ---------------------------------------------------------------------- workspace
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return "unknown"
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-def owner_label() -> str:
-    """``boot:pid:start`` of this process: who a workspace or snapshot belongs to."""
-    pid = os.getpid()
-    return f"{_boot_id()}:{pid}:{_start_time(pid)}"
-
-
-def owner_alive(label: str) -> bool:
-    boot, _, rest = label.partition(":")
-    pid, _, start = rest.partition(":")
-    return boot == _boot_id() and pid.isdigit() and _start_time(int(pid)) == start
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,7 +127,8 @@ class Workbench:
         work = os.path.join(self.root, "build", "work")
         if not os.path.isdir(work) or not os.listdir(work):
             return removed
-        from lamina.build.sandbox.runner import owner_alive, stale_workspaces
+        from lamina.build.sandbox.runner import stale_workspaces
+        from lamina.sysinfo import owner_alive
 
         for ws in stale_workspaces(self.root):
             key = ws.read_owner().get("snapshot")
@@ -152,7 +153,7 @@ class Workbench:
             names = os.listdir(base)
         except FileNotFoundError:
             return 0
-        from lamina.build.sandbox.runner import owner_alive
+        from lamina.sysinfo import owner_alive
 
         removed = 0
         for name in names:
@@ -193,7 +194,7 @@ class Workbench:
         """``prepare``/``view`` on ``top``; a ``lamina prune`` that removed ``top``
         between its unpack and now (nothing was stacked on it yet) is survived by
         unpacking it again, once."""
-        from lamina.build.sandbox.runner import owner_label
+        from lamina.sysinfo import owner_label
 
         labels = {LABEL_OWNER: owner_label()}
         try:
