@@ -33,6 +33,11 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     length = f"Content-Length: {len(BODY)}"
     if path == "/fixed":
         writer.write(_answer("200 OK", [length], body))
+    elif path == "/late":  # the body comes after the client started waiting for it
+        writer.write(_answer("200 OK", [length]))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(body)
     elif path == "/then-close":  # keep-alive by the headers, yet the server hangs up
         writer.write(_answer("200 OK", [length], body))
         return False
@@ -146,6 +151,31 @@ def test_a_body_cut_short_raises_a_connection_error() -> None:
                 got += piece
         resp.release()
         assert got == BODY[:5000]  # what did arrive is handed over (a Range resume's offset)
+
+    _run(test)
+
+
+def test_readinto_fills_the_callers_buffer_and_the_connection_is_reused() -> None:
+    async def test(host: str, accepted: list[int], pool: LightPool) -> None:
+        for size in (len(BODY), 3000, 1):  # exactly the body (reading pauses), smaller
+            resp = await pool.request("GET", f"http://{host}/late", {})
+            buffer = memoryview(bytearray(size))
+            got = bytearray()
+            while n := await resp.content.readinto(buffer):
+                got += buffer[:n]
+            resp.release()
+            assert bytes(got) == BODY
+        for path in ("/chunked", "/close-delimited"):
+            resp = await pool.request("GET", f"http://{host}{path}", {})
+            buffer, got = memoryview(bytearray(4000)), bytearray()
+            while n := await resp.content.readinto(buffer):
+                got += buffer[:n]
+            resp.release()
+            assert bytes(got) == BODY
+        # a plain read after a readinto that ended with the buffer full: not stuck
+        _, body = await asyncio.wait_for(_get(pool, f"http://{host}/fixed"), 5)
+        assert body == BODY
+        assert accepted == [2]  # one more for the close-delimited answer
 
     _run(test)
 

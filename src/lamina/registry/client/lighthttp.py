@@ -33,7 +33,8 @@ from lamina.errors import ToolError
 _HEAD_LIMIT = 32 << 10  # status line and headers
 _LINE_LIMIT = 4 << 10  # a chunk-size line or a trailer field
 _READ = 1 << 20  # the most one body read returns
-_BUFFER_LIMIT = 2 << 20  # the stream stops reading the socket at twice this
+_BUFFER_LIMIT = 2 << 20  # unread pieces past which the socket is not read
+_RECEIVE = 256 << 10  # the receive buffer of a connection, outside readinto
 CONNECT_TIMEOUT = 30.0
 READ_TIMEOUT = 120.0
 
@@ -69,12 +70,17 @@ class Headers(Mapping[str, str]):
         return len(self._map)
 
 
-class _Conn(asyncio.Protocol):
-    """One connection: what arrives is kept as the pieces the event loop hands over
-    (no copy into a growing buffer), and reading stops while 2 MiB wait unread."""
+class _Conn(asyncio.BufferedProtocol):
+    """One connection. While a body is read with :meth:`readinto`, the event loop
+    receives straight into the caller's buffer (no copy, no allocation); otherwise
+    what arrives is kept as pieces (one copy out of a reused receive buffer), and
+    reading stops while 2 MiB of them wait unread."""
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
+        self._scratch = memoryview(bytearray(_RECEIVE))
+        self._target: memoryview | None = None  # the buffer a readinto waits to fill
+        self._got = 0  # bytes received into it
         self._pieces: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
@@ -82,19 +88,42 @@ class _Conn(asyncio.Protocol):
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
 
-    # -- asyncio.Protocol ---------------------------------------------------------------
+    # -- asyncio.BufferedProtocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but offer its methods
         self._transport = cast("asyncio.Transport", transport)
 
-    def data_received(self, data: bytes) -> None:
-        self._pieces.append(data)
-        self._buffered += len(data)
-        if self._buffered > _BUFFER_LIMIT and not self._paused and self._transport:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._target is not None:
+            return self._target[self._got :]
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._target is not None:
+            self._got += nbytes
+            if self._got == len(self._target):
+                # full: hold the rest in the socket until the reader offers the next
+                # buffer (else it would arrive as pieces, to be copied)
+                self._target = None
+                self._pause()
+            self._wake()
+            return
+        self._pieces.append(bytes(self._scratch[:nbytes]))
+        self._buffered += nbytes
+        if self._buffered > _BUFFER_LIMIT:
+            self._pause()
+        self._wake()
+
+    def _pause(self) -> None:
+        if not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
-        self._wake()
+
+    def _resume(self) -> None:
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -132,16 +161,50 @@ class _Conn(asyncio.Protocol):
             if self._error is not None:
                 raise IncompleteBody(f"the connection broke: {self._error}") from self._error
             raise IncompleteBody("the connection ended early")
+        # waiting means nothing unread is held: reading may be paused only because a
+        # readinto buffer filled up
+        self._resume()
         self._waiter = asyncio.get_running_loop().create_future()
         async with asyncio.timeout(READ_TIMEOUT):
             await self._waiter
 
     def _take(self, piece: bytes) -> bytes:
-        self._buffered -= len(piece)
-        if self._paused and self._buffered <= _BUFFER_LIMIT // 2 and self._transport:
-            self._paused = False
-            self._transport.resume_reading()
+        self._consumed(len(piece))
         return piece
+
+    def _consumed(self, n: int) -> None:
+        self._buffered -= n
+        if self._buffered <= _BUFFER_LIMIT // 2:
+            self._resume()
+
+    async def readinto(self, view: memoryview) -> int:
+        """Up to ``len(view)`` (> 0) bytes into ``view``; 0 at a clean end."""
+        while True:
+            if self._pieces:
+                # all that waits, so the next call finds none and receives in place
+                n = 0
+                while self._pieces and n < len(view):
+                    piece = self._pieces[0]
+                    k = min(len(view) - n, len(piece))
+                    view[n : n + k] = memoryview(piece)[:k]
+                    if k == len(piece):
+                        self._pieces.popleft()
+                    else:
+                        self._pieces[0] = piece[k:]
+                    n += k
+                self._consumed(n)
+                return n
+            if self._eof:
+                if self._error is not None:
+                    raise IncompleteBody(f"the connection broke: {self._error}") from self._error
+                return 0
+            self._target, self._got = view, 0
+            try:
+                await self._more()
+            finally:
+                self._target = None
+            if self._got:
+                return self._got
 
     async def read(self, n: int) -> bytes:
         """Up to ``n`` (> 0) bytes as they arrived; ``b""`` at a clean end."""
@@ -243,6 +306,26 @@ class Body:
         if self._eof or n == 0:
             return b""
         return await self._fill(n)
+
+    async def readinto(self, view: memoryview) -> int:
+        """Up to ``len(view)`` bytes of the body into ``view``; 0 at its end. Outside
+        chunked framing the bytes land there straight from the socket."""
+        if self._eof or not view:
+            return 0
+        if self._chunked:
+            data = await self._fill(len(view))
+            view[: len(data)] = data
+            return len(data)
+        if self._left is None:  # until the connection ends
+            n = await self._conn.readinto(view)
+            self._eof = n == 0
+            return n
+        n = await self._conn.readinto(view[: self._left])
+        if not n:
+            raise IncompleteBody(f"the connection ended {self._left} bytes short")
+        self._left -= n
+        self._eof = self._left == 0
+        return n
 
     async def iter_chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
         """The body in pieces as they arrive, as ``(data, False)`` pairs."""

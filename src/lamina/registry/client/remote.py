@@ -12,6 +12,7 @@ ignores ``Range``. Uploads are in ``upload.py``.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from lamina.errors import DigestMismatch, InvalidFormat, LimitExceeded, SizeMismatch
 from lamina.image.api import Fetcher, Pusher, RemoteManifest, TransferProgress
@@ -26,12 +27,14 @@ from lamina.registry.client.transport import (
     Response,
     Transport,
     _network_error,
+    into_reader,
     network_errors,
 )
 from lamina.registry.client.upload import DEFAULT_CHUNK_SIZE, upload_blob
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, Ingester, Provider
 
 CHUNK = 1 << 20
+_RING = 3  # buffers per blob being drained
 MANIFEST_ACCEPT = ", ".join(
     [mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST]
 )
@@ -264,64 +267,61 @@ async def _drain(
     descriptor: Descriptor,
     progress: TransferProgress,
 ) -> None:
-    """Copy the body into ``writer``: 1 MiB writes off the loop, one in flight at a time.
+    """Copy the body into ``writer``: 1 MiB writes by one thread of its own, in order.
 
-    The body's pieces are copied into two 1 MiB buffers made once per blob, used in
-    turn: one is hashed and written by a thread while the other fills. Joining the
-    pieces instead (or letting aiohttp's ``readany`` join them) allocates fresh memory
-    for every megabyte, and first-touch page faults made that the largest cost of a pull.
+    The body is read into a ring of 1 MiB buffers made once per blob: while the thread
+    hashes and writes the full ones, the next one fills (from a plain-HTTP registry the
+    socket is read straight into it, see lighthttp); a buffer is reused once its write
+    is done. Joining received pieces instead allocates fresh memory for every megabyte,
+    and first-touch page faults made that the largest cost of a pull.
 
     On a dropped connection what did arrive is written before the error propagates, so
     ``writer.size`` is exactly where a Range request resumes.
     """
     loop = asyncio.get_running_loop()
-    pending: asyncio.Future[int] | None = None
-    buffers = (memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK)))
-    current = buffers[0]
-    fill = 0  # bytes of ``current`` holding data
+    ring = [memoryview(bytearray(CHUNK)) for _ in range(_RING)]
+    writes: list[asyncio.Future[int] | None] = [None] * _RING  # each buffer's last write
+    slot = 0
+    fill = 0  # bytes of ring[slot] holding data
     received = writer.size
-
-    async def settle() -> None:
-        nonlocal pending
-        if pending is not None:
-            last, pending = pending, None
-            await last
-
+    reader = into_reader(resp)
+    # one thread: the writes reach the writer in the order they were handed over
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-pull")
     try:
-        # iter_chunks hands over the pieces as they arrived, unjoined
-        async for chunk, _ in resp.content.iter_chunks():
-            received += len(chunk)
+        while n := await reader.readinto(ring[slot][fill:]):
+            received += n
             # Never store more than the descriptor allows (a hostile registry could
             # otherwise fill the disk before the digest check).
             if received > descriptor.size:
                 raise SizeMismatch(
                     f"the registry sent more than the {descriptor.size} bytes expected"
                 )
-            progress.advance(descriptor, len(chunk))
-            view = memoryview(chunk)
-            while view:
-                n = min(len(view), CHUNK - fill)
-                current[fill : fill + n] = view[:n]
-                fill += n
-                view = view[n:]
-                if fill == CHUNK:
-                    # the other buffer is free again once its write is done
-                    await settle()
-                    pending = loop.run_in_executor(None, writer.write, current)
-                    current = buffers[1] if current is buffers[0] else buffers[0]
-                    fill = 0
-        await settle()
+            progress.advance(descriptor, n)
+            fill += n
+            if fill == CHUNK:
+                writes[slot] = loop.run_in_executor(thread, writer.write, ring[slot])
+                slot = (slot + 1) % _RING
+                fill = 0
+                previous = writes[slot]
+                if previous is not None:
+                    await previous  # the buffer about to be filled again is written
     except network_errors():
-        await settle()
+        # what did arrive is written (after the writes before it) before the error
+        # propagates; the finally below waits for it
         if fill:
-            await asyncio.to_thread(writer.write, bytes(current[:fill]))
+            writes[slot] = loop.run_in_executor(thread, writer.write, bytes(ring[slot][:fill]))
         raise
     finally:
-        if pending is not None:
-            # Never leave a write running on a writer the caller is about to abort.
-            await asyncio.wait([pending])
+        # Never leave a write running on a writer the caller is about to abort, and
+        # surface a failed write.
+        pending = [w for w in writes if w is not None]
+        if pending:
+            await asyncio.wait(pending)
+        thread.shutdown(wait=False)
+    for done in pending:
+        done.result()
     if fill:
-        await asyncio.to_thread(writer.write, bytes(current[:fill]))
+        await asyncio.to_thread(writer.write, bytes(ring[slot][:fill]))
     if received < descriptor.size:
         raise SizeMismatch(f"the registry sent {received} of the {descriptor.size} bytes expected")
 

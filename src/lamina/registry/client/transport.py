@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lamina.errors import LaminaError, NotFound, ToolError
 from lamina.registry.auth import Scope
 from lamina.registry.client.authflow import AuthFlow, CredentialLookup
+from lamina.registry.client.lighthttp import Body as LightBody
 from lamina.registry.client.lighthttp import CannotConnect, LightPool, speaks_tls
 from lamina.registry.errors import CODES, RegistryError
 
@@ -121,6 +122,37 @@ class Backoff:
             delay = min(max(delay, float(retry_after)), 30.0)
         self.tried += 1
         await asyncio.sleep(delay)
+
+
+class IntoReader(Protocol):
+    async def readinto(self, view: memoryview, /) -> int: ...
+
+
+def into_reader(resp: Response) -> IntoReader:
+    """A reader of ``resp``'s body into the caller's buffers: lighthttp's receives
+    straight into them; aiohttp's pieces are copied in."""
+    content = resp.content
+    if isinstance(content, LightBody):
+        return content
+    return _PieceCopier(content)
+
+
+class _PieceCopier:
+    def __init__(self, content: BodyReader) -> None:
+        self._pieces = content.iter_chunks()
+        self._rest = memoryview(b"")
+
+    async def readinto(self, view: memoryview, /) -> int:
+        while not self._rest:
+            try:
+                piece, _ = await anext(self._pieces)
+            except StopAsyncIteration:
+                return 0
+            self._rest = memoryview(piece)
+        n = min(len(view), len(self._rest))
+        view[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
 
 
 class Transport:
