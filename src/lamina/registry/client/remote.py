@@ -3,8 +3,8 @@ Distribution Spec v1.1 (spec sections cited as "dist-spec <section>").
 
 Manifests are read whole (capped at 4 MiB) and verified against the reference's digest,
 or, by tag, against the registry's ``Docker-Content-Digest``. Blobs stream into the
-store's verified ingest in 1 MiB writes made off the event loop (one write in flight
-while the next megabyte arrives); a connection that drops mid-blob is resumed with a
+store's verified ingest in 1 MiB writes made, in order, by a thread of the blob's own
+while the next megabytes arrive (see ``_drain``); a connection that drops mid-blob is resumed with a
 ``Range`` request from the first byte not yet written, or restarted when the registry
 ignores ``Range``. Uploads are in ``upload.py``.
 """
