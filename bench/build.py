@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import CACHE, LAMINA, REPO, RESULTS
+from bench.common import CACHE, LAMINA, REPO, RESULTS, tmpfs
 
 ROUNDS = int(os.environ.get("LAMINA_BENCH_BUILD_ROUNDS", "3"))
 CACHED = int(os.environ.get("LAMINA_BENCH_BUILD_CACHED", "3"))
@@ -93,13 +93,6 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None) -> Timing:
 
 def _quiet(cmd: list[str], timeout: float = 1800) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=timeout)
-
-
-def _tmpfs(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    if not os.path.ismount(path):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12g", "tmpfs", str(path)], check=True)
-    return path
 
 
 def _wipe(path: Path) -> None:
@@ -246,7 +239,7 @@ def main() -> None:
         print("build: buildah is not installed; skipped", file=sys.stderr)
         return
     bases = _bases()
-    work = _tmpfs(WORK)
+    work = tmpfs(WORK, "12g")
     doc: dict[str, object] = {"bench": "build", "baseline": "buildah", "workloads": {}}
     try:
         contexts = work / "contexts"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -167,3 +168,21 @@ def debian_tree() -> Path:
     )
     tmp.rename(tree)
     return tree
+
+
+def tmpfs(path: Path, size: str) -> Path:
+    """``path`` as a tmpfs mount of ``size`` (e.g. "8g") when root can mount one: the
+    root filesystem's discard makes timings on it drift (ARCHITECTURE.md section 8)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.path.ismount(path) and os.geteuid() == 0:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True
+        )
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

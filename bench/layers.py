@@ -16,21 +16,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import CACHE, LAMINA, Sample, debian_tree, fresh, interleave, report, run_timed
+from bench.common import (
+    CACHE,
+    LAMINA,
+    Sample,
+    debian_tree,
+    fresh,
+    interleave,
+    report,
+    run_timed,
+    tmpfs,
+)
 
 ROUNDS = int(os.environ.get("LAMINA_BENCH_ROUNDS", "3"))
 
 
-def _tmpfs(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    if not os.path.ismount(path):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g", "tmpfs", str(path)], check=True)
-    return path
-
-
 def main() -> None:
     tree = debian_tree()
-    work = _tmpfs(CACHE / "work")
+    work = tmpfs(CACHE / "work", "8g")
     try:
         _commit(tree, work)
         _apply(tree, work)

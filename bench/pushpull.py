@@ -22,14 +22,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.request import urlopen
 
-from bench.common import CACHE, LAMINA, Sample, fresh, interleave, report, run_timed
+from bench.common import (
+    CACHE,
+    LAMINA,
+    Sample,
+    free_port,
+    fresh,
+    interleave,
+    report,
+    run_timed,
+    tmpfs,
+)
 
 ROUNDS = int(os.environ.get("LAMINA_BENCH_ROUNDS", "3"))
 TOTAL_MB = int(os.environ.get("LAMINA_BENCH_PUSHPULL_MB", "200"))
@@ -37,19 +46,6 @@ LAYERS = 5
 # "push" or "pull" runs that half alone (quicker when working on one direction)
 ONLY = os.environ.get("LAMINA_BENCH_PUSHPULL_ONLY", "")
 IMAGE = "docker.io/library/pushpull:1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tmpfs(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    if not os.path.ismount(path) and os.geteuid() == 0:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6g", "tmpfs", str(path)], check=True)
-    return path
 
 
 def _make_image(root: Path) -> None:
@@ -111,7 +107,7 @@ def _prepare() -> tuple[Path, Path]:
 class Registry:
     def __init__(self, work: Path) -> None:
         self.work = fresh(work)
-        port = _free_port()
+        port = free_port()
         self.host = f"127.0.0.1:{port}"
         config = self.work / "config.yml"
         config.write_text(
@@ -145,7 +141,7 @@ def main() -> None:
         print("pushpull: skopeo and docker-registry are needed; skipped", file=sys.stderr)
         return
     root, layout = _prepare()
-    work = _tmpfs(CACHE / "pushpull-tmpfs")
+    work = tmpfs(CACHE / "pushpull-tmpfs", "6g")
     lamina_src = work / "lamina-src"
     if not lamina_src.exists():
         shutil.copytree(root, lamina_src)

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from urllib.request import Request, urlopen
 
-from bench.common import CACHE, LAMINA, RESULTS, fresh
+from bench.common import CACHE, LAMINA, RESULTS, free_port, fresh, tmpfs
 
 ROUNDS = int(os.environ.get("LAMINA_BENCH_ROUNDS", "3"))
 BLOB_MIB = int(os.environ.get("LAMINA_BENCH_REGISTRY_BLOB_MIB", "256"))
@@ -35,19 +34,6 @@ WRK_SECONDS = os.environ.get("LAMINA_BENCH_WRK_SECONDS", "5")
 GETS = int(os.environ.get("LAMINA_BENCH_REGISTRY_GETS", "5"))
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 REPO = "bench/blob"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tmpfs(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    if not os.path.ismount(path) and os.geteuid() == 0:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g", "tmpfs", str(path)], check=True)
-    return path
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -64,7 +50,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 
 def _start_lamina(storage: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*LAMINA, "registry", "serve", "--addr", f"127.0.0.1:{port}", "--storage", str(storage)],
         stdout=subprocess.DEVNULL,
@@ -76,7 +62,7 @@ def _start_lamina(storage: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def _start_distribution(work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     config = work / "config.yml"
     config.write_text(
         "version: 0.1\n"
@@ -187,7 +173,7 @@ def _hwm_mb(pid: int) -> float:
 
 
 def main() -> None:
-    work = _tmpfs(CACHE / "registry-work")
+    work = tmpfs(CACHE / "registry-work", "4g")
     try:
         _run(fresh(work / "run"))
     finally:
