@@ -220,8 +220,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     from lamina.build.api import BuildOptions, Event, StepFailed
-    from lamina.build.executor import Builder
     from lamina.build.dockerfile.parser import parse
+    from lamina.build.executor import Builder
     from lamina.build.plan import automatic_args, plan
     from lamina.cli.output import open_store
     from lamina.errors import LaminaError
