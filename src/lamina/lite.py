@@ -25,6 +25,33 @@ except ImportError:  # pragma: no cover - CPython always has it
 _WHITESPACE = " \t\n\r"
 
 
+class Flock:
+    """An exclusive flock(2) on ``path`` (created 0600) for the ``with`` block; the
+    kernel drops it if the process dies. Blocking: the holders are lamina commands."""
+
+    __slots__ = ("_fd", "_path")
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        import fcntl
+        import os
+
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        os.close(self._fd)  # the only descriptor: closing it releases the lock
+
+
 class suppress:  # named as contextlib.suppress, which it replaces
     """``contextlib.suppress``: ignore the given exceptions in the block."""
 

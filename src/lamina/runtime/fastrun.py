@@ -28,11 +28,10 @@ kill -9 leaves what ``lamina rm`` cleans.
 
 from __future__ import annotations
 
-import fcntl
 import os
 
 from lamina.errors import AlreadyExists
-from lamina.lite import dumps, loads, suppress
+from lamina.lite import Flock, dumps, loads, suppress
 from lamina.runtime.basics import (
     check_name,
     is_id,
@@ -185,22 +184,6 @@ def load_plan(root: str, image: str) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------- records
 
 
-class _ContainersLock:
-    """``containers/.lock``, as ContainerStore.locked (blocking here: the holders are
-    other lamina commands, each done in milliseconds)."""
-
-    def __init__(self, directory: str) -> None:
-        self._path = os.path.join(directory, ".lock")
-        self._fd = -1
-
-    def __enter__(self) -> None:
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self._fd)
-
-
 def _taken_names(directory: str) -> set[str]:
     names: set[str] = set()
     for entry in os.listdir(directory):
@@ -269,7 +252,7 @@ def run(
     }
     record["started"] = record["created"]
     os.makedirs(cdirs, mode=0o700, exist_ok=True)
-    with _ContainersLock(cdirs):
+    with Flock(os.path.join(cdirs, ".lock")):  # as ContainerStore.locked
         taken = _taken_names(cdirs)
         if name is None:
             name = random_name(taken)
@@ -374,7 +357,7 @@ def _start(
         _cleanup(root, plan, record, snaps, mounted=rootfs)
         return code
     write_exit(cdir, code, finished)
-    with _ContainersLock(os.path.join(root, "containers")):
+    with Flock(os.path.join(root, "containers", ".lock")):
         if os.path.exists(os.path.join(cdir, "state.json")):  # `rm -f` from elsewhere
             record.update(status="exited", exit_code=code, finished=finished, keeper_pid=0)
             _write_record(os.path.join(root, "containers"), record, durable=True)

@@ -11,13 +11,12 @@ budget. tests/snapshot/test_snapshot_direct.py holds the two to the same behavio
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 
 from lamina.atomic import write_atomic
 from lamina.errors import AlreadyExists, Conflict, InvalidFormat, NotFound
-from lamina.lite import dumps, loads, suppress
+from lamina.lite import Flock, dumps, loads, suppress
 from lamina.snapshot.fsutil import remove_tree
 from lamina.snapshot.held import TMP_PREFIX, Held
 
@@ -35,21 +34,6 @@ class ChainChanged(Conflict):
 
 
 _LOCK = "metadata.lock"
-
-
-class _Locked:
-    """The exclusive metadata lock (as MetaFile.locked)."""
-
-    def __init__(self, root: str) -> None:
-        self._path = os.path.join(root, _LOCK)
-        self._fd = -1
-
-    def __enter__(self) -> None:
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self._fd)  # the only descriptor: closing it releases the lock
 
 
 def _read(root: str) -> dict[str, Any]:
@@ -96,7 +80,9 @@ def prepare_active(root: str, key: str, parent: str, chain: Sequence[int]) -> in
     last saw them (its cached run plan): Conflict when the metadata now says otherwise,
     so the caller never mounts layers that are not ``parent``'s.
     """
-    with _Locked(root):  # cleanup runs under this lock: it never sees `held` unlocked
+    with Flock(
+        os.path.join(root, _LOCK)
+    ):  # cleanup runs under this lock: it never sees `held` unlocked
         held = Held.make(root)
     sid = 0
     try:
@@ -104,7 +90,7 @@ def prepare_active(root: str, key: str, parent: str, chain: Sequence[int]) -> in
         os.mkdir(fs, 0o755)
         os.chmod(fs, 0o755)  # the root of a container: as images expect, whatever the umask
         os.mkdir(os.path.join(held.path, "work"), 0o700)
-        with _Locked(root):
+        with Flock(os.path.join(root, _LOCK)):
             doc = _read(root)
             records = doc["snapshots"]
             if key in records:
@@ -136,7 +122,7 @@ def prepare_active(root: str, key: str, parent: str, chain: Sequence[int]) -> in
 def remove_active(root: str, key: str) -> None:
     """Remove the active snapshot ``key`` (unmounted by the caller) and its directory;
     NotFound when there is none."""
-    with _Locked(root):
+    with Flock(os.path.join(root, _LOCK)):
         doc = _read(root)
         records = doc["snapshots"]
         rec = records.get(key)

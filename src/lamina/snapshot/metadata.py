@@ -14,7 +14,6 @@ Format (lamina's own, versioned)::
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -25,6 +24,7 @@ from typing import Any
 
 from lamina.atomic import write_atomic
 from lamina.errors import InvalidFormat, LaminaError
+from lamina.lite import Flock
 from lamina.snapshot.api import Kind
 
 SCHEMA_VERSION = 1
@@ -132,12 +132,8 @@ class MetaFile:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the exclusive metadata lock (no read, no write)."""
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with Flock(self.lock_path):
             yield
-        finally:
-            os.close(fd)  # the only descriptor: closing it releases the lock
 
     @contextmanager
     def update(self) -> Iterator[State]:
