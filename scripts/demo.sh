@@ -79,7 +79,7 @@ echo "registry at $url"
 
 step "lamina push demo/hello $url/demo/hello:1"
 "${LAMINA[@]}" --root "$root" push demo/hello "$url/demo/hello:1"
-step "lamina push demo/busybox $url/demo/busybox:1 (its layer is there already: nothing sent twice)"
+step "lamina push demo/busybox $url/demo/busybox:1 (its layer is mounted from demo/hello, not sent again)"
 "${LAMINA[@]}" --root "$root" push demo/busybox "$url/demo/busybox:1"
 
 step "lamina pull $url/demo/hello:1 into a fresh root, and run it"
