@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
+import pytest
 from aiohttp import web
+
+from helpers.cli import LAMINA
 
 if TYPE_CHECKING:
     from lamina.registry.client.pull import PullResult
@@ -313,3 +316,27 @@ def api_unpack(root: Path, ref: str, dest: Path) -> None:
 
     store = LocalStore(root)
     unpack_image(store, img.resolve(store, ref), str(dest))
+
+
+def lamina_cli(
+    root: Path,
+    *args: str,
+    authfile: Path | None = None,
+    input: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """The real `lamina` with ``--root root``; credentials in ``authfile`` (default: next
+    to the root). ``check`` fails the test with lamina's stderr on a non-zero exit."""
+    env = {**os.environ, "REGISTRY_AUTH_FILE": str(authfile or root.parent / "auth.json")}
+    proc = subprocess.run(
+        [*LAMINA, "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=input,
+        timeout=300,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"lamina {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc

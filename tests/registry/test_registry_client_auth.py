@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import stat
 import subprocess
 import threading
@@ -24,9 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from registry_client_support import DockerRegistry, free_port, start_docker_registry
+from registry_client_support import DockerRegistry, free_port, lamina_cli, start_docker_registry
 
-from helpers.cli import LAMINA
 from helpers.images import make_random_image
 from lamina.store.local import LocalStore
 
@@ -38,16 +36,7 @@ USER, PASSWORD = "alice", "s3cret-pw"
 def run(
     root: Path, authfile: Path, *args: str, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REGISTRY_AUTH_FILE": str(authfile)}
-    return subprocess.run(
-        [*LAMINA, "--root", str(root), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        input=input,
-        timeout=300,
-        check=False,
-    )
+    return lamina_cli(root, *args, authfile=authfile, input=input, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from registry_client_support import (
     api_unpack,
     start_docker_registry,
 )
+from registry_client_support import lamina_cli as run
 
-from helpers.cli import LAMINA
 from helpers.images import import_busybox, make_random_image, tree_contents
 from lamina.errors import DigestMismatch, SizeMismatch
 from lamina.image.api import NoProgress
@@ -46,21 +45,6 @@ def proxy(registry: DockerRegistry) -> Iterator[Proxy]:
     p = Proxy(registry.host).start()
     yield p
     p.stop()
-
-
-def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REGISTRY_AUTH_FILE": str(root.parent / "auth.json")}
-    proc = subprocess.run(
-        [*LAMINA, "--root", str(root), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"lamina {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
 
 
 def ingest_temps(root: Path) -> list[str]:

@@ -4,15 +4,14 @@ multi-platform index, pushed whole and pulled per platform. Against docker-regis
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from registry_client_support import DockerRegistry, api_push, api_unpack, start_docker_registry
+from registry_client_support import lamina_cli as run
 
-from helpers.cli import LAMINA
 from helpers.images import make_random_image, tree_contents
 from lamina.oci import mediatypes as mt
 from lamina.oci.descriptor import Descriptor
@@ -29,21 +28,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistr
     reg = start_docker_registry(tmp_path_factory.mktemp("interop-registry"))
     yield reg
     reg.stop()
-
-
-def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REGISTRY_AUTH_FILE": str(root.parent / "auth.json")}
-    proc = subprocess.run(
-        [*LAMINA, "--root", str(root), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"lamina {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
 
 
 def skopeo(*args: str) -> str:

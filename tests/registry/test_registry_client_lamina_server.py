@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import time
 import urllib.error
@@ -16,6 +15,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 from registry_client_support import Fault, Proxy, api_push, api_unpack, free_port
+from registry_client_support import lamina_cli as run
 
 from helpers.cli import LAMINA
 from helpers.images import make_random_image, tree_contents
@@ -84,23 +84,6 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc, host = _serve(tmp, "--htpasswd", str(htpasswd), "--token-key", str(tmp / "token.pem"))
     yield host
     _stop(proc)
-
-
-def run(
-    root: Path, *args: str, authfile: Path | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "REGISTRY_AUTH_FILE": str(authfile or root.parent / "auth.json")}
-    proc = subprocess.run(
-        [*LAMINA, "--root", str(root), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"lamina {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
 
 
 def test_round_trip_incremental_and_mount(tmp_path: Path, server: str) -> None:
