@@ -243,7 +243,6 @@ def _save_run_plan(
             init_files[name] = fh.read()
     config = image.config.config
     plan = fastrun.make_plan(
-        cstore.root,
         image_ref,
         refs_key=refs_key,
         record={

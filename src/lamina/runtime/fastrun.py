@@ -95,7 +95,6 @@ def host_facts() -> dict[str, Any]:
 
 
 def make_plan(
-    root: str,
     image: str,
     *,
     refs_key: list[int] | None,
@@ -141,19 +140,6 @@ def save_plan(root: str, plan: dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     # a cache: losing it to a power cut costs one slow run, so no fsync
     write_file_atomic(path, dumps(plan).encode(), durable=False)
-
-
-def drop_plans(root: str) -> None:
-    """Forget every plan (they are rebuilt by the next full runs)."""
-    directory = os.path.join(root, "cache", "run")
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return
-    for name in names:
-        if name.endswith(".json"):
-            with suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))
 
 
 def load_plan(root: str, image: str) -> dict[str, Any] | None:
