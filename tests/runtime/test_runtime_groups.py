@@ -53,7 +53,7 @@ def test_resolve_user_in_a_rootfs(tmp_path: Path) -> None:
 
 def test_build_sandbox_uses_the_shared_rule() -> None:
     """The build sandbox has no groups code of its own any more."""
-    import lamina.build.sandbox.runner as sandbox
+    import lamina.builder.sandbox.runner as sandbox
 
     text = Path(sandbox.__file__).read_text()
     assert "primary_in_groups=True" in text

@@ -99,7 +99,7 @@ class _Plain:
         pass
 
     def __call__(self, event: object) -> None:
-        from lamina.build.api import Event
+        from lamina.builder.api import Event
 
         assert isinstance(event, Event)
         with self.lock:
@@ -114,7 +114,7 @@ class _Plain:
             self._plain(event)
 
     def _plain(self, event: object) -> None:
-        from lamina.build.api import Event
+        from lamina.builder.api import Event
 
         assert isinstance(event, Event)
         out = sys.stderr
@@ -163,7 +163,7 @@ class _Live(_Plain):
         self.live.start()
 
     def __call__(self, event: object) -> None:
-        from lamina.build.api import Event
+        from lamina.builder.api import Event
 
         assert isinstance(event, Event)
         with self.lock:
@@ -219,10 +219,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
-    from lamina.build.api import BuildOptions, Event, StepFailed
-    from lamina.build.dockerfile.parser import parse
-    from lamina.build.executor import Builder
-    from lamina.build.plan import automatic_args, plan
+    from lamina.builder.api import BuildOptions, Event, StepFailed
+    from lamina.builder.dockerfile.parser import parse
+    from lamina.builder.executor import Builder
+    from lamina.builder.plan import automatic_args, plan
     from lamina.cli.output import open_store
     from lamina.errors import LaminaError
     from lamina.oci.platform import Platform

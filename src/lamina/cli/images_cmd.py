@@ -204,8 +204,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     store = open_store(args)
     snapshots = cache_records = 0
     if not args.dry_run:
-        from lamina.build.cache import BuildCache
-        from lamina.build.sandbox.workbench import Workbench
+        from lamina.builder.cache import BuildCache
+        from lamina.builder.sandbox.workbench import Workbench
 
         # What killed builds left goes first, so the snapshots and blobs it held are
         # free for the sweeps. Build cache records are no gc roots (a prune may take

@@ -9,7 +9,7 @@ pattern modifiers ``${name#p}``, ``${name##p}``, ``${name%p}``, ``${name%%p}``,
 nothing.
 
 The escape character is a parameter (``# escape=`` may make it a backtick). One lexer
-serves both the Containerfile parser (:mod:`lamina.build.dockerfile.words`) and ``--change``
+serves both the Containerfile parser (:mod:`lamina.builder.dockerfile.words`) and ``--change``
 (:mod:`lamina.oci.changes`), which Docker parses with the same rules.
 """
 
