@@ -39,7 +39,7 @@ WORK = Path(os.environ.get("LAMINA_BENCH_TMPFS", "/dev/shm/lamina-bench-compress
 def _commit_worker(kind: str, level: str, tree: str, out_path: str) -> None:
     from lamina.layers.api import Entry, EntryType
     from lamina.layers.pipeline import LayerSink
-    from lamina.layers.tarstream import TarWriter
+    from lamina.layers.tar import TarWriter
 
     seen: dict[tuple[int, int], str] = {}
     with (
@@ -95,7 +95,7 @@ def _commit_worker(kind: str, level: str, tree: str, out_path: str) -> None:
 
 def _read_worker(blob: str, diff_id: str) -> None:
     from lamina.layers.pipeline import verified_layer_stream
-    from lamina.layers.tarstream import read_entries
+    from lamina.layers.tar import read_entries
     from lamina.oci.digest import Digest
 
     buf = bytearray(1 << 20)

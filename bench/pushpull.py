@@ -53,7 +53,7 @@ def _make_image(root: Path) -> None:
     from lamina.image.importer import build_image
     from lamina.image.layer_io import write_layer
     from lamina.layers.api import Entry, EntryType
-    from lamina.layers.tarstream import TarWriter
+    from lamina.layers.tar import TarWriter
     from lamina.oci.config import History, ImageConfig
     from lamina.oci.platform import Platform
     from lamina.store.local import LocalStore

@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from lamina.layers.api import Entry, EntryType
-from lamina.layers.tarstream import TarWriter
+from lamina.layers.tar import TarWriter
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import canonical_json
 from lamina.oci.descriptor import Descriptor

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from lamina.image.importer import build_image, import_rootfs
 from lamina.image.layer_io import LayerWritten, write_layer
 from lamina.layers.api import Entry, EntryType
-from lamina.layers.tarstream import TarWriter
+from lamina.layers.tar import TarWriter
 from lamina.oci.config import History, ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.platform import Platform

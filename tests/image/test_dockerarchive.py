@@ -574,7 +574,7 @@ import isal.igzip as igzip
 from lamina.image.dockerarchive import export_docker_archive, load_archive
 from lamina.image.layout import export_oci_layout
 from lamina.layers.api import Entry, EntryType
-from lamina.layers.tarstream import TarWriter
+from lamina.layers.tar import TarWriter
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import canonical_json
 from lamina.oci.descriptor import Descriptor

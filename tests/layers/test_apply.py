@@ -23,7 +23,7 @@ from lamina.errors import InvalidFormat, Unsafe
 from lamina.layers import fsops
 from lamina.layers.api import Entry, EntryType, Limits
 from lamina.layers.apply import ApplyStats, apply_layer
-from lamina.layers.tarstream import TarWriter
+from lamina.layers.tar import TarWriter
 
 # build_tree gives files to uid 0 and the applier chowns: root throughout
 pytestmark = pytest.mark.root

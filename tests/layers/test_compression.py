@@ -17,7 +17,7 @@ from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsuppo
 from lamina.layers import compression as comp
 from lamina.layers.api import Entry, EntryType, Limits
 from lamina.layers.compression import detect, make_compressor, open_decompressed
-from lamina.layers.tarstream import TarWriter
+from lamina.layers.tar import TarWriter
 
 
 class Trickle(io.RawIOBase):

@@ -26,7 +26,7 @@ from lamina.errors import (
 from lamina.layers.api import Entry, EntryType, Limits
 from lamina.layers.compression import open_decompressed
 from lamina.layers.pipeline import LayerResult, LayerSink, verified_layer_stream
-from lamina.layers.tarstream import TarWriter, read_entries
+from lamina.layers.tar import TarWriter, read_entries
 from lamina.oci import mediatypes as mt
 from lamina.oci.digest import Digest
 
@@ -355,7 +355,7 @@ _BIG_LAYER_SCRIPT = """
 import io, sys
 from lamina.layers.api import Entry, EntryType, Limits
 from lamina.layers.pipeline import LayerSink, verified_layer_stream
-from lamina.layers.tarstream import TarWriter, read_entries
+from lamina.layers.tar import TarWriter, read_entries
 
 SIZE = int(sys.argv[1])
 

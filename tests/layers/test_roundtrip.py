@@ -38,7 +38,7 @@ from helpers.tree import (
 )
 from lamina.layers.apply import apply_layer
 from lamina.layers.diff import diff_overlay_upper, diff_trees
-from lamina.layers.tarstream import TarWriter
+from lamina.layers.tar import TarWriter
 
 pytestmark = pytest.mark.root
 

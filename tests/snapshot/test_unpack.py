@@ -29,7 +29,7 @@ from lamina.image.snapshots import (
 )
 from lamina.image.unpack import unpack_image
 from lamina.layers.api import Entry, EntryType
-from lamina.layers.tarstream import TarWriter
+from lamina.layers.tar import TarWriter
 from lamina.oci.config import History, ImageConfig
 from lamina.oci.ids import chain_ids
 from lamina.oci.platform import Platform

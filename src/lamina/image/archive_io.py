@@ -37,10 +37,10 @@ from lamina.errors import (
     NotFound,
     Unsafe,
 )
-from lamina.layers import compression, tarfmt
+from lamina.layers import compression, tar
 from lamina.layers.api import Entry, EntryType, Limits, Readable
 from lamina.layers.compression import DecompressedStream
-from lamina.layers.tarstream import TarWriter, read_entries
+from lamina.layers.tar import TarWriter, read_entries
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES
 from lamina.oci.descriptor import Descriptor
@@ -489,7 +489,7 @@ def list_member_names(path: str, wanted: set[str]) -> set[str]:
     except FileNotFoundError as exc:
         raise NotFound(f"{path} does not exist") from exc
     with f:
-        if compression.detect(f.read(tarfmt.BLOCK_SIZE)):
+        if compression.detect(f.read(tar.BLOCK_SIZE)):
             f.seek(0)
             plain = compression.open_decompressed(f, None, ARCHIVE_LIMITS)
             for entry, _ in read_entries(plain, ARCHIVE_LIMITS):
@@ -501,19 +501,19 @@ def list_member_names(path: str, wanted: set[str]) -> set[str]:
         pax_path: bytes | None = None
         while True:
             offset = f.tell()
-            block = f.read(tarfmt.BLOCK_SIZE)
-            if len(block) < tarfmt.BLOCK_SIZE or block == tarfmt.ZERO_BLOCK:
+            block = f.read(tar.BLOCK_SIZE)
+            if len(block) < tar.BLOCK_SIZE or block == tar.ZERO_BLOCK:
                 return found
-            hdr = tarfmt.decode_header(block, offset)
-            body = hdr.size + tarfmt.padding(hdr.size)
-            if hdr.typeflag in (tarfmt.PAX_LOCAL, tarfmt.PAX_LOCAL_SOLARIS, tarfmt.GNU_LONGNAME):
+            hdr = tar.decode_header(block, offset)
+            body = hdr.size + tar.padding(hdr.size)
+            if hdr.typeflag in (tar.PAX_LOCAL, tar.PAX_LOCAL_SOLARIS, tar.GNU_LONGNAME):
                 if hdr.size > MAX_DOCUMENT_BYTES:
                     raise LimitExceeded(f"tar extended header at offset {offset} is too big")
                 data = f.read(body)[: hdr.size]
-                if hdr.typeflag == tarfmt.GNU_LONGNAME:
-                    long_name = tarfmt.cstr(data)
+                if hdr.typeflag == tar.GNU_LONGNAME:
+                    long_name = tar.cstr(data)
                 else:
-                    pax_path = tarfmt.parse_pax(data, offset).get("path", pax_path)
+                    pax_path = tar.parse_pax(data, offset).get("path", pax_path)
                 continue
             raw = pax_path if pax_path is not None else long_name or hdr.name
             long_name = pax_path = None

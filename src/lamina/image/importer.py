@@ -23,7 +23,7 @@ from lamina.image.layer_io import write_layer
 from lamina.layers.api import DEFAULT_LIMITS
 from lamina.layers.compression import open_decompressed
 from lamina.layers.diff import diff_trees
-from lamina.layers.tarstream import TarWriter, read_entries
+from lamina.layers.tar import TarWriter, read_entries
 from lamina.oci import mediatypes as mt
 from lamina.oci.changes import apply_changes
 from lamina.oci.config import History, ImageConfig

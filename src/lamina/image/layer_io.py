@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from lamina.layers.api import DEFAULT_LIMITS, Limits
 from lamina.layers.pipeline import LayerSink, VerifiedLayerStream, verified_layer_stream
-from lamina.layers.tarstream import TarWriter
+from lamina.layers.tar import TarWriter
 from lamina.oci import mediatypes as mt
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest

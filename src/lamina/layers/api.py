@@ -4,8 +4,8 @@ A layer is an OCI changeset (image-spec layer.md): a tar stream, optionally comp
 whose entries add or replace paths, and whose whiteouts delete paths of the layers
 below. This module holds only values; the modules that do the work are:
 
-- ``tarfmt``      tar headers, encode and decode (ustar, PAX, GNU long names), no I/O
-- ``tarstream``   :func:`read_entries` (a streaming reader) and :class:`TarWriter`
+- ``tar``         tar headers both ways (ustar, PAX, GNU long names), :func:`read_entries`
+                  (a streaming reader) and :class:`TarWriter`, no filesystem
 - ``compression`` gzip (parallel), zstd, detection by magic bytes, bomb caps
 - ``fsops``       the fd walk that resolves paths inside a root without following links
 - ``apply``       a layer stream onto a directory or an overlay upper dir

@@ -14,7 +14,7 @@ Two targets (image-spec layer.md, "Applying Changesets" and "Whiteouts"):
   the parents of what it writes, so only hand-made layers are affected.
 
 Security (ARCHITECTURE.md §5, research §4.3): names arrive clean from
-:func:`~lamina.layers.tarstream.read_entries` (no ``..``, no absolute paths, the root
+:func:`~lamina.layers.tar.stream.read_entries` (no ``..``, no absolute paths, the root
 never replaced); parents are resolved inside the root by :class:`~lamina.layers.fsops.Root`
 (a symlink from the image is followed chroot-style, never to the host); an existing leaf
 is removed before anything is made there unless both are directories, so nothing is
@@ -53,7 +53,7 @@ from lamina.layers.api import (
     Limits,
     Readable,
 )
-from lamina.layers.tarstream import EntryReader, read_entries
+from lamina.layers.tar.stream import EntryReader, read_entries
 
 CHUNK = 1 << 20
 HOLE_BLOCK = 4096  # runs of zero blocks this big (aligned) become holes

@@ -27,7 +27,8 @@ from isal import isal_zlib
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsupported
 from lamina.layers.api import DEFAULT_LIMITS, Limits, Readable
 from lamina.layers.chunked import ChunkedReader
-from lamina.layers.tarfmt import BLOCK_SIZE, ZERO_BLOCK, decode_header
+from lamina.layers.tar.blocks import BLOCK_SIZE, ZERO_BLOCK
+from lamina.layers.tar.decode import decode_header
 
 CHUNK = 1 << 20
 RATIO_FLOOR = 64 << 20  # the ratio cap applies past this many decompressed bytes

@@ -21,7 +21,7 @@ first in layer order as the file and the rest as hardlinks to it (so the layer n
 links to a file it does not carry). Sockets are skipped. Entries carry uid/gid numbers,
 no user or group names; ``clamp_mtime_ns`` (SOURCE_DATE_EPOCH) caps every mtime.
 
-Both functions write into a :class:`~lamina.layers.tarstream.TarWriter` and do not close
+Both functions write into a :class:`~lamina.layers.tar.stream.TarWriter` and do not close
 it. The trees must not change meanwhile (Conflict if a file visibly did).
 """
 
@@ -41,7 +41,7 @@ from lamina.layers.api import (
     EntryType,
     LayerStats,
 )
-from lamina.layers.tarstream import TarWriter
+from lamina.layers.tar.stream import TarWriter
 from lamina.layers.walk import Node, TreeReader, same_content, sort_key
 
 _UPPER_SKIP_XATTRS = ("security.selinux",)  # overlay xattrs are read, then interpreted

@@ -1,6 +1,6 @@
 """The one-pass layer pipeline: tar bytes in, compressed blob out, both digests on the way.
 
-Commit, diff and import produce a tar stream with :class:`~lamina.layers.tarstream.TarWriter`
+Commit, diff and import produce a tar stream with :class:`~lamina.layers.tar.stream.TarWriter`
 and hand it to a :class:`LayerSink`. The sink hashes the uncompressed stream (the layer's
 ``diff_id``, image-spec config.md "rootfs"), compresses it, hashes the compressed bytes
 (the descriptor's ``digest``) and writes them to an output, in one pass::

@@ -35,7 +35,7 @@ from lamina.layers import compression
 from lamina.layers.api import DEFAULT_LIMITS, Limits
 from lamina.layers.apply import apply_layer
 from lamina.layers.chunked import ChunkedReader
-from lamina.layers.tarfmt import BLOCK_SIZE, ZERO_BLOCK, decode_header
+from lamina.layers.tar import BLOCK_SIZE, ZERO_BLOCK, decode_header
 
 CHUNK = 1 << 20
 BZIP2_MAGIC = b"BZh"

@@ -242,7 +242,7 @@ class Workbench:
         from lamina.image.layer_io import write_layer
         from lamina.image.snapshots import LABEL_DIFF_ID
         from lamina.layers.diff import diff_overlay_upper
-        from lamina.layers.tarstream import TarWriter
+        from lamina.layers.tar import TarWriter
         from lamina.snapshot.mount import mount_all, unmount
 
         top = self.materialize(layers, config)

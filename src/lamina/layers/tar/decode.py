@@ -1,12 +1,8 @@
-"""Tar headers, decoded and encoded, with no I/O.
+"""Tar headers decoded into :class:`~lamina.layers.api.Entry` values, with no I/O.
 
 Formats read: POSIX ustar (``ustar\\0`` ``00``), GNU (``ustar  \\0``, base-256 numbers,
 ``L``/``K`` long names), old v7 (no magic), POSIX.1-2001 PAX extended headers (``x``,
-and ``g`` which is parsed, capped and ignored). Formats written: ustar when every field
-fits, else ustar preceded by one PAX ``x`` header.
-
-Names are decoded as UTF-8 with ``surrogateescape``, so a name that is not UTF-8 comes
-back as the same bytes when encoded again (``os`` functions do the same on Linux).
+and ``g`` which is parsed, capped and ignored).
 
 Everything here is hostile-input code: every length is checked before use, PAX records
 are parsed by a linear hand-written parser (CPython's regex parser had a ReDoS,
@@ -21,23 +17,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsafe, Unsupported
+from lamina.errors import InvalidFormat, LimitExceeded, Unsafe, Unsupported
 from lamina.layers.api import DEFAULT_LIMITS, Entry, EntryType, Limits
-
-BLOCK_SIZE = 512
-ZERO_BLOCK = bytes(BLOCK_SIZE)
-NUL = b"\0"
-
-USTAR_MAGIC = b"ustar\x0000"  # POSIX: magic "ustar\0" + version "00"
-GNU_MAGIC = b"ustar  \x00"  # GNU: magic "ustar " + version " \0"
-
-# type flags of the extended headers that modify the next entry
-PAX_LOCAL = b"x"
-PAX_LOCAL_SOLARIS = b"X"  # Solaris spelling of "x"; same content
-PAX_GLOBAL = b"g"
-GNU_LONGNAME = b"L"
-GNU_LONGLINK = b"K"
-EXTENDED_TYPES = frozenset({PAX_LOCAL, PAX_LOCAL_SOLARIS, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK})
+from lamina.layers.tar.blocks import (
+    BLOCK_SIZE,
+    EXTENDED_TYPES,
+    GNU_MAGIC,
+    NUL,
+    USTAR_MAGIC,
+    name_bytes,
+    name_text,
+)
 
 _TYPES: dict[bytes, EntryType] = {
     b"0": EntryType.FILE,
@@ -58,22 +48,7 @@ _UNSUPPORTED_TYPES = {
     b"V": "GNU volume label",
 }
 
-_MAX_OCTAL_7 = 0o7777777  # 8-byte field: 7 digits + NUL
-_MAX_OCTAL_11 = 0o77777777777  # 12-byte field: 11 digits + NUL
 _MAX_PAX_NUMBER_DIGITS = 20  # 2**63 has 19 digits; longer is hostile
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def _raw(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-def cstr(field: bytes) -> bytes:
-    """A NUL-terminated field (the field may also be full, without a NUL)."""
-    return field.partition(NUL)[0]
 
 
 # --------------------------------------------------------------------------- numbers
@@ -96,10 +71,6 @@ def parse_number(field: bytes, offset: int = 0) -> int:
     elif not text:
         return 0
     raise InvalidFormat(f"corrupt tar header at offset {offset}: bad number {text[:16]!r}")
-
-
-def is_zero_block(block: bytes) -> bool:
-    return block == ZERO_BLOCK
 
 
 # --------------------------------------------------------------------------- headers
@@ -218,10 +189,6 @@ def decode_header(block: bytes, offset: int = 0) -> Header:
     )
 
 
-def padding(size: int) -> int:
-    return -size % BLOCK_SIZE
-
-
 # --------------------------------------------------------------------------- PAX
 
 
@@ -284,7 +251,7 @@ def _unpercent(text: str) -> str:
     """libarchive %-encodes xattr names in ``LIBARCHIVE.xattr.*`` keys."""
     if "%" not in text:
         return text
-    raw = _raw(text)
+    raw = name_bytes(text)
     out = bytearray()
     i = 0
     while i < len(raw):
@@ -297,7 +264,7 @@ def _unpercent(text: str) -> str:
         else:
             out.append(raw[i])
             i += 1
-    return _text(bytes(out))
+    return name_text(bytes(out))
 
 
 # --------------------------------------------------------------------------- names
@@ -325,13 +292,13 @@ def clean_name(raw: str, limits: Limits = DEFAULT_LIMITS) -> str:
         len(p) > limits.max_component_bytes // 4 for p in parts
     ):
         # cheap test first (a str is at most 4 bytes per char), exact test in bytes next
-        raw_name = _raw(name)
+        raw_name = name_bytes(name)
         if len(raw_name) > limits.max_name_bytes:
             raise LimitExceeded(
                 f"tar member name is {len(raw_name)} bytes, over the {limits.max_name_bytes} limit"
             )
         for p in parts:
-            if len(_raw(p)) > limits.max_component_bytes:
+            if len(name_bytes(p)) > limits.max_component_bytes:
                 raise LimitExceeded(
                     f"tar member {name[:64]!r}... has a component over"
                     f" {limits.max_component_bytes} bytes"
@@ -380,12 +347,12 @@ def build_entry(
     raw_name = pax.get("path") or longname or hdr.name
     if hdr.typeflag == b"\0" and raw_name.endswith(b"/"):
         kind = EntryType.DIR  # old tars marked directories by a trailing slash only
-    name = clean_name(_text(raw_name), limits)
+    name = clean_name(name_text(raw_name), limits)
     if not name:
         if kind is EntryType.DIR:
             return None
         raise Unsafe(
-            f"tar entry {_text(raw_name)!r} would replace the root directory with a"
+            f"tar entry {name_text(raw_name)!r} would replace the root directory with a"
             f" {kind.name.lower()}",
             hint="the layer is hostile (CVE-2021-29136); do not use this image",
         )
@@ -393,7 +360,7 @@ def build_entry(
     raw_link = pax.get("linkpath") or longlink or hdr.linkname
     linkname = ""
     if kind is EntryType.HARDLINK:
-        linkname = clean_name(_text(raw_link), limits)
+        linkname = clean_name(name_text(raw_link), limits)
         if not linkname:
             raise Unsafe(f"hardlink {name!r} points at the root directory")
     elif kind is EntryType.SYMLINK:
@@ -403,7 +370,7 @@ def build_entry(
             raise InvalidFormat(f"symlink {name!r} has an empty target")
         if len(raw_link) > limits.max_name_bytes:
             raise LimitExceeded(f"symlink {name!r} has a target over {limits.max_name_bytes} bytes")
-        linkname = _text(raw_link)
+        linkname = name_text(raw_link)
 
     size = hdr.size
     uid, gid = hdr.uid, hdr.gid
@@ -457,185 +424,9 @@ def build_entry(
         size=size,
         mtime_ns=mtime_ns,
         linkname=linkname,
-        uname=_text(uname),
-        gname=_text(gname),
+        uname=name_text(uname),
+        gname=name_text(gname),
         devmajor=devmajor,
         devminor=devminor,
         xattrs=MappingProxyType(xattrs) if xattrs else _EMPTY_XATTRS,
     )
-
-
-# --------------------------------------------------------------------------- encoding
-
-_TYPEFLAG = {kind: kind.value.encode() for kind in EntryType}
-
-
-def _oct(value: int, width: int) -> bytes:
-    return b"%0*o\0" % (width - 1, value)
-
-
-def _block(  # noqa: PLR0917 -- positional on purpose: called once per entry on the hot path
-    name: bytes,
-    prefix: bytes,
-    mode: int,
-    uid: int,
-    gid: int,
-    size: int,
-    mtime: int,
-    typeflag: bytes,
-    linkname: bytes,
-    uname: bytes,
-    gname: bytes,
-    devmajor: int,
-    devminor: int,
-) -> bytes:
-    blk = bytearray(
-        b"".join(
-            (
-                name.ljust(100, NUL),
-                _oct(mode, 8),
-                _oct(uid, 8),
-                _oct(gid, 8),
-                _oct(size, 12),
-                _oct(mtime, 12),
-                b"        ",
-                typeflag,
-                linkname.ljust(100, NUL),
-                USTAR_MAGIC,
-                uname.ljust(32, NUL),
-                gname.ljust(32, NUL),
-                _oct(devmajor, 8),
-                _oct(devminor, 8),
-                prefix.ljust(155, NUL),
-                bytes(12),
-            )
-        )
-    )
-    blk[148:156] = b"%06o\0 " % sum(blk)
-    return bytes(blk)
-
-
-def _split_ustar(name: bytes) -> tuple[bytes, bytes] | None:
-    """(prefix, name) fitting ustar's 155 + 100 bytes, or None."""
-    if len(name) <= 100:
-        return b"", name
-    cut = name.rfind(b"/", 0, min(len(name) - 1, 156))
-    if cut <= 0 or len(name) - cut - 1 > 100:
-        return None
-    return name[:cut], name[cut + 1 :]
-
-
-def pax_record(key: str, value: bytes) -> bytes:
-    body = b" " + key.encode("utf-8") + b"=" + value + b"\n"
-    # the length counts its own digits: grow until it is stable
-    n = len(body) + 1
-    while len(str(n)) + len(body) != n:
-        n = len(str(n)) + len(body)
-    return str(n).encode() + body
-
-
-def _is_clean(name: str) -> bool:
-    s = "/" + name + "/"
-    return not ("//" in s or "/./" in s or "/../" in s or "\0" in s)
-
-
-def encode_entry(entry: Entry) -> bytes:
-    """The header block(s) for one entry: a ustar header, preceded by a PAX header when
-    a field does not fit ustar. Deterministic: the same Entry gives the same bytes.
-
-    Sub-second mtimes are dropped (integer seconds are written); uname and gname are
-    written as given.
-    """
-    name = entry.name
-    if not _is_clean(name):
-        raise InvalidArgument(f"tar entry name {name!r} is not a clean relative path")
-    if entry.mode & ~0o7777 or entry.mode < 0:
-        raise InvalidArgument(f"tar entry {name!r} has mode {entry.mode:#o} beyond 0o7777")
-    kind = entry.type
-    size = entry.size if kind is EntryType.FILE else 0
-    if size < 0 or entry.uid < 0 or entry.gid < 0:
-        raise InvalidArgument(f"tar entry {name!r} has a negative size, uid or gid")
-    pax: list[bytes] = []
-
-    binary = False  # a name that is not UTF-8 needs "hdrcharset=BINARY" (POSIX pax)
-    raw_name = _raw(name + "/" if kind is EntryType.DIR else name)
-    split = _split_ustar(raw_name) if name.isascii() else None
-    if split is None:
-        pax.append(pax_record("path", raw_name))
-        split = b"", raw_name[:100]
-        binary = not _is_utf8(raw_name)
-
-    raw_link = b""
-    if kind is EntryType.HARDLINK or kind is EntryType.SYMLINK:
-        if not entry.linkname or "\0" in entry.linkname:
-            raise InvalidArgument(f"tar entry {name!r} has an empty or NUL link target")
-        raw_link = _raw(entry.linkname)
-        if len(raw_link) > 100 or not entry.linkname.isascii():
-            pax.append(pax_record("linkpath", raw_link))
-            binary = binary or not _is_utf8(raw_link)
-            raw_link = raw_link[:100]
-
-    if size > _MAX_OCTAL_11:
-        pax.append(pax_record("size", b"%d" % size))
-        size = 0
-    uid, gid = entry.uid, entry.gid
-    if uid > _MAX_OCTAL_7:
-        pax.append(pax_record("uid", b"%d" % uid))
-        uid = 0
-    if gid > _MAX_OCTAL_7:
-        pax.append(pax_record("gid", b"%d" % gid))
-        gid = 0
-    uname, gname = _raw(entry.uname), _raw(entry.gname)
-    if len(uname) > 32 or not entry.uname.isascii():
-        pax.append(pax_record("uname", uname))
-        uname = b""
-    if len(gname) > 32 or not entry.gname.isascii():
-        pax.append(pax_record("gname", gname))
-        gname = b""
-    mtime = entry.mtime_ns // 1_000_000_000
-    if mtime < 0 or mtime > _MAX_OCTAL_11:
-        pax.append(pax_record("mtime", b"%d" % mtime))
-        mtime = 0
-    devmajor, devminor = entry.devmajor, entry.devminor
-    if kind is not EntryType.CHAR and kind is not EntryType.BLOCK:
-        devmajor = devminor = 0
-    elif not (0 <= devmajor <= _MAX_OCTAL_7 and 0 <= devminor <= _MAX_OCTAL_7):
-        raise InvalidArgument(f"device {name!r} has numbers {devmajor},{devminor} out of range")
-    if entry.xattrs:
-        for xname in sorted(entry.xattrs):
-            if not xname or "\0" in xname or "=" in xname:
-                raise InvalidArgument(f"tar entry {name!r} has an invalid xattr name {xname!r}")
-            pax.append(pax_record("SCHILY.xattr." + xname, bytes(entry.xattrs[xname])))
-
-    header = _block(
-        split[1],
-        split[0],
-        entry.mode,
-        uid,
-        gid,
-        size,
-        mtime,
-        _TYPEFLAG[kind],
-        raw_link,
-        uname[:32],
-        gname[:32],
-        devmajor,
-        devminor,
-    )
-    if not pax:
-        return header
-    if binary:
-        pax.insert(0, pax_record("hdrcharset", b"BINARY"))
-    payload = b"".join(pax)
-    pax_header = _block(
-        b"././@PaxHeader", b"", 0o644, 0, 0, len(payload), 0, PAX_LOCAL, b"", b"", b"", 0, 0
-    )
-    return b"".join((pax_header, payload, bytes(padding(len(payload))), header))
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True

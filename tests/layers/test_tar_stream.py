@@ -1,4 +1,4 @@
-"""The streaming tar reader and the tar writer (lamina.layers.tarstream).
+"""The streaming tar reader and the tar writer (lamina.layers.tar.stream).
 
 Interop: GNU tar reads what TarWriter writes; read_entries reads what GNU tar (every
 format) and CPython's tarfile write. Hostile streams are refused with lamina errors.
@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsafe, Unsupported
-from lamina.layers import tarfmt
 from lamina.layers.api import Entry, EntryType, Limits
-from lamina.layers.tarstream import TarWriter, read_entries
+from lamina.layers.tar import TarWriter, read_entries
+from lamina.layers.tar import blocks as tar_blocks
+from lamina.layers.tar import encode as tar_encode
 
 
 def write_tar(items: list[tuple[Entry, bytes]]) -> bytes:
@@ -252,7 +253,7 @@ def test_truncated_stream(cut: int) -> None:
 
 
 def test_truncated_after_extended_header_only() -> None:
-    data = tarfmt.encode_entry(Entry("p/" * 150 + "q", EntryType.FILE))[:-512]
+    data = tar_encode.encode_entry(Entry("p/" * 150 + "q", EntryType.FILE))[:-512]
     with pytest.raises(InvalidFormat, match="truncated"):
         read_all(data)
     with pytest.raises(InvalidFormat, match="no entry"):
@@ -281,23 +282,23 @@ def test_garbage_is_not_a_tar() -> None:
 
 
 def raw_member(typeflag: bytes, payload: bytes, name: bytes = b"././@LongLink") -> bytes:
-    hdr = tarfmt._block(name, b"", 0o644, 0, 0, len(payload), 0, typeflag, b"", b"", b"", 0, 0)
-    return hdr + payload + bytes(tarfmt.padding(len(payload)))
+    hdr = tar_encode._block(name, b"", 0o644, 0, 0, len(payload), 0, typeflag, b"", b"", b"", 0, 0)
+    return hdr + payload + bytes(tar_blocks.padding(len(payload)))
 
 
 def test_oversized_pax_header_is_refused_before_reading() -> None:
     limits = Limits(max_header_bytes=4096)
-    payload = tarfmt.pax_record("path", b"a" * 5000)
+    payload = tar_encode.pax_record("path", b"a" * 5000)
     data = raw_member(b"x", payload) + write_tar([f("x")])
     with pytest.raises(LimitExceeded, match="extended header"):
         read_all(data, limits)
     # a header that claims 8 GiB without sending it is refused on the header alone
-    huge = tarfmt._block(b"h", b"", 0o644, 0, 0, 0o77777777777, 0, b"x", b"", b"", b"", 0, 0)
+    huge = tar_encode._block(b"h", b"", 0o644, 0, 0, 0o77777777777, 0, b"x", b"", b"", b"", 0, 0)
     with pytest.raises(LimitExceeded):
         read_all(huge)
     # the default cap (1 MiB) also holds
     with pytest.raises(LimitExceeded):
-        read_all(raw_member(b"x", tarfmt.pax_record("path", b"a" * (1 << 20))))
+        read_all(raw_member(b"x", tar_encode.pax_record("path", b"a" * (1 << 20))))
 
 
 def test_gnu_long_name_over_the_cap() -> None:
@@ -309,18 +310,18 @@ def test_gnu_long_name_over_the_cap() -> None:
 
 def test_many_small_extended_headers_are_capped_together() -> None:
     limits = Limits(max_header_bytes=8192)
-    one = raw_member(b"x", tarfmt.pax_record("SCHILY.xattr.user.a", b"v" * 3000))
+    one = raw_member(b"x", tar_encode.pax_record("SCHILY.xattr.user.a", b"v" * 3000))
     with pytest.raises(LimitExceeded):
         read_all(one * 4 + write_tar([f("x")]), limits)
     # global headers do not accumulate
-    glob = raw_member(b"g", tarfmt.pax_record("comment", b"v" * 3000))
+    glob = raw_member(b"g", tar_encode.pax_record("comment", b"v" * 3000))
     assert [e.name for e, _ in read_all(glob * 10 + write_tar([f("x")]), limits)] == ["x"]
 
 
 def test_gnu_long_name_and_link_are_used() -> None:
     name = "d/" + "n" * 200 + "/" + "m" * 200
     link = "t" * 400
-    hdr = tarfmt._block(b"short", b"", 0o777, 0, 0, 0, 0, b"2", b"trunc", b"", b"", 0, 0)
+    hdr = tar_encode._block(b"short", b"", 0o777, 0, 0, 0, 0, b"2", b"trunc", b"", b"", 0, 0)
     data = (
         raw_member(b"L", name.encode() + b"\0")
         + raw_member(b"K", link.encode() + b"\0")
@@ -344,10 +345,10 @@ def test_hostile_names() -> None:
     with pytest.raises(Unsafe):
         read_all(raw_member(b"0", b"", name=b"../../etc/passwd") + bytes(1024))
     with pytest.raises(Unsafe, match="root"):
-        sym = tarfmt._block(b".", b"", 0o777, 0, 0, 0, 0, b"2", b"/etc", b"", b"", 0, 0)
+        sym = tar_encode._block(b".", b"", 0o777, 0, 0, 0, 0, b"2", b"/etc", b"", b"", 0, 0)
         read_all(sym + bytes(1024))
     # a root directory entry is skipped, the rest is read
-    root = tarfmt._block(b"./", b"", 0o755, 0, 0, 0, 0, b"5", b"", b"", b"", 0, 0)
+    root = tar_encode._block(b"./", b"", 0o755, 0, 0, 0, 0, b"5", b"", b"", b"", 0, 0)
     assert [e.name for e, _ in read_all(root + write_tar([f("a")]))] == ["a"]
 
 

@@ -18,8 +18,19 @@ from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded
-from lamina.layers import tarfmt
 from lamina.layers.api import DEFAULT_LIMITS, Entry, EntryType, Limits, Readable
+from lamina.layers.tar.blocks import (
+    BLOCK_SIZE,
+    EXTENDED_TYPES,
+    GNU_LONGLINK,
+    GNU_LONGNAME,
+    PAX_GLOBAL,
+    ZERO_BLOCK,
+    cstr,
+    padding,
+)
+from lamina.layers.tar.decode import build_entry, decode_header, parse_pax
+from lamina.layers.tar.encode import encode_entry
 
 CHUNK = 1 << 20
 _DIRECT_READ = 64 << 10  # readinto requests this big bypass the internal buffer
@@ -70,13 +81,13 @@ class _Source:
     def block(self) -> bytes | None:
         """The next 512-byte block; None at a clean EOF; truncated tar on a partial one."""
         off = self._off
-        if len(self._buf) - off >= tarfmt.BLOCK_SIZE:
-            self._off = off + tarfmt.BLOCK_SIZE
-            self.offset += tarfmt.BLOCK_SIZE
-            return self._buf[off : off + tarfmt.BLOCK_SIZE]
+        if len(self._buf) - off >= BLOCK_SIZE:
+            self._off = off + BLOCK_SIZE
+            self.offset += BLOCK_SIZE
+            return self._buf[off : off + BLOCK_SIZE]
         if len(self._buf) == off and not self._fill():
             return None
-        return self.exact(tarfmt.BLOCK_SIZE)
+        return self.exact(BLOCK_SIZE)
 
     def exact(self, n: int) -> bytes:
         parts: list[bytes] = []
@@ -215,19 +226,19 @@ def read_entries(
             if pending or pax or longname is not None or longlink is not None:
                 raise _truncated(src.offset)
             return
-        if block == tarfmt.ZERO_BLOCK:
+        if block == ZERO_BLOCK:
             if pending or pax or longname is not None or longlink is not None:
                 raise InvalidFormat(f"tar extended header at offset {offset} has no entry")
             second = src.block()
-            if second is not None and second != tarfmt.ZERO_BLOCK:
+            if second is not None and second != ZERO_BLOCK:
                 raise InvalidFormat(
                     f"corrupt tar: a lone zero block at offset {offset}",
                     hint="the layer is damaged",
                 )
             src.drain()
             return
-        hdr = tarfmt.decode_header(block, offset)
-        if hdr.typeflag in tarfmt.EXTENDED_TYPES:
+        hdr = decode_header(block, offset)
+        if hdr.typeflag in EXTENDED_TYPES:
             pending += hdr.size
             if hdr.size > cap or pending > cap:
                 raise LimitExceeded(
@@ -235,20 +246,20 @@ def read_entries(
                     hint="raise Limits.max_header_bytes if this layer is genuine",
                 )
             data = src.exact(hdr.size)
-            src.skip(tarfmt.padding(hdr.size))
+            src.skip(padding(hdr.size))
             flag = hdr.typeflag
-            if flag == tarfmt.GNU_LONGNAME:
-                longname = tarfmt.cstr(data)
-            elif flag == tarfmt.GNU_LONGLINK:
-                longlink = tarfmt.cstr(data)
-            elif flag == tarfmt.PAX_GLOBAL:
-                tarfmt.parse_pax(data, offset)  # checked, then ignored (as Go does)
+            if flag == GNU_LONGNAME:
+                longname = cstr(data)
+            elif flag == GNU_LONGLINK:
+                longlink = cstr(data)
+            elif flag == PAX_GLOBAL:
+                parse_pax(data, offset)  # checked, then ignored (as Go does)
                 pending -= hdr.size
             else:
-                pax.update(tarfmt.parse_pax(data, offset))
+                pax.update(parse_pax(data, offset))
             continue
 
-        entry = tarfmt.build_entry(
+        entry = build_entry(
             hdr, pax, longname=longname, longlink=longlink, limits=limits, offset=offset
         )
         size = 0 if entry is None else entry.size  # a skipped root is a dir: no data
@@ -263,12 +274,12 @@ def read_entries(
                 hint="raise Limits.max_entries if this layer is genuine",
             )
         if entry is None:
-            src.skip(size + tarfmt.padding(size))
+            src.skip(size + padding(size))
             continue
         reader = EntryReader(src, size)
         yield entry, reader
         reader._finish()
-        src.skip(tarfmt.padding(size))
+        src.skip(padding(size))
 
 
 class TarWriter:
@@ -283,7 +294,7 @@ class TarWriter:
 
     def __init__(self, sink: Sink, *, chunk_size: int = CHUNK) -> None:
         self._sink = sink
-        self._buf = bytearray(max(chunk_size, 16 * tarfmt.BLOCK_SIZE))
+        self._buf = bytearray(max(chunk_size, 16 * BLOCK_SIZE))
         self._view = memoryview(self._buf)
         self._n = 0
         self._closed = False
@@ -316,7 +327,7 @@ class TarWriter:
         FILE (only that many are read); it is ignored for other types."""
         if self._closed:
             raise InvalidArgument("TarWriter.add after close")
-        self._put(tarfmt.encode_entry(entry))
+        self._put(encode_entry(entry))
         self.entries += 1
         size = entry.size if entry.type is EntryType.FILE else 0
         if not size:
@@ -344,9 +355,9 @@ class TarWriter:
                 )
             self._n += got
             remaining -= got
-        pad = tarfmt.padding(size)
+        pad = padding(size)
         if pad:
-            self._put(tarfmt.ZERO_BLOCK[:pad])
+            self._put(ZERO_BLOCK[:pad])
 
     def add_bytes(self, entry: Entry, data: bytes) -> None:
         if entry.type is EntryType.FILE and len(data) != entry.size:
@@ -355,18 +366,18 @@ class TarWriter:
             )
         if self._closed:
             raise InvalidArgument("TarWriter.add after close")
-        self._put(tarfmt.encode_entry(entry))
+        self._put(encode_entry(entry))
         self.entries += 1
         if entry.type is EntryType.FILE and data:
             self._put(data)
-            pad = tarfmt.padding(len(data))
+            pad = padding(len(data))
             if pad:
-                self._put(tarfmt.ZERO_BLOCK[:pad])
+                self._put(ZERO_BLOCK[:pad])
 
     def close(self) -> None:
         """Write the end of archive (two zero blocks) and flush. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self._put(tarfmt.ZERO_BLOCK * 2)
+        self._put(ZERO_BLOCK * 2)
         self._flush()

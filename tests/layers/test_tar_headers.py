@@ -1,12 +1,14 @@
-"""Tar header encoding and decoding (lamina.layers.tarfmt), hostile cases included."""
+"""Tar header decoding and encoding (lamina.layers.tar), hostile cases included."""
 
 from __future__ import annotations
 
 import pytest
 
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsafe, Unsupported
-from lamina.layers import tarfmt
 from lamina.layers.api import Entry, EntryType, Limits
+from lamina.layers.tar import blocks as tar_blocks
+from lamina.layers.tar import decode as tar_decode
+from lamina.layers.tar import encode as tar_encode
 
 
 def header(**kw: object) -> bytes:
@@ -27,11 +29,11 @@ def header(**kw: object) -> bytes:
         "devminor": 0,
     }
     fields.update(kw)
-    return tarfmt._block(**fields)  # type: ignore[arg-type]
+    return tar_encode._block(**fields)  # type: ignore[arg-type]
 
 
 def decode(block: bytes, **pax: bytes) -> Entry | None:
-    return tarfmt.build_entry(tarfmt.decode_header(block), pax)
+    return tar_decode.build_entry(tar_decode.decode_header(block), pax)
 
 
 # ------------------------------------------------------------------ clean_name
@@ -53,47 +55,47 @@ def decode(block: bytes, **pax: bytes) -> Entry | None:
     ],
 )
 def test_clean_name(raw: str, clean: str) -> None:
-    assert tarfmt.clean_name(raw) == clean
+    assert tar_decode.clean_name(raw) == clean
 
 
 @pytest.mark.parametrize("raw", ["..", "../x", "a/../b", "/a/b/..", "a/..//", "./.."])
 def test_clean_name_refuses_dotdot(raw: str) -> None:
     with pytest.raises(Unsafe, match=r"'\.\.'"):
-        tarfmt.clean_name(raw)
+        tar_decode.clean_name(raw)
 
 
 def test_clean_name_refuses_nul_and_overlong() -> None:
     with pytest.raises(InvalidFormat, match="NUL"):
-        tarfmt.clean_name("a\0b")
+        tar_decode.clean_name("a\0b")
     limits = Limits(max_name_bytes=20, max_component_bytes=8, max_depth=3)
-    assert tarfmt.clean_name("12345678/b", limits) == "12345678/b"
+    assert tar_decode.clean_name("12345678/b", limits) == "12345678/b"
     with pytest.raises(LimitExceeded, match="component"):
-        tarfmt.clean_name("123456789/b", limits)
+        tar_decode.clean_name("123456789/b", limits)
     # a 3-byte UTF-8 char counts as 3 bytes
     with pytest.raises(LimitExceeded, match="component"):
-        tarfmt.clean_name("ééééé", limits)
+        tar_decode.clean_name("ééééé", limits)
     with pytest.raises(LimitExceeded, match="limit"):
-        tarfmt.clean_name("1234567/1234567/12345", limits)
+        tar_decode.clean_name("1234567/1234567/12345", limits)
     with pytest.raises(LimitExceeded, match="deep"):
-        tarfmt.clean_name("a/b/c/d", limits)
-    assert tarfmt.clean_name("a/b/c", limits) == "a/b/c"
+        tar_decode.clean_name("a/b/c/d", limits)
+    assert tar_decode.clean_name("a/b/c", limits) == "a/b/c"
 
 
 # ------------------------------------------------------------------ numbers
 
 
 def test_parse_number_octal_and_base256() -> None:
-    assert tarfmt.parse_number(b"0000644\0") == 0o644
-    assert tarfmt.parse_number(b"  644 \0") == 0o644
-    assert tarfmt.parse_number(b"\0\0\0") == 0
-    assert tarfmt.parse_number(b"17\0garbage") == 0o17
+    assert tar_decode.parse_number(b"0000644\0") == 0o644
+    assert tar_decode.parse_number(b"  644 \0") == 0o644
+    assert tar_decode.parse_number(b"\0\0\0") == 0
+    assert tar_decode.parse_number(b"17\0garbage") == 0o17
     big = 1 << 40
-    assert tarfmt.parse_number(b"\x80" + big.to_bytes(11, "big")) == big
-    assert tarfmt.parse_number((-5).to_bytes(12, "big", signed=True)) == -5
+    assert tar_decode.parse_number(b"\x80" + big.to_bytes(11, "big")) == big
+    assert tar_decode.parse_number((-5).to_bytes(12, "big", signed=True)) == -5
     with pytest.raises(InvalidFormat):
-        tarfmt.parse_number(b"0000698\0")
+        tar_decode.parse_number(b"0000698\0")
     with pytest.raises(InvalidFormat):
-        tarfmt.parse_number(b"+12\0")
+        tar_decode.parse_number(b"+12\0")
 
 
 # ------------------------------------------------------------------ checksum
@@ -103,11 +105,11 @@ def test_bad_checksum_is_corrupt_header_with_offset() -> None:
     blk = bytearray(header())
     blk[0] ^= 0x01
     with pytest.raises(InvalidFormat, match="corrupt tar header at offset 1536"):
-        tarfmt.decode_header(bytes(blk), 1536)
+        tar_decode.decode_header(bytes(blk), 1536)
     blk = bytearray(header())
     blk[148:156] = b"zzzzzz\0 "
     with pytest.raises(InvalidFormat, match="corrupt tar header at offset 0"):
-        tarfmt.decode_header(bytes(blk))
+        tar_decode.decode_header(bytes(blk))
 
 
 def test_signed_checksum_is_accepted() -> None:
@@ -115,7 +117,7 @@ def test_signed_checksum_is_accepted() -> None:
     blk[148:156] = b" " * 8
     signed = sum(b - 256 if b >= 128 else b for b in blk)
     blk[148:156] = b"%06o\0 " % signed
-    assert tarfmt.decode_header(bytes(blk)).name == "é".encode()
+    assert tar_decode.decode_header(bytes(blk)).name == "é".encode()
 
 
 # ------------------------------------------------------------------ PAX
@@ -123,20 +125,20 @@ def test_signed_checksum_is_accepted() -> None:
 
 def test_parse_pax_records() -> None:
     data = (
-        tarfmt.pax_record("path", "dir/ünï".encode())
-        + tarfmt.pax_record("SCHILY.xattr.user.bin", b"\0\n=\xff")
-        + tarfmt.pax_record("path", b"second/wins")
+        tar_encode.pax_record("path", "dir/ünï".encode())
+        + tar_encode.pax_record("SCHILY.xattr.user.bin", b"\0\n=\xff")
+        + tar_encode.pax_record("path", b"second/wins")
     )
-    recs = tarfmt.parse_pax(data)
+    recs = tar_decode.parse_pax(data)
     assert recs == {"path": b"second/wins", "SCHILY.xattr.user.bin": b"\0\n=\xff"}
 
 
 @pytest.mark.parametrize("n", [1, 5, 6, 7, 8, 95, 96, 97, 98, 99, 100, 994, 995, 996, 1000])
 def test_pax_record_length_counts_itself(n: int) -> None:
-    rec = tarfmt.pax_record("k", b"v" * n)
+    rec = tar_encode.pax_record("k", b"v" * n)
     length, _, _ = rec.partition(b" ")
     assert int(length) == len(rec)
-    assert tarfmt.parse_pax(rec) == {"k": b"v" * n}
+    assert tar_decode.parse_pax(rec) == {"k": b"v" * n}
 
 
 @pytest.mark.parametrize(
@@ -157,16 +159,16 @@ def test_pax_record_length_counts_itself(n: int) -> None:
 )
 def test_parse_pax_rejects_malformed(data: bytes) -> None:
     with pytest.raises(InvalidFormat):
-        tarfmt.parse_pax(data)
+        tar_decode.parse_pax(data)
 
 
 def test_parse_pax_is_linear_on_hostile_input() -> None:
     # CVE-2024-6232 fed CPython's regex a long run of digits and spaces; a linear
     # parser refuses it at once.
     with pytest.raises(InvalidFormat):
-        tarfmt.parse_pax(b"1" * 200_000 + b" " * 200_000)
-    payload = b"".join(tarfmt.pax_record(f"k{i}", b"v") for i in range(50_000))
-    assert len(tarfmt.parse_pax(payload)) == 50_000
+        tar_decode.parse_pax(b"1" * 200_000 + b" " * 200_000)
+    payload = b"".join(tar_encode.pax_record(f"k{i}", b"v") for i in range(50_000))
+    assert len(tar_decode.parse_pax(payload)) == 50_000
 
 
 def test_pax_fields_override_header() -> None:
@@ -293,15 +295,15 @@ def test_header_only_types_have_no_size() -> None:
 
 def test_formats_gnu_and_v7() -> None:
     blk = bytearray(header(name=b"n", prefix=b"would-be-ignored", uname=b"root"))
-    blk[257:265] = tarfmt.GNU_MAGIC
+    blk[257:265] = tar_blocks.GNU_MAGIC
     blk[148:156] = b"        "
     blk[148:156] = b"%06o\0 " % sum(blk)
-    hdr = tarfmt.decode_header(bytes(blk))
+    hdr = tar_decode.decode_header(bytes(blk))
     assert (hdr.format, hdr.name, hdr.uname) == ("gnu", b"n", b"root")
     blk[257:512] = bytes(255)
     blk[148:156] = b"        "
     blk[148:156] = b"%06o\0 " % sum(blk)
-    hdr = tarfmt.decode_header(bytes(blk))
+    hdr = tar_decode.decode_header(bytes(blk))
     assert (hdr.format, hdr.name, hdr.uname) == ("v7", b"n", b"")
 
 
@@ -309,44 +311,44 @@ def test_formats_gnu_and_v7() -> None:
 
 
 def roundtrip(entry: Entry) -> Entry:
-    data = tarfmt.encode_entry(entry)
+    data = tar_encode.encode_entry(entry)
     assert len(data) % 512 == 0
     blocks = [data[i : i + 512] for i in range(0, len(data), 512)]
     pax: dict[str, bytes] = {}
     if len(blocks) > 1:
-        hdr = tarfmt.decode_header(blocks[0])
+        hdr = tar_decode.decode_header(blocks[0])
         assert hdr.typeflag == b"x"
-        pax = tarfmt.parse_pax(b"".join(blocks[1:-1])[: hdr.size])
-    out = tarfmt.build_entry(tarfmt.decode_header(blocks[-1]), pax)
+        pax = tar_decode.parse_pax(b"".join(blocks[1:-1])[: hdr.size])
+    out = tar_decode.build_entry(tar_decode.decode_header(blocks[-1]), pax)
     assert out is not None
     return out
 
 
 def test_plain_entries_are_one_ustar_block() -> None:
     e = Entry("usr/bin/env", EntryType.FILE, mode=0o755, uid=0, gid=0, size=10, mtime_ns=10**18)
-    data = tarfmt.encode_entry(e)
+    data = tar_encode.encode_entry(e)
     assert len(data) == 512
-    assert data[257:265] == tarfmt.USTAR_MAGIC
+    assert data[257:265] == tar_blocks.USTAR_MAGIC
     assert roundtrip(e) == e
 
 
 def test_long_name_uses_ustar_prefix_then_pax() -> None:
     name = "p" * 150 + "/" + "n" * 100
-    data = tarfmt.encode_entry(Entry(name, EntryType.FILE))
+    data = tar_encode.encode_entry(Entry(name, EntryType.FILE))
     assert len(data) == 512  # fits prefix + name
     assert roundtrip(Entry(name, EntryType.FILE)).name == name
     longer = "p" * 160 + "/" + "n" * 100
-    data = tarfmt.encode_entry(Entry(longer, EntryType.FILE))
+    data = tar_encode.encode_entry(Entry(longer, EntryType.FILE))
     assert data[156:157] == b"x" and len(data) > 512
     assert roundtrip(Entry(longer, EntryType.FILE)).name == longer
 
 
 def test_dir_trailing_slash_and_dir_split() -> None:
     name = "d" * 100  # 101 bytes with the slash: must not split at the trailing "/"
-    data = tarfmt.encode_entry(Entry(name, EntryType.DIR, mode=0o755))
+    data = tar_encode.encode_entry(Entry(name, EntryType.DIR, mode=0o755))
     assert roundtrip(Entry(name, EntryType.DIR, mode=0o755)).name == name
     assert b"d" * 100 + b"/" in data
-    short = tarfmt.encode_entry(Entry("etc", EntryType.DIR))
+    short = tar_encode.encode_entry(Entry("etc", EntryType.DIR))
     assert short[:5] == b"etc/\0"
 
 
@@ -367,7 +369,7 @@ def test_pax_for_what_ustar_cannot_hold() -> None:
 
 def test_non_utf8_name_round_trips_with_hdrcharset() -> None:
     name = b"caf\xe9".decode("utf-8", "surrogateescape")
-    data = tarfmt.encode_entry(Entry(name, EntryType.FILE))
+    data = tar_encode.encode_entry(Entry(name, EntryType.FILE))
     assert b"hdrcharset=BINARY" in data
     assert roundtrip(Entry(name, EntryType.FILE)).name == name
 
@@ -380,7 +382,7 @@ def test_subsecond_mtime_is_truncated_to_seconds() -> None:
 def test_encode_is_deterministic_and_sorts_xattrs() -> None:
     a = Entry("f", EntryType.FILE, xattrs={"user.b": b"2", "user.a": b"1"})
     b = Entry("f", EntryType.FILE, xattrs={"user.a": b"1", "user.b": b"2"})
-    assert tarfmt.encode_entry(a) == tarfmt.encode_entry(b)
+    assert tar_encode.encode_entry(a) == tar_encode.encode_entry(b)
 
 
 @pytest.mark.parametrize(
@@ -400,4 +402,4 @@ def test_encode_is_deterministic_and_sorts_xattrs() -> None:
 )
 def test_encode_refuses_bad_entries(entry: Entry) -> None:
     with pytest.raises(InvalidArgument):
-        tarfmt.encode_entry(entry)
+        tar_encode.encode_entry(entry)
