@@ -26,7 +26,7 @@ from isal import isal_zlib
 
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsupported
 from lamina.layers.api import DEFAULT_LIMITS, Limits, Readable
-from lamina.layers.chunked import ChunkedReader
+from lamina.layers.chunked_reader import ChunkedReader
 from lamina.layers.tar.blocks import BLOCK_SIZE, ZERO_BLOCK
 from lamina.layers.tar.decode import decode_header
 

@@ -32,7 +32,7 @@ from typing import BinaryIO, Protocol
 
 from lamina.errors import DigestMismatch, InvalidArgument, SizeMismatch
 from lamina.layers.api import DEFAULT_LIMITS, Limits, Readable
-from lamina.layers.chunked import ChunkedReader
+from lamina.layers.chunked_reader import ChunkedReader
 from lamina.layers.compression import (
     CHUNK,
     Compressor,

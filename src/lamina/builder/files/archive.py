@@ -34,7 +34,7 @@ from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded, Unsafe,
 from lamina.layers import compression
 from lamina.layers.api import DEFAULT_LIMITS, Limits
 from lamina.layers.apply import apply_layer
-from lamina.layers.chunked import ChunkedReader
+from lamina.layers.chunked_reader import ChunkedReader
 from lamina.layers.tar import BLOCK_SIZE, ZERO_BLOCK, decode_header
 
 CHUNK = 1 << 20
