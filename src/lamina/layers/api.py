@@ -6,7 +6,7 @@ below. This module holds only values; the modules that do the work are:
 
 - ``tar``         tar headers both ways (ustar, PAX, GNU long names), :func:`read_entries`
                   (a streaming reader) and :class:`TarWriter`, no filesystem
-- ``compression`` gzip (parallel), zstd, detection by magic bytes, bomb caps
+- ``compression`` detection by magic bytes, capped decompression, parallel gzip and zstd
 - ``fsops``       the fd walk that resolves paths inside a root without following links
 - ``apply``       a layer stream onto a directory or an overlay upper dir
 - ``diff``        two trees, or an overlay upper dir, into a layer stream

@@ -33,13 +33,8 @@ from typing import BinaryIO, Protocol
 from lamina.errors import DigestMismatch, InvalidArgument, SizeMismatch
 from lamina.layers.api import DEFAULT_LIMITS, Limits, Readable
 from lamina.layers.chunked_reader import ChunkedReader
-from lamina.layers.compression import (
-    CHUNK,
-    Compressor,
-    DecompressedStream,
-    make_compressor,
-    open_decompressed,
-)
+from lamina.layers.compression.compress import Compressor, make_compressor
+from lamina.layers.compression.decompress import CHUNK, DecompressedStream, open_decompressed
 from lamina.oci.digest import Digest, Digester
 from lamina.oci.mediatypes import OCI_LAYER_BY_COMPRESSION
 
