@@ -20,9 +20,8 @@ from helpers.tree import (
 )
 from lamina.errors import Conflict, Unsupported
 from lamina.layers.api import Entry, EntryType, LayerStats
-from lamina.layers.diff import diff_overlay_upper, diff_trees
+from lamina.layers.diff import TreeReader, diff_overlay_upper, diff_trees
 from lamina.layers.tar import TarWriter, read_entries
-from lamina.layers.walk import TreeReader
 
 # build_tree gives files to uid 0 and the applier chowns: root throughout
 pytestmark = pytest.mark.root

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers.tree import Dir, File, Symlink, build_tree, overlay_mount
-from lamina.layers.changes import overlay_changes
+from lamina.layers.diff import overlay_changes
 
 pytestmark = pytest.mark.root
 

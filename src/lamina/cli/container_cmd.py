@@ -371,7 +371,7 @@ def _container_snapshot(args: argparse.Namespace) -> tuple[Container, Snapshotte
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from lamina.layers.changes import overlay_changes
+    from lamina.layers.diff import overlay_changes
 
     c, snap = _container_snapshot(args)
     if not snap.overlay:

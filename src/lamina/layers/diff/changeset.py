@@ -1,7 +1,7 @@
 """Turn two trees, or an overlay upper dir, into an OCI layer (image-spec layer.md).
 
 Output order: depth-first, each directory's entries sorted by name bytes (see
-:mod:`lamina.layers.walk`); a whiteout ``.wh.x`` sorts under its own name; an opaque
+:mod:`lamina.layers.diff.tree_reader`); a whiteout ``.wh.x`` sorts under its own name; an opaque
 marker ``.wh..wh..opq`` comes right after its directory's entry, before the children
 (extractors that act on the marker when they meet it then keep the children).
 
@@ -41,8 +41,8 @@ from lamina.layers.api import (
     EntryType,
     LayerStats,
 )
+from lamina.layers.diff.tree_reader import Node, TreeReader, same_content, sort_key
 from lamina.layers.tar.stream import TarWriter
-from lamina.layers.walk import Node, TreeReader, same_content, sort_key
 
 _UPPER_SKIP_XATTRS = ("security.selinux",)  # overlay xattrs are read, then interpreted
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
