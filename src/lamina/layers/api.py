@@ -27,8 +27,17 @@ from typing import Protocol
 # OCI whiteout names (image-spec layer.md, "Whiteouts").
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"
-# overlayfs marks an opaque directory with this xattr (trusted.*, or user.* with userxattr).
+# overlayfs marks an opaque directory with this xattr: trusted.* when mounted by root,
+# user.* on a ``userxattr`` mount (kernel Documentation/filesystems/overlayfs.rst).
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+USER_OVERLAY_OPAQUE_XATTR = "user.overlay.opaque"
+OVERLAY_OPAQUE_XATTRS = (OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR)
+# Every xattr overlayfs reads as its own (opaque, redirect, metacopy, origin...).
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+
+# Layer streams move in chunks this big: tar reads, decompressor output, file writes
+# (ARCHITECTURE.md section 3: big streams in chunks of 1 MiB or more).
+CHUNK = 1 << 20
 
 
 class EntryType(enum.Enum):

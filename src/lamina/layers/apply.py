@@ -43,9 +43,11 @@ from typing import BinaryIO, Literal
 from lamina.errors import InvalidFormat, LaminaError, NotFound, Unsafe
 from lamina.layers import fsops
 from lamina.layers.api import (
+    CHUNK,
     DEFAULT_LIMITS,
     OPAQUE_WHITEOUT,
     OVERLAY_OPAQUE_XATTR,
+    USER_OVERLAY_OPAQUE_XATTR,
     WHITEOUT_PREFIX,
     Entry,
     EntryType,
@@ -55,14 +57,11 @@ from lamina.layers.api import (
 )
 from lamina.layers.tar.stream import EntryReader, read_entries
 
-CHUNK = 1 << 20
 HOLE_BLOCK = 4096  # runs of zero blocks this big (aligned) become holes
 _ZERO_BLOCK = bytes(HOLE_BLOCK)
 _AUFS_META_PREFIX = WHITEOUT_PREFIX + WHITEOUT_PREFIX  # .wh..wh.plnk, .wh..wh.aufs: ignored
 _MAX_WARNINGS = 20
 _O_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_O_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_USER_OVERLAY_OPAQUE = "user.overlay.opaque"
 
 Mode = Literal["tree", "overlay"]
 Whiteouts = Literal["apply", "refuse"]
@@ -374,9 +373,7 @@ class _Applier:
             return []
         allowed = []
         for key, value in sorted(entry.xattrs.items()):
-            # research §4.3 step 9; user.overlay.* would steer a userxattr overlay mount
-            user = key.startswith("user.") and not key.startswith("user.overlay.")
-            if user or (key == "security.capability" and self.privileged):
+            if _image_user_xattr(key) or (key == "security.capability" and self.privileged):
                 allowed.append((key, value))
             else:
                 self._skip(f"xattr {key!r} of {entry.name!r} skipped (not allowed from images)")
@@ -385,8 +382,8 @@ class _Applier:
     def _drop_stale_xattrs(self, dirfd: int, leaf: str, entry: Entry) -> None:
         """The xattrs an image may set, on a directory being merged, are the entry's."""
         for key in fsops.read_xattrs_at(dirfd, leaf):
-            managed = key.startswith("user.") and not key.startswith("user.overlay.")
-            if (managed or key == "security.capability") and key not in entry.xattrs:
+            managed = _image_user_xattr(key) or key == "security.capability"
+            if managed and key not in entry.xattrs:
                 os.removexattr(fsops.proc_path(dirfd, leaf), key, follow_symlinks=False)
 
     def _set_xattrs_at(self, dirfd: int, leaf: str, entry: Entry) -> None:
@@ -467,10 +464,10 @@ class _Applier:
     def _opaque(self, path: str) -> None:
         dirfd = self.root.dir_fd(path)
         if self.overlay:
-            key = OVERLAY_OPAQUE_XATTR if self.privileged else _USER_OVERLAY_OPAQUE
+            key = OVERLAY_OPAQUE_XATTR if self.privileged else USER_OVERLAY_OPAQUE_XATTR
             os.setxattr(f"/proc/self/fd/{dirfd}", key, b"y")
         else:
-            fd = os.open(".", _O_DIR_READ, dir_fd=dirfd)
+            fd = os.open(".", fsops.O_DIR_READ, dir_fd=dirfd)
             try:
                 self._clear_lower(fd, path)
             finally:
@@ -488,7 +485,7 @@ class _Applier:
             if path not in self.created:
                 self._remove(dirfd, leaf, path)
             return
-        fd = os.open(leaf, _O_DIR_READ, dir_fd=dirfd)
+        fd = os.open(leaf, fsops.O_DIR_READ, dir_fd=dirfd)
         try:
             self._clear_lower(fd, path)
         finally:
@@ -527,6 +524,11 @@ class _Applier:
                 fsops.set_times_at(dirfd, leaf, entry.mtime_ns)
             except OSError as exc:
                 raise fsops.os_error("set metadata of directory", name, exc) from exc
+
+
+def _image_user_xattr(key: str) -> bool:
+    # research §4.3 step 9; user.overlay.* would steer a userxattr overlay mount
+    return key.startswith("user.") and not key.startswith("user.overlay.")
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

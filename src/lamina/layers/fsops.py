@@ -36,7 +36,7 @@ from lamina.errors import InvalidFormat, LaminaError, LimitExceeded, NotFound, U
 MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
 
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_O_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+O_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 # openat2(2): include/uapi/linux/openat2.h
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "riscv64": 437, "ppc64le": 437, "s390x": 437}
@@ -380,7 +380,7 @@ def _is_dir_at(dirfd: int, name: str) -> bool:
 
 
 def _rmtree_at(dirfd: int, name: str) -> None:
-    fd = os.open(name, _O_DIR_READ, dir_fd=dirfd)
+    fd = os.open(name, O_DIR_READ, dir_fd=dirfd)
     try:
         clear_dir(fd)
     finally:

@@ -31,10 +31,10 @@ from types import TracebackType
 from typing import BinaryIO, Protocol
 
 from lamina.errors import DigestMismatch, InvalidArgument, SizeMismatch
-from lamina.layers.api import DEFAULT_LIMITS, Limits, Readable
+from lamina.layers.api import CHUNK, DEFAULT_LIMITS, Limits, Readable
 from lamina.layers.chunked_reader import ChunkedReader
 from lamina.layers.compression.compress import Compressor, make_compressor
-from lamina.layers.compression.decompress import CHUNK, DecompressedStream, open_decompressed
+from lamina.layers.compression.decompress import DecompressedStream, open_decompressed
 from lamina.oci.digest import Digest, Digester
 from lamina.oci.mediatypes import OCI_LAYER_BY_COMPRESSION
 

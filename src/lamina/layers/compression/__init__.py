@@ -12,6 +12,7 @@ A compression is named by a string everywhere: ``"gzip"``, ``"zstd"`` or ``""`` 
 
 from __future__ import annotations
 
+from lamina.layers.api import CHUNK
 from lamina.layers.compression.compress import (
     GZIP_DEFAULT_LEVEL,
     ZSTD_DEFAULT_LEVEL,
@@ -21,12 +22,7 @@ from lamina.layers.compression.compress import (
     ZstdCompressor,
     make_compressor,
 )
-from lamina.layers.compression.decompress import (
-    CHUNK,
-    RATIO_FLOOR,
-    DecompressedStream,
-    open_decompressed,
-)
+from lamina.layers.compression.decompress import RATIO_FLOOR, DecompressedStream, open_decompressed
 from lamina.layers.compression.detect import detect, media_type_suffix
 
 __all__ = [

@@ -16,7 +16,7 @@ import zstandard
 from isal import isal_zlib
 
 from lamina.errors import InvalidFormat, LimitExceeded
-from lamina.layers.api import DEFAULT_LIMITS, Limits, Readable
+from lamina.layers.api import CHUNK, DEFAULT_LIMITS, Limits, Readable
 from lamina.layers.chunked_reader import ChunkedReader
 from lamina.layers.compression.detect import (
     GZIP_MAGIC,
@@ -28,7 +28,6 @@ from lamina.layers.compression.detect import (
 )
 from lamina.layers.tar.blocks import BLOCK_SIZE
 
-CHUNK = 1 << 20
 RATIO_FLOOR = 64 << 20  # the ratio cap applies past this many decompressed bytes
 
 # isal's stub types ``error`` as an instance; it is the exception class IsalError

@@ -36,6 +36,8 @@ from lamina.layers import fsops
 from lamina.layers.api import (
     OPAQUE_WHITEOUT,
     OVERLAY_OPAQUE_XATTR,
+    OVERLAY_XATTR_PREFIXES,
+    USER_OVERLAY_OPAQUE_XATTR,
     WHITEOUT_PREFIX,
     Entry,
     EntryType,
@@ -45,8 +47,6 @@ from lamina.layers.diff.tree_reader import Node, TreeReader, same_content, sort_
 from lamina.layers.tar.stream import TarWriter
 
 _UPPER_SKIP_XATTRS = ("security.selinux",)  # overlay xattrs are read, then interpreted
-_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
-_USER_OVERLAY_OPAQUE = "user.overlay.opaque"
 _METACOPY = ("trusted.overlay.metacopy", "user.overlay.metacopy")
 _REDIRECT = ("trusted.overlay.redirect", "user.overlay.redirect")
 _WHITEOUT = object()
@@ -132,11 +132,10 @@ def _walk_upper(up: TreeReader, fd: int, rel: str, out: list[_Record]) -> None:
         name = node.path.rpartition("/")[2]
         xattrs = node.xattrs
         if node.kind is EntryType.CHAR and node.st.st_rdev == 0:
-            parent = node.path.rpartition("/")[0]
-            wh = f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name
+            wh = _whiteout_of(node.path)
             out.append(_Record(sort_key(wh), None, wh, _WHITEOUT))
             continue
-        overlay = {k: xattrs.pop(k) for k in list(xattrs) if k.startswith(_OVERLAY_XATTRS)}
+        overlay = {k: xattrs.pop(k) for k in list(xattrs) if k.startswith(OVERLAY_XATTR_PREFIXES)}
         if any(k in overlay for k in _REDIRECT):
             raise Unsupported(
                 f"{node.path!r} in the overlay upper dir is a redirected (renamed) directory",
@@ -146,7 +145,7 @@ def _walk_upper(up: TreeReader, fd: int, rel: str, out: list[_Record]) -> None:
             node.xattrs["\0metacopy"] = b""  # data lives below: see _write
         out.append(_Record(sort_key(node.path), node, node.path))
         if node.kind is EntryType.DIR:
-            opaque = overlay.get(OVERLAY_OPAQUE_XATTR, overlay.get(_USER_OVERLAY_OPAQUE))
+            opaque = overlay.get(OVERLAY_OPAQUE_XATTR, overlay.get(USER_OVERLAY_OPAQUE_XATTR))
             if opaque == b"y":
                 marker = f"{node.path}/{OPAQUE_WHITEOUT}"
                 # b"" sorts before every child name: right after the directory
@@ -156,6 +155,12 @@ def _walk_upper(up: TreeReader, fd: int, rel: str, out: list[_Record]) -> None:
                 _walk_upper(up, sub, node.path, out)
             finally:
                 os.close(sub)
+
+
+def _whiteout_of(path: str) -> str:
+    """The whiteout entry that deletes ``path`` (image-spec layer.md): ``a/b`` -> ``a/.wh.b``."""
+    parent, _, name = path.rpartition("/")
+    return f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name
 
 
 def _check_name(path: str) -> None:
@@ -280,8 +285,7 @@ class _Differ:
     def records(self) -> list[_Record]:
         out = [_Record(sort_key(p), n, p) for p, n in self.emit.items()]
         for path in self.whiteouts:
-            parent, _, name = path.rpartition("/")
-            wh = f"{parent}/{WHITEOUT_PREFIX}{name}" if parent else WHITEOUT_PREFIX + name
+            wh = _whiteout_of(path)
             out.append(_Record(sort_key(wh), None, wh, _WHITEOUT))
         out.sort(key=lambda r: r.key)
         return out

@@ -22,8 +22,6 @@ from lamina.errors import Conflict, NotFound
 from lamina.layers import fsops
 from lamina.layers.api import EntryType
 
-_O_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
 # Never copied into a layer: overlayfs bookkeeping and the host's SELinux labels.
 SKIP_XATTRS = ("trusted.overlay.", "security.selinux")
 
@@ -89,7 +87,7 @@ class TreeReader:
 
     def open_dir(self, parent_fd: int, name: str) -> int:
         """An owned fd of the directory ``name`` in ``parent_fd`` (never a symlink)."""
-        return os.open(name, _O_DIR_READ, dir_fd=parent_fd)
+        return os.open(name, fsops.O_DIR_READ, dir_fd=parent_fd)
 
     def scan(self, dir_fd: int, rel: str) -> list[Node]:
         """The nodes of one directory, sorted by name bytes; sockets left out."""

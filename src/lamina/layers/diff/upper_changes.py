@@ -15,9 +15,7 @@ import stat
 from collections.abc import Iterator, Sequence
 
 from lamina.layers import fsops
-from lamina.layers.api import OVERLAY_OPAQUE_XATTR
-
-_OPAQUE_XATTRS = (OVERLAY_OPAQUE_XATTR, "user.overlay.opaque")
+from lamina.layers.api import OVERLAY_OPAQUE_XATTRS
 
 ADDED, CHANGED, DELETED = "A", "C", "D"
 
@@ -27,7 +25,7 @@ def _is_whiteout(st: os.stat_result) -> bool:
 
 
 def _is_opaque(path: str) -> bool:
-    for name in _OPAQUE_XATTRS:
+    for name in OVERLAY_OPAQUE_XATTRS:
         try:
             if os.getxattr(path, name, follow_symlinks=False) == b"y":
                 return True

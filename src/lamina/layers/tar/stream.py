@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded
-from lamina.layers.api import DEFAULT_LIMITS, Entry, EntryType, Limits, Readable
+from lamina.layers.api import CHUNK, DEFAULT_LIMITS, Entry, EntryType, Limits, Readable
 from lamina.layers.tar.blocks import (
     BLOCK_SIZE,
     EXTENDED_TYPES,
@@ -32,7 +32,6 @@ from lamina.layers.tar.blocks import (
 from lamina.layers.tar.decode import build_entry, decode_header, parse_pax
 from lamina.layers.tar.encode import encode_entry
 
-CHUNK = 1 << 20
 _DIRECT_READ = 64 << 10  # readinto requests this big bypass the internal buffer
 
 
