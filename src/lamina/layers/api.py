@@ -2,15 +2,8 @@
 
 A layer is an OCI changeset (image-spec layer.md): a tar stream, optionally compressed,
 whose entries add or replace paths, and whose whiteouts delete paths of the layers
-below. This module holds only values; the modules that do the work are:
-
-- ``tar``         tar headers both ways (ustar, PAX, GNU long names), :func:`read_entries`
-                  (a streaming reader) and :class:`TarWriter`, no filesystem
-- ``compression`` detection by magic bytes, capped decompression, parallel gzip and zstd
-- ``fsops``       the fd walk that resolves paths inside a root without following links
-- ``apply``       a layer stream onto a directory or an overlay upper dir
-- ``diff``        two trees, or an overlay upper dir, into a layer stream
-- ``commit``      tree -> compressed layer with digest and diff_id, in one pass
+below. This module holds only values; the modules that do the work are drawn in the
+package docstring (:mod:`lamina.layers`).
 
 Paths in an :class:`Entry` are always *clean*: relative, ``/``-separated, no ``.``/``..``
 components, no leading ``./`` or trailing ``/``, no NUL. The root itself is never an entry.
