@@ -548,7 +548,7 @@ def test_foreign_layer_without_blob(
 
 def test_save_to_a_device_writes_into_it(tmp_path: Path) -> None:
     """Saving to /dev/null must not replace the device node with a file."""
-    from lamina.image.archive_io import open_output
+    from lamina.image.archive_tar import open_output
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

@@ -43,24 +43,21 @@ from lamina.errors import (
     InvalidArgument,
     InvalidFormat,
 )
-from lamina.image.archive_io import (
+from lamina.image.archive_tar import (
     CHUNK,
-    MAX_INDEX_DEPTH,
     ArchiveOut,
     ArchiveScan,
     LoadedImage,
     Progress,
     blob_path,
-    is_foreign,
     list_member_names,
     open_layer,
     open_output,
-    read_document,
     repo_tag,
     scan_archive,
     source_stream,
-    walk_image,
 )
+from lamina.image.closure import MAX_INDEX_DEPTH, is_foreign, read_document, walk_image
 from lamina.image.images import normalize
 from lamina.image.layout import (
     import_oci_layout,

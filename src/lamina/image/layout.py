@@ -29,23 +29,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO, cast
 
 from lamina.errors import InvalidArgument, InvalidFormat, LaminaError, NotFound, Unsafe
-from lamina.image.archive_io import (
+from lamina.image.archive_tar import (
     CHUNK,
-    MAX_INDEX_DEPTH,
     ArchiveOut,
     ArchiveScan,
     CountingReader,
     LoadedImage,
     Progress,
     blob_path,
-    is_foreign,
     name_with_tag,
     open_output,
-    read_document,
     scan_archive,
     source_stream,
-    walk_image,
 )
+from lamina.image.closure import MAX_INDEX_DEPTH, is_foreign, read_document, walk_image
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES, canonical_json, load_json_object
 from lamina.oci.descriptor import Descriptor
