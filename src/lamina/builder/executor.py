@@ -2,7 +2,7 @@
 
 Each stage starts from its base (a local image, ``scratch``, or a stage built before),
 with the base's config; its ONBUILD triggers run first. Metadata instructions change
-the config and add an ``empty_layer`` history entry (:mod:`lamina.builder.metadata`);
+the config and add an ``empty_layer`` history entry (:mod:`lamina.dockerfile.metadata`);
 file instructions (RUN, COPY, ADD, and the mkdir of WORKDIR) are *steps*
 (:mod:`lamina.builder.steps`): each has a content key (:mod:`lamina.builder.cache`); a hit
 appends the recorded layer without touching a file; a miss runs the step on an overlay
@@ -30,10 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from lamina.builder import metadata
 from lamina.builder.api import BuildOptions, BuildResult, Event
 from lamina.builder.cache import BuildCache, CacheRecord, cache_key
-from lamina.builder.dockerfile.instructions import (
+from lamina.builder.plan import Plan, StagePlan
+from lamina.builder.sandbox.workbench import Workbench, oci_layer
+from lamina.dockerfile import metadata
+from lamina.dockerfile.instructions import (
     Add,
     Arg,
     Cmd,
@@ -45,10 +47,8 @@ from lamina.builder.dockerfile.instructions import (
     Run,
     Workdir,
 )
-from lamina.builder.dockerfile.scope import StageScope
-from lamina.builder.dockerfile.words import expand_at
-from lamina.builder.plan import Plan, StagePlan
-from lamina.builder.sandbox.workbench import Workbench, oci_layer
+from lamina.dockerfile.scope import StageScope
+from lamina.dockerfile.words import expand_at
 from lamina.errors import NotFound
 from lamina.oci.config import History, ImageConfig
 from lamina.oci.descriptor import Descriptor
@@ -243,7 +243,7 @@ class Builder:
         if triggers:
             # The base's ONBUILD triggers run first and are consumed (Dockerfile
             # reference, ONBUILD): the new image does not inherit them.
-            from lamina.builder.dockerfile.parser import parse
+            from lamina.dockerfile.parser import parse
 
             parsed = parse("FROM scratch\n" + "\n".join(triggers), "ONBUILD")
             instructions = [*parsed.stages[0].instructions, *instructions]

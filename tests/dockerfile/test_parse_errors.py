@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lamina.builder import ParseError, parse
+from lamina.dockerfile import ParseError, parse
 from lamina.errors import InvalidFormat
 
 # (source, "line:column", a fragment of the message)

@@ -24,9 +24,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from lamina.dockerfile.words import expand, expand_words, split_raw
 from lamina.errors import InvalidArgument
 from lamina.oci.config import ContainerConfig, Healthcheck, ImageConfig
-from lamina.oci.shellwords import process_word, split_quoted, split_words
 
 VALID_CHANGES = (
     "CMD",
@@ -114,7 +114,7 @@ class _State:
 
 
 def _pairs(keyword: str, rest: str, env: dict[str, str]) -> list[tuple[str, str]]:
-    words = split_quoted(rest)
+    words = [w for _, w in split_raw(rest)]
     if not words:
         raise _bad(f"{keyword} requires at least one argument")
     if "=" not in words[0]:
@@ -134,7 +134,7 @@ def _pairs(keyword: str, rest: str, env: dict[str, str]) -> list[tuple[str, str]
             raw.append((k, v))
     out: list[tuple[str, str]] = []
     for k, v in raw:
-        key, value = process_word(k, env), process_word(v, env)
+        key, value = expand(k, env), expand(v, env)
         if not key:
             raise _bad(f"{keyword} names can not be blank")
         out.append((key, value))
@@ -290,25 +290,25 @@ def _apply(state: _State, keyword: str, rest: str) -> None:
         labels.update(_pairs("LABEL", rest, env))
         state.set(labels=labels)
     elif keyword == "EXPOSE":
-        ports = [p for word in split_words(rest, env) for p in _expose(word)]
+        ports = [p for word in expand_words(rest, env) for p in _expose(word)]
         if not ports:
             raise _bad("EXPOSE requires at least one argument")
         state.set(exposed_ports=(*state.cc.exposed_ports, *ports))
     elif keyword == "USER":
-        user = process_word(rest, env)
+        user = expand(rest, env)
         if not user:
             raise _bad("USER requires exactly one argument")
         state.set(user=user)
     elif keyword == "VOLUME":
         raw = _json_form(rest)
-        words = [process_word(w, env) for w in raw] if raw is not None else split_words(rest, env)
+        words = [expand(w, env) for w in raw] if raw is not None else expand_words(rest, env)
         if not words or any(not w for w in words):
             raise _bad("VOLUME specified can not be an empty string")
         state.set(volumes=(*state.cc.volumes, *words))
     elif keyword == "WORKDIR":
-        state.set(working_dir=_workdir(state.cc.working_dir, process_word(rest, env)))
+        state.set(working_dir=_workdir(state.cc.working_dir, expand(rest, env)))
     elif keyword == "STOPSIGNAL":
-        signal = process_word(rest, env)
+        signal = expand(rest, env)
         _check_signal(signal)
         state.set(stop_signal=signal)
     elif keyword == "ONBUILD":

@@ -9,8 +9,9 @@ pattern modifiers ``${name#p}``, ``${name##p}``, ``${name%p}``, ``${name%%p}``,
 nothing.
 
 The escape character is a parameter (``# escape=`` may make it a backtick). One lexer
-serves both the Containerfile parser (:mod:`lamina.builder.dockerfile.words`) and ``--change``
-(:mod:`lamina.oci.changes`), which Docker parses with the same rules.
+serves the builder and ``--change`` (:mod:`lamina.dockerfile.config_changes`), which
+Docker parses with the same rules. Values are expanded when a step runs, not when the
+file is parsed; :func:`expand_at` raises errors positioned at the instruction.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from lamina.dockerfile.instructions import Location, ParseError
 from lamina.errors import InvalidArgument
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -342,20 +344,10 @@ def expand_pairs(
     ]
 
 
-# The names lamina.oci.changes uses.
-
-
-def process_word(text: str, env: Mapping[str, str]) -> str:
-    """One word, quotes removed and variables expanded; whitespace is kept."""
-    return expand(text, env)
-
-
-def split_words(text: str, env: Mapping[str, str]) -> list[str]:
-    """Words split on unquoted whitespace, quotes removed, variables expanded."""
-    return expand_words(text, env)
-
-
-def split_quoted(text: str) -> list[str]:
-    """Split on whitespace outside quotes, keeping quotes and escapes in the words (the
-    first pass over ``ENV``/``LABEL`` arguments)."""
-    return [word for _, word in split_raw(text)]
+def expand_at(location: Location, word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
+    """:func:`expand`, with errors (``${X:?unset}``, a missing ``}``) raised as a
+    :class:`ParseError` pointing at the instruction."""
+    try:
+        return expand(word, env, escape=escape)
+    except InvalidArgument as exc:
+        raise ParseError(location, exc.message) from exc

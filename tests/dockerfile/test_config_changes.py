@@ -6,8 +6,13 @@ from typing import Any
 
 import pytest
 
+from lamina.dockerfile.config_changes import (
+    apply_change,
+    apply_changes,
+    parse_duration,
+    split_instructions,
+)
 from lamina.errors import InvalidArgument
-from lamina.oci.changes import apply_change, apply_changes, parse_duration, split_instructions
 from lamina.oci.config import ContainerConfig, Healthcheck, ImageConfig
 from lamina.oci.platform import Platform
 

@@ -3,7 +3,7 @@
 ENV, LABEL, USER, WORKDIR, CMD, ENTRYPOINT, EXPOSE, VOLUME, STOPSIGNAL, HEALTHCHECK,
 SHELL, ONBUILD and MAINTAINER change the config only; each adds a history entry with
 ``empty_layer`` (what BuildKit writes). Words are expanded with the stage's ARGs and ENV
-(:class:`~lamina.builder.dockerfile.scope.StageScope`); CMD, ENTRYPOINT, RUN and HEALTHCHECK bodies
+(:class:`~lamina.dockerfile.scope.StageScope`); CMD, ENTRYPOINT, RUN and HEALTHCHECK bodies
 are not (the shell does that). Each function returns the new container config and the
 history ``created_by`` text.
 """
@@ -14,7 +14,8 @@ import json
 import posixpath
 from dataclasses import replace
 
-from lamina.builder.dockerfile.instructions import (
+from lamina.dockerfile.config_changes import parse_duration
+from lamina.dockerfile.instructions import (
     Cmd,
     Command,
     Entrypoint,
@@ -33,11 +34,10 @@ from lamina.builder.dockerfile.instructions import (
     Volume,
     Workdir,
 )
-from lamina.builder.dockerfile.scope import StageScope
-from lamina.builder.dockerfile.words import expand_at, expand_pairs, expand_words
+from lamina.dockerfile.scope import StageScope
+from lamina.dockerfile.words import expand_at, expand_pairs, expand_words
 from lamina.errors import InvalidArgument
 from lamina.oci import config as oc
-from lamina.oci.changes import parse_duration
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 

@@ -1,6 +1,6 @@
 """Dockerfile text to a typed AST (BuildKit ``docker/dockerfile:1`` syntax). Pure: no
 I/O, no variable expansion (that happens per step at build time, see
-:func:`lamina.builder.dockerfile.words.expand`).
+:func:`lamina.dockerfile.words.expand`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lamina.builder.dockerfile.instructions import (
+from lamina.dockerfile.instructions import (
     Add,
     Arg,
     ArgDecl,
@@ -41,8 +41,8 @@ from lamina.builder.dockerfile.instructions import (
     Volume,
     Workdir,
 )
-from lamina.builder.dockerfile.lexer import LogicalLine, lex
-from lamina.builder.dockerfile.words import split_raw, unclosed_quote
+from lamina.dockerfile.lexer import LogicalLine, lex
+from lamina.dockerfile.words import split_raw, unclosed_quote
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
