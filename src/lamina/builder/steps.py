@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from lamina.builder.api import Event, StepFailed
 from lamina.builder.cache import CacheRecord, cache_key
 from lamina.builder.plan import Plan, Source, from_source
-from lamina.dockerfile import metadata
+from lamina.dockerfile.config_changes import shell_of
 from lamina.dockerfile.instructions import (
     Add,
     Copy,
@@ -446,7 +446,7 @@ class Steps:
         if isinstance(command, ExecForm):
             argv = command.argv
         else:
-            argv = (*metadata.shell_of(config), _script(command, node))
+            argv = (*shell_of(config, st.config.os), _script(command, node))
         env = list(config.env)
         names = {item.partition("=")[0] for item in env}
         args = st.scope.args

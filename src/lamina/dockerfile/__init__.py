@@ -1,60 +1,50 @@
 """The Dockerfile (Containerfile) language, pure: text in, typed values out, no I/O
-(ARCHITECTURE.md row 1, just above :mod:`lamina.oci`, whose config model it changes).
+(ARCHITECTURE.md row 1; in its own import-linter row just above :mod:`lamina.oci`,
+whose config model it changes). The builder and ``lamina commit/import --change`` both
+use it, so an instruction means one thing everywhere.
 
-- ``lexer``: parser directives, continuations, heredocs; ``parser`` and
-  ``instructions``: the typed AST, with ``file:line:column`` errors;
-- ``words``: quoting and ``$VAR`` substitution, applied per step at build time;
-  ``scope``: ARG/ENV scoping;
-- ``config_changes``: metadata instructions applied to an image config, used by the
-  builder and by ``lamina commit/import --change`` alike.
-
-The names below are imported on first use (PEP 562), so that ``--change`` does not
-load what only a build needs.
+- ``lexer``: parser directives, continuations, heredocs; ``parser`` (:func:`parse`, and
+  :func:`parse_changes` for ``--change``) and ``instructions``: the typed AST, with
+  ``file:line:column`` errors;
+- ``words``: quoting and ``$VAR`` substitution (bounded: :data:`MAX_EXPANSION`),
+  applied per step at build time; ``scope``: ARG/ENV scoping;
+- ``config_changes``: :func:`apply`, metadata instructions applied to an image config;
+  :func:`apply_changes` for ``--change``; ``durations``: Go durations.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lamina.dockerfile.config_changes import apply_change, apply_changes, parse_duration
-    from lamina.dockerfile.instructions import Dockerfile, Instruction, Location, ParseError, Stage
-    from lamina.dockerfile.metadata import apply, shell_of
-    from lamina.dockerfile.parser import parse
-    from lamina.dockerfile.scope import PREDEFINED_ARGS, StageScope, global_scope
-    from lamina.dockerfile.words import (
-        expand,
-        expand_at,
-        expand_heredoc,
-        expand_pairs,
-        expand_words,
-    )
-
-_HOME = {
-    "apply_change": "config_changes",
-    "apply_changes": "config_changes",
-    "parse_duration": "config_changes",
-    "Dockerfile": "instructions",
-    "Instruction": "instructions",
-    "Location": "instructions",
-    "ParseError": "instructions",
-    "Stage": "instructions",
-    "apply": "metadata",
-    "shell_of": "metadata",
-    "parse": "parser",
-    "PREDEFINED_ARGS": "scope",
-    "StageScope": "scope",
-    "global_scope": "scope",
-    "expand": "words",
-    "expand_at": "words",
-    "expand_heredoc": "words",
-    "expand_pairs": "words",
-    "expand_words": "words",
-}
+from lamina.dockerfile.config_changes import (
+    apply,
+    apply_change,
+    apply_changes,
+    resolve_workdir,
+    shell_of,
+)
+from lamina.dockerfile.durations import parse_duration
+from lamina.dockerfile.instructions import (
+    Dockerfile,
+    Instruction,
+    Location,
+    ParseError,
+    Stage,
+)
+from lamina.dockerfile.parser import CHANGE_INSTRUCTIONS, Changes, parse, parse_changes
+from lamina.dockerfile.scope import PREDEFINED_ARGS, StageScope, global_scope
+from lamina.dockerfile.words import (
+    MAX_EXPANSION,
+    expand,
+    expand_at,
+    expand_heredoc,
+    expand_pairs,
+    expand_words,
+)
 
 __all__ = [
+    "CHANGE_INSTRUCTIONS",
+    "MAX_EXPANSION",
     "PREDEFINED_ARGS",
+    "Changes",
     "Dockerfile",
     "Instruction",
     "Location",
@@ -71,19 +61,8 @@ __all__ = [
     "expand_words",
     "global_scope",
     "parse",
+    "parse_changes",
     "parse_duration",
+    "resolve_workdir",
     "shell_of",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])

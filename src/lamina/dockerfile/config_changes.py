@@ -1,169 +1,116 @@
-"""Dockerfile instructions applied to an image config: ``lamina import --change``.
+"""Metadata instructions applied to an image config (pure): the one home of what ENV,
+LABEL, USER, WORKDIR, CMD, ENTRYPOINT, EXPOSE, VOLUME, STOPSIGNAL, HEALTHCHECK, SHELL,
+ONBUILD and MAINTAINER do to a config, for the builder (each adds an ``empty_layer``
+history entry, as BuildKit's dispatchers do) and for ``lamina commit/import --change``
+(as ``docker commit --change``, moby's ``BuildFromConfig``).
 
-The same instructions and meanings as ``docker import --change`` and
-``docker commit --change``: CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD,
-STOPSIGNAL, USER, VOLUME and WORKDIR (Dockerfile reference for each). Others (RUN, COPY,
-FROM...) need a build and are refused.
+Words are expanded with what the stage sees (:class:`~lamina.dockerfile.scope.StageScope`:
+ARGs and ENV in a build, the config's Env for ``--change``); CMD, ENTRYPOINT, RUN and
+HEALTHCHECK bodies are not (the shell does that). Where Docker's two code paths differed
+from each other this follows BuildKit's ``dockerfile2llb`` dispatchers:
 
-- CMD and ENTRYPOINT take the exec form (a JSON array of strings) or the shell form
-  (any other text, run as ``<Shell> <text>``; Shell defaults to ``/bin/sh -c``).
-  ENTRYPOINT clears CMD unless a CMD came earlier in the same :func:`apply_changes`.
-- ENV and LABEL take ``k=v k2="v 2"`` or the legacy ``k v...`` (one pair, the value
-  being the rest of the line). Their words, and those of EXPOSE, USER, VOLUME, WORKDIR
-  and STOPSIGNAL, have quotes removed and ``$VAR`` expanded from the config's Env.
-- EXPOSE ``80`` is ``80/tcp``; ``8000-8002/udp`` is three ports.
-- One change string may hold several lines; ``\\`` continues a line, ``#`` lines are
-  comments.
+- ENTRYPOINT clears CMD unless a CMD came earlier in the same stage or ``--change``
+  batch (``if !d.cmdSet { Cmd = nil }``);
+- WORKDIR: an absolute path is kept as written, a relative one is joined to the current
+  one and cleaned, an empty one (``WORKDIR $UNSET``) keeps the current one
+  (``system.NormalizeWorkdir``);
+- EXPOSE ``80`` is ``80/tcp``, ``8000-8002/udp`` three ports; an expansion to nothing
+  exposes nothing;
+- VOLUME paths and USER are single words: ``$VAR`` is not split; an empty USER is "";
+- STOPSIGNAL is checked (``signal.ParseSignal``), in a build too;
+- the shell form runs as ``SHELL + [text]``; without SHELL, ``/bin/sh -c`` (``cmd /S /C``
+  for a Windows image).
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from lamina.dockerfile.words import expand, expand_words, split_raw
-from lamina.errors import InvalidArgument
-from lamina.oci.config import ContainerConfig, Healthcheck, ImageConfig
-
-VALID_CHANGES = (
-    "CMD",
-    "ENTRYPOINT",
-    "ENV",
-    "EXPOSE",
-    "HEALTHCHECK",
-    "LABEL",
-    "ONBUILD",
-    "STOPSIGNAL",
-    "USER",
-    "VOLUME",
-    "WORKDIR",
+from lamina.dockerfile.durations import parse_duration
+from lamina.dockerfile.instructions import (
+    Cmd,
+    Command,
+    Entrypoint,
+    Env,
+    ExecForm,
+    Expose,
+    Healthcheck,
+    Instruction,
+    Label,
+    Location,
+    Maintainer,
+    OnBuild,
+    ParseError,
+    Shell,
+    StopSignal,
+    User,
+    Volume,
+    Workdir,
 )
-_CONTINUATION = re.compile(r"\\[ \t]*$")
-_INSTRUCTION = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
+from lamina.dockerfile.parser import parse_changes
+from lamina.dockerfile.scope import StageScope
+from lamina.dockerfile.words import expand_at, expand_pairs, expand_words
+from lamina.errors import InvalidArgument
+from lamina.oci import config as oc
+
+DEFAULT_SHELL = ("/bin/sh", "-c")
+WINDOWS_SHELL = ("cmd", "/S", "/C")
 
 
-def _bad(message: str, hint: str | None = None) -> InvalidArgument:
-    return InvalidArgument(message, hint=hint)
+def shell_of(config: oc.ContainerConfig, os: str = "linux") -> tuple[str, ...]:
+    """The SHELL, or the platform's default (BuildKit ``defaultShell``)."""
+    if config.shell:
+        return config.shell
+    return WINDOWS_SHELL if os == "windows" else DEFAULT_SHELL
 
 
-def split_instructions(change: str) -> list[tuple[str, str]]:
-    """``(KEYWORD, arguments)`` for each instruction in a change string."""
-    out: list[tuple[str, str]] = []
-    pending: list[str] = []
-
-    def emit() -> None:
-        m = _INSTRUCTION.fullmatch("".join(pending).strip())
-        if m is not None:
-            out.append((m.group(1).upper(), m.group(2).strip()))
-        pending.clear()
-
-    for line in change.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if _CONTINUATION.search(line):
-            pending.append(_CONTINUATION.sub("", line))
-            continue
-        pending.append(line)
-        emit()
-    emit()
-    return out
+def argv_of(command: Command, config: oc.ContainerConfig, os: str = "linux") -> tuple[str, ...]:
+    """Exec form as written; shell form as ``SHELL + [script]``."""
+    if isinstance(command, ExecForm):
+        return command.argv
+    return (*shell_of(config, os), command.script)
 
 
-def _json_form(text: str) -> list[str] | None:
-    """The exec form if ``text`` is a JSON array of strings, else None (shell form)."""
-    if not text.startswith("["):
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    return None
+def resolve_workdir(current: str, requested: str) -> str:
+    """WORKDIR against the previous one (BuildKit ``system.NormalizeWorkdir``): absolute
+    paths are kept as written; relative ones are joined and cleaned (Go's path.Join,
+    whose Clean also turns a leading ``//`` into ``/``); an empty one keeps the current."""
+    if requested.startswith("/"):
+        return requested
+    joined = posixpath.normpath(posixpath.join("/", current or "/", requested))
+    return "/" + joined.lstrip("/")
 
 
-@dataclass(slots=True)
-class _State:
-    """The config being changed, and which instructions set what."""
-
-    image: ImageConfig
-    cmd_set: bool = False
-
-    @property
-    def cc(self) -> ContainerConfig:
-        return self.image.config
-
-    def set(self, **fields: object) -> None:
-        self.image = self.image.with_config(replace(self.cc, **fields))  # type: ignore[arg-type]
-
-    def shell(self) -> list[str]:
-        if self.cc.shell:
-            return list(self.cc.shell)
-        return ["cmd", "/S", "/C"] if self.image.os == "windows" else ["/bin/sh", "-c"]
-
-    def command(self, keyword: str, rest: str) -> tuple[str, ...]:
-        exec_form = _json_form(rest)
-        if exec_form is not None:
-            return tuple(exec_form)
-        if not rest:
-            raise _bad(f"{keyword} requires at least one argument")
-        return (*self.shell(), rest)
-
-
-def _pairs(keyword: str, rest: str, env: dict[str, str]) -> list[tuple[str, str]]:
-    words = [w for _, w in split_raw(rest)]
-    if not words:
-        raise _bad(f"{keyword} requires at least one argument")
-    if "=" not in words[0]:
-        # Legacy "KEY name value...": the value is the rest of the line.
-        parts = rest.split(None, 1)
-        if len(parts) < 2:
-            raise _bad(f"{keyword} must have two arguments", hint=f"use {keyword} name=value")
-        raw = [(parts[0], parts[1])]
-    else:
-        raw = []
-        for word in words:
-            if "=" not in word:
-                raise _bad(
-                    f"syntax error: can't find = in {word!r}; it must be of the form name=value"
-                )
-            k, _, v = word.partition("=")
-            raw.append((k, v))
-    out: list[tuple[str, str]] = []
-    for k, v in raw:
-        key, value = expand(k, env), expand(v, env)
-        if not key:
-            raise _bad(f"{keyword} names can not be blank")
-        out.append((key, value))
-    return out
-
-
-def _port_range(text: str, spec: str) -> tuple[int, int]:
+def _port_range(where: Location, text: str, spec: str) -> tuple[int, int]:
     first, sep, last = text.partition("-")
     if not first.isdigit() or (sep and not last.isdigit()):
-        raise _bad(f"invalid port {spec!r}", hint="use PORT[-PORT][/tcp|udp|sctp]")
+        raise ParseError(
+            where, f"EXPOSE: invalid port {spec!r}", hint="use PORT[-PORT][/tcp|udp|sctp]"
+        )
     start, end = int(first), int(last) if sep else int(first)
     if start > 65535 or end > 65535:
-        raise _bad(f"invalid port {spec!r}: ports go up to 65535")
+        raise ParseError(where, f"EXPOSE: invalid port {spec!r}: ports go up to 65535")
     if start > end:
-        raise _bad(f"invalid port range {spec!r}: {start} is above {end}")
+        raise ParseError(where, f"EXPOSE: invalid port range {spec!r}: {start} is above {end}")
     return start, end
 
 
-def _expose(spec: str) -> list[str]:
-    # nat.ParsePortSpec: [[ip:]hostPort:]containerPort[/proto]; EXPOSE keeps the
-    # container port only.
+def expose_ports(where: Location, spec: str) -> list[str]:
+    """``[[ip:]hostPort:]containerPort[-end][/proto]`` (nat.ParsePortSpec) as
+    ``port/proto`` strings; EXPOSE keeps the container port only."""
     port, _, proto = spec.partition("/")
     proto = (proto or "tcp").lower()
     if proto not in ("tcp", "udp", "sctp"):
-        raise _bad(f"invalid protocol {proto!r} in {spec!r}", hint="use tcp, udp or sctp")
+        raise ParseError(
+            where, f"EXPOSE: invalid protocol {proto!r} in {spec!r}", hint="use tcp, udp or sctp"
+        )
     port = port.rsplit(":", 1)[-1]
     if not port:
-        raise _bad(f"no port specified in {spec!r}")
-    start, end = _port_range(port, spec)
+        raise ParseError(where, f"EXPOSE: no port specified in {spec!r}")
+    start, end = _port_range(where, port, spec)
     return [f"{p}/{proto}" for p in range(start, end + 1)]
 
 
@@ -180,164 +127,143 @@ _SIGNALS = frozenset(
 )
 
 
-def _check_signal(text: str) -> None:
-    if text.isdigit():
+def check_signal(where: Location, text: str) -> None:
+    """A signal name (``SIGTERM``, ``term``, ``SIGRTMIN+3``) or number; numbers stop at
+    64, Linux's SIGRTMAX (moby's ParseSignal takes any non-zero number)."""
+    if text.isascii() and text.isdigit():
         if not 1 <= int(text) <= 64:
-            raise _bad(f"invalid signal {text!r}: signal numbers go from 1 to 64")
+            raise ParseError(where, f"invalid signal {text!r}: signal numbers go from 1 to 64")
         return
     if text.upper().removeprefix("SIG") in _SIGNALS:
         return
-    raise _bad(f"invalid signal {text!r}", hint="use a name such as SIGTERM or a number")
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9}
-_UNIT_NS |= {"m": 60 * 10**9, "h": 3600 * 10**9}
-
-
-def parse_duration(text: str) -> int:
-    """A Go duration (``1m30s``, ``500ms``, ``0``) in nanoseconds."""
-    if text == "0":
-        return 0
-    pos, total = 0, 0.0
-    while pos < len(text):
-        m = _DURATION.match(text, pos)
-        if m is None:
-            raise _bad(f"invalid duration {text!r}", hint="e.g. 30s, 1m30s, 500ms")
-        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
-        pos = m.end()
-    if not text:
-        raise _bad("empty duration")
-    return int(total)
-
-
-def _healthcheck(rest: str) -> Healthcheck:
-    words = rest.split()
-    if words and words[0].upper() == "NONE":
-        if len(words) > 1:
-            raise _bad("HEALTHCHECK NONE takes no arguments")
-        return Healthcheck(test=("NONE",))
-    values = {"interval": 0, "timeout": 0, "start-period": 0, "start-interval": 0, "retries": 0}
-    body = rest
-    while body.startswith("--"):
-        flag, _, body = body.partition(" ")
-        body = body.lstrip()
-        name, eq, value = flag[2:].partition("=")
-        if name not in values:
-            raise _bad(f"unknown flag --{name} for HEALTHCHECK")
-        if not eq:
-            raise _bad(f"HEALTHCHECK --{name} needs a value: --{name}=VALUE")
-        if name == "retries":
-            if not value.lstrip("-").isdigit():
-                raise _bad(f"invalid HEALTHCHECK --retries {value!r}: not a number")
-            values[name] = int(value)
-            if values[name] < 0:
-                raise _bad(f"HEALTHCHECK --retries cannot be negative ({value})")
-        else:
-            ns = parse_duration(value)
-            # Docker: a duration is 0 (inherit) or at least 1 ms.
-            if 0 < ns < 1_000_000:
-                raise _bad(f"HEALTHCHECK --{name} {value!r} cannot be less than 1ms")
-            values[name] = ns
-    kind, _, command = body.partition(" ")
-    if kind.upper() != "CMD":
-        raise _bad(f"unknown type {kind!r} in HEALTHCHECK", hint="try HEALTHCHECK CMD ...")
-    command = command.strip()
-    exec_form = _json_form(command)
-    if exec_form is not None:
-        test: tuple[str, ...] = ("CMD", *exec_form)
-    elif command:
-        test = ("CMD-SHELL", command)
-    else:
-        raise _bad("HEALTHCHECK CMD requires a command")
-    return Healthcheck(
-        test,
-        values["interval"],
-        values["timeout"],
-        values["start-period"],
-        values["start-interval"],
-        values["retries"],
+    raise ParseError(
+        where, f"invalid signal {text!r}", hint="use a name such as SIGTERM or a number"
     )
 
 
-def _workdir(current: str, requested: str) -> str:
-    if not requested:
-        raise _bad("WORKDIR requires a path")
-    if requested.startswith("/"):
-        return requested
-    # Go's filepath.Join cleans, and Clean turns a leading "//" into "/".
-    joined = posixpath.normpath(posixpath.join("/", current, requested))
-    return "/" + joined.lstrip("/")
-
-
-def _apply(state: _State, keyword: str, rest: str) -> None:
-    env = state.cc.env_dict()
-    if keyword == "CMD":
-        state.set(cmd=state.command("CMD", rest))
-        state.cmd_set = True
-    elif keyword == "ENTRYPOINT":
-        entrypoint = state.command("ENTRYPOINT", rest)
-        state.set(entrypoint=entrypoint, **({} if state.cmd_set else {"cmd": None}))
-    elif keyword == "ENV":
-        # All pairs expand against the Env from before this instruction, as Docker does
-        # (ENV a=1 b=$a gives b the old a); the next instruction sees the new values.
-        cc = state.cc
-        for key, value in _pairs("ENV", rest, env):
-            cc = cc.with_env(key, value)
-        state.image = state.image.with_config(cc)
-    elif keyword == "LABEL":
-        labels = dict(state.cc.labels)
-        labels.update(_pairs("LABEL", rest, env))
-        state.set(labels=labels)
-    elif keyword == "EXPOSE":
-        ports = [p for word in expand_words(rest, env) for p in _expose(word)]
-        if not ports:
-            raise _bad("EXPOSE requires at least one argument")
-        state.set(exposed_ports=(*state.cc.exposed_ports, *ports))
-    elif keyword == "USER":
-        user = expand(rest, env)
-        if not user:
-            raise _bad("USER requires exactly one argument")
-        state.set(user=user)
-    elif keyword == "VOLUME":
-        raw = _json_form(rest)
-        words = [expand(w, env) for w in raw] if raw is not None else expand_words(rest, env)
-        if not words or any(not w for w in words):
-            raise _bad("VOLUME specified can not be an empty string")
-        state.set(volumes=(*state.cc.volumes, *words))
-    elif keyword == "WORKDIR":
-        state.set(working_dir=_workdir(state.cc.working_dir, expand(rest, env)))
-    elif keyword == "STOPSIGNAL":
-        signal = expand(rest, env)
-        _check_signal(signal)
-        state.set(stop_signal=signal)
-    elif keyword == "ONBUILD":
-        trigger = rest.split(None, 1)[0].upper() if rest else ""
-        if not trigger:
-            raise _bad("ONBUILD requires an instruction")
-        if trigger == "ONBUILD":
-            raise _bad("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
-        if trigger in ("FROM", "MAINTAINER"):
-            raise _bad(f"{trigger} isn't allowed as an ONBUILD trigger")
-        state.set(on_build=(*state.cc.on_build, rest))
-    elif keyword == "HEALTHCHECK":
-        state.set(healthcheck=_healthcheck(rest))
+def _healthcheck(node: Healthcheck) -> oc.Healthcheck:
+    if node.command is None:
+        return oc.Healthcheck(test=("NONE",))
+    if isinstance(node.command, ExecForm):
+        test: tuple[str, ...] = ("CMD", *node.command.argv)
     else:
-        raise _bad(
-            f"{keyword} is not a valid change command",
-            hint=f"use one of {', '.join(VALID_CHANGES)}",
+        test = ("CMD-SHELL", node.command.script)
+    # The parser has checked the durations (and their 1 ms minimum) already.
+    durations = (node.interval, node.timeout, node.start_period, node.start_interval)
+    interval, timeout, start_period, start_interval = (
+        parse_duration(d) if d is not None else 0 for d in durations
+    )
+    return oc.Healthcheck(test, interval, timeout, start_period, start_interval, node.retries or 0)
+
+
+def apply(
+    node: Instruction,
+    image: oc.ImageConfig,
+    scope: StageScope,
+    *,
+    escape: str = "\\",
+    cmd_set: bool = False,
+) -> tuple[oc.ImageConfig, str]:
+    """Apply one metadata instruction; returns the new config and the history text.
+
+    ``scope`` gives the words their values (ENV is applied to it too); ``cmd_set``
+    says a CMD came earlier in this stage or batch, which an ENTRYPOINT then keeps.
+    Errors are :class:`ParseError` at the instruction."""
+    config = image.config
+    variables = scope.variables()
+    loc = node.location
+
+    def one(word: str) -> str:
+        return expand_at(loc, word, variables, escape=escape)
+
+    def pairs_of(raw: tuple[tuple[str, str], ...], keyword: str) -> list[tuple[str, str]]:
+        try:
+            pairs = expand_pairs(raw, variables, escape=escape)
+        except InvalidArgument as exc:
+            raise ParseError(loc, exc.message) from exc
+        if any(not key for key, _ in pairs):
+            raise ParseError(loc, f"{keyword} names can not be blank")
+        return pairs
+
+    def done(new: oc.ContainerConfig, created_by: str) -> tuple[oc.ImageConfig, str]:
+        return image.with_config(new), created_by
+
+    if isinstance(node, Env):
+        pairs = pairs_of(node.pairs, "ENV")
+        scope.apply(node)
+        for key, value in pairs:
+            config = config.with_env(key, value)
+        return done(config, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
+    if isinstance(node, Label):
+        pairs = pairs_of(node.pairs, "LABEL")
+        labels = dict(config.labels)
+        labels.update(pairs)
+        return done(
+            replace(config, labels=labels), "LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
         )
+    if isinstance(node, User):
+        user = one(node.user)
+        return done(replace(config, user=user), f"USER {user}")
+    if isinstance(node, Workdir):
+        path = resolve_workdir(config.working_dir, one(node.path))
+        return done(replace(config, working_dir=path), f"WORKDIR {path}")
+    if isinstance(node, (Cmd, Entrypoint)):
+        argv = argv_of(node.command, config, image.os)
+        text = json.dumps(list(argv))
+        if isinstance(node, Cmd):
+            return done(replace(config, cmd=argv), f"CMD {text}")
+        cmd = config.cmd if cmd_set else None
+        return done(replace(config, entrypoint=argv, cmd=cmd), f"ENTRYPOINT {text}")
+    if isinstance(node, Expose):
+        try:
+            words = [w for raw in node.ports for w in expand_words(raw, variables, escape=escape)]
+        except InvalidArgument as exc:
+            raise ParseError(loc, exc.message) from exc
+        ports = [p for word in words for p in expose_ports(loc, word)]
+        config = replace(config, exposed_ports=(*config.exposed_ports, *ports))
+        return done(config, "EXPOSE " + " ".join(f"map[{p}:{{}}]" for p in ports))
+    if isinstance(node, Volume):
+        paths = [one(p) for p in node.paths]
+        if any(not p for p in paths):
+            raise ParseError(loc, "VOLUME specified can not be an empty string")
+        return done(
+            replace(config, volumes=(*config.volumes, *paths)), f"VOLUME {json.dumps(paths)}"
+        )
+    if isinstance(node, StopSignal):
+        signal = one(node.signal)
+        check_signal(loc, signal)
+        return done(replace(config, stop_signal=signal), f"STOPSIGNAL {signal}")
+    if isinstance(node, Healthcheck):
+        check = _healthcheck(node)
+        return done(
+            replace(config, healthcheck=check), f"HEALTHCHECK {json.dumps(list(check.test))}"
+        )
+    if isinstance(node, Shell):
+        return done(replace(config, shell=node.argv), f"SHELL {json.dumps(list(node.argv))}")
+    if isinstance(node, OnBuild):
+        on_build = (*config.on_build, node.source)
+        return done(replace(config, on_build=on_build), f"ONBUILD {node.source}")
+    if isinstance(node, Maintainer):
+        # The author is the name with quotes removed and no variables; the history
+        # line shows it expanded.
+        author = expand_at(loc, node.name, {}, escape=escape)
+        return replace(image, author=author), f"MAINTAINER {one(node.name)}"
+    raise InvalidArgument(f"{type(node).__name__} is not a metadata instruction")
 
 
-def apply_changes(config: ImageConfig, changes: Sequence[str]) -> ImageConfig:
-    """Apply ``--change`` strings in order, as one batch (see ENTRYPOINT above)."""
-    state = _State(config)
-    for change in changes:
-        for keyword, rest in split_instructions(change):
-            _apply(state, keyword, rest)
-    return state.image
+def apply_changes(config: oc.ImageConfig, changes: Sequence[str]) -> oc.ImageConfig:
+    """Apply ``--change`` strings in order, as one batch: joined by newlines and read as
+    Dockerfile lines (:func:`~lamina.dockerfile.parser.parse_changes`), words expanded
+    from the config's Env as it goes."""
+    parsed = parse_changes(changes)
+    scope = StageScope({}, {}, env=config.config.env_dict(), escape=parsed.escape)
+    cmd_set = False
+    for node in parsed.instructions:
+        config, _ = apply(node, config, scope, escape=parsed.escape, cmd_set=cmd_set)
+        cmd_set = cmd_set or isinstance(node, Cmd)
+    return config
 
 
-def apply_change(config: ImageConfig, instruction: str) -> ImageConfig:
+def apply_change(config: oc.ImageConfig, instruction: str) -> oc.ImageConfig:
     """Apply one ``--change`` string (which may hold several lines)."""
     return apply_changes(config, [instruction])

@@ -8,6 +8,10 @@ pattern modifiers ``${name#p}``, ``${name##p}``, ``${name%p}``, ``${name%%p}``,
 ``${name/p/r}`` and ``${name//p/r}`` (``p`` a shell glob). Unset variables expand to
 nothing.
 
+Expansion is bounded: one call may produce at most :data:`MAX_EXPANSION` characters by
+substitution (``ENV A=$A$A`` ten times over would otherwise double a value each line
+and ``${A//?/$A}`` square it); past that it raises :class:`~lamina.errors.LimitExceeded`.
+
 The escape character is a parameter (``# escape=`` may make it a backtick). One lexer
 serves the builder and ``--change`` (:mod:`lamina.dockerfile.config_changes`), which
 Docker parses with the same rules. Values are expanded when a step runs, not when the
@@ -20,7 +24,11 @@ import re
 from collections.abc import Mapping
 
 from lamina.dockerfile.instructions import Location, ParseError
-from lamina.errors import InvalidArgument
+from lamina.errors import InvalidArgument, LimitExceeded
+
+# Characters one expansion may produce by substitution: far above any real word
+# (a config is at most 4 MiB), far below what would exhaust memory.
+MAX_EXPANSION = 1 << 20
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _SPECIAL = frozenset("@*#?-$!")
@@ -77,11 +85,26 @@ def _strip_suffix(value: str, pattern: str, longest: bool) -> str:
     return value
 
 
+def _too_long() -> LimitExceeded:
+    return LimitExceeded(
+        f"variable substitution would produce more than {MAX_EXPANSION} characters"
+    )
+
+
 def _replace(value: str, pattern: str, replacement: str, every: bool) -> str:
     if not pattern:
         return value
     rx = re.compile(glob_regex(pattern), re.DOTALL)
-    return rx.sub(lambda _m: replacement, value, count=0 if every else 1)
+    budget = MAX_EXPANSION
+
+    def substitute(_match: re.Match[str]) -> str:
+        nonlocal budget
+        budget -= len(replacement)
+        if budget < 0:
+            raise _too_long()
+        return replacement
+
+    return rx.sub(substitute, value, count=0 if every else 1)
 
 
 class _Out:
@@ -112,7 +135,7 @@ class _Out:
 
 
 class _Lexer:
-    __slots__ = ("env", "escape", "pos", "raw", "split", "text")
+    __slots__ = ("env", "escape", "pos", "produced", "raw", "split", "text")
 
     def __init__(
         self, text: str, env: Mapping[str, str], split: bool, escape: str, raw: bool = False
@@ -120,6 +143,7 @@ class _Lexer:
         self.text, self.env, self.split, self.escape, self.pos = text, env, split, escape, 0
         # raw: quotes and escapes stay in the output (heredoc bodies); only $ expands.
         self.raw = raw
+        self.produced = 0  # characters substituted so far, against MAX_EXPANSION
 
     def _peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -212,6 +236,13 @@ class _Lexer:
             raise InvalidArgument(f"missing '}}' in {self.text!r}")
 
     def _dollar(self) -> str:
+        value = self._substitute()
+        self.produced += len(value)
+        if self.produced > MAX_EXPANSION:
+            raise _too_long()
+        return value
+
+    def _substitute(self) -> str:
         if self._peek() != "{":
             name = self._name()
             return self.env.get(name, "") if name else "$"
