@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lamina.builder import ParseError, parse
 from lamina.builder.plan import Source, plan
+from lamina.dockerfile import ParseError, parse
 from lamina.errors import InvalidArgument
 
 MULTI = """\

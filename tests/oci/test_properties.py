@@ -17,7 +17,6 @@ from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, parse_document
 from lamina.oci.platform import Platform
 from lamina.oci.reference import Reference
-from lamina.oci.shellwords import process_word
 
 settings.register_profile("oci", max_examples=60, deadline=None)
 settings.load_profile("oci")
@@ -166,8 +165,3 @@ def test_config_round_trip_keeps_unknown_fields(
         assert out[k] == v
     for k, v in inner.items():
         assert out["config"][k] == v
-
-
-@given(st.text(alphabet=string.ascii_letters + string.digits + " ./-_=:", max_size=20))
-def test_single_quoted_text_is_literal(text: str) -> None:
-    assert process_word("'" + text + "'", {"A": "x"}) == text

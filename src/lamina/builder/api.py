@@ -2,7 +2,7 @@
 
 Lifecycle of one ``lamina build``::
 
-    df = parse(text, file)                                  # lamina.builder.dockerfile.parser
+    df = parse(text, file)                                  # lamina.dockerfile.parser
     p = plan(df, build_args, target, image_exists=...)     # lamina.builder.plan (pure)
     result = Builder(store, options, on_event).build(p)    # lamina.builder.executor
 

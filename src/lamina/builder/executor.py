@@ -2,7 +2,7 @@
 
 Each stage starts from its base (a local image, ``scratch``, or a stage built before),
 with the base's config; its ONBUILD triggers run first. Metadata instructions change
-the config and add an ``empty_layer`` history entry (:mod:`lamina.builder.metadata`);
+the config and add an ``empty_layer`` history entry (:mod:`lamina.dockerfile.config_changes`);
 file instructions (RUN, COPY, ADD, and the mkdir of WORKDIR) are *steps*
 (:mod:`lamina.builder.steps`): each has a content key (:mod:`lamina.builder.cache`); a hit
 appends the recorded layer without touching a file; a miss runs the step on an overlay
@@ -30,25 +30,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from lamina.builder import metadata
 from lamina.builder.api import BuildOptions, BuildResult, Event
 from lamina.builder.cache import BuildCache, CacheRecord, cache_key
-from lamina.builder.dockerfile.instructions import (
+from lamina.builder.plan import Plan, StagePlan
+from lamina.builder.sandbox.workbench import Workbench, oci_layer
+from lamina.dockerfile.config_changes import apply
+from lamina.dockerfile.instructions import (
     Add,
     Arg,
     Cmd,
     Copy,
-    Entrypoint,
     Instruction,
-    Maintainer,
     ParseError,
     Run,
     Workdir,
 )
-from lamina.builder.dockerfile.scope import StageScope
-from lamina.builder.dockerfile.words import expand_at
-from lamina.builder.plan import Plan, StagePlan
-from lamina.builder.sandbox.workbench import Workbench, oci_layer
+from lamina.dockerfile.scope import StageScope
+from lamina.dockerfile.words import expand_at
 from lamina.errors import NotFound
 from lamina.oci.config import History, ImageConfig
 from lamina.oci.descriptor import Descriptor
@@ -243,7 +241,7 @@ class Builder:
         if triggers:
             # The base's ONBUILD triggers run first and are consumed (Dockerfile
             # reference, ONBUILD): the new image does not inherit them.
-            from lamina.builder.dockerfile.parser import parse
+            from lamina.dockerfile.parser import parse
 
             parsed = parse("FROM scratch\n" + "\n".join(triggers), "ONBUILD")
             instructions = [*parsed.stages[0].instructions, *instructions]
@@ -281,24 +279,16 @@ class Builder:
                 )
             )
             return
-        previous_cmd = st.config.config.cmd
-        config, created_by = metadata.apply(node, st.config.config, st.scope, escape)
-        if isinstance(node, Cmd):
-            st.cmd_set = True
-        elif isinstance(node, Entrypoint) and st.cmd_set:
-            config = replace(config, cmd=previous_cmd)
-        image = st.config.with_config(config)
-        if isinstance(node, Maintainer):
-            image = replace(image, author=expand_at(node.location, node.name, {}, escape=escape))
+        image, created_by = apply(node, st.config, st.scope, escape=escape, cmd_set=st.cmd_set)
+        st.cmd_set = st.cmd_set or isinstance(node, Cmd)
         st.config = image.with_history(
             History(created=None, created_by=created_by, comment=COMMENT, empty_layer=True)
         )
 
     def _file_step(self, st: StageState, node: Instruction, name: str, steps: Steps) -> None:
         if isinstance(node, Workdir):
-            config, created_by = metadata.apply(node, st.config.config, st.scope, steps.df.escape)
-            st.config = st.config.with_config(config)
-            if config.working_dir == "/":
+            st.config, created_by = apply(node, st.config, st.scope, escape=steps.df.escape)
+            if st.config.config.working_dir == "/":
                 st.config = st.config.with_history(
                     History(created=None, created_by=created_by, comment=COMMENT, empty_layer=True)
                 )

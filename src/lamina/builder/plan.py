@@ -1,6 +1,6 @@
 """The stages of a Dockerfile as a graph, and the order to build the ones a target needs.
 
-Pure: a parsed :class:`~lamina.builder.dockerfile.instructions.Dockerfile` and the build arguments
+Pure: a parsed :class:`~lamina.dockerfile.instructions.Dockerfile` and the build arguments
 in, a :class:`Plan` out. Edges (BuildKit's dockerfile2llb rules):
 
 - ``FROM <name>`` names an *earlier* stage (case-insensitive); any other name is an
@@ -11,7 +11,7 @@ in, a :class:`Plan` out. Edges (BuildKit's dockerfile2llb rules):
 - Only the stages the target reaches are built; their order puts every stage after
   the stages it needs (ties keep file order).
 
-Errors are :class:`~lamina.builder.dockerfile.instructions.ParseError` at the instruction.
+Errors are :class:`~lamina.dockerfile.instructions.ParseError` at the instruction.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from lamina.builder.dockerfile.instructions import (
+from lamina.dockerfile.instructions import (
     Arg,
     Copy,
     Dockerfile,
@@ -29,8 +29,8 @@ from lamina.builder.dockerfile.instructions import (
     Run,
     Stage,
 )
-from lamina.builder.dockerfile.scope import PREDEFINED_ARGS, global_scope
-from lamina.builder.dockerfile.words import expand_at
+from lamina.dockerfile.scope import PREDEFINED_ARGS, global_scope
+from lamina.dockerfile.words import expand_at
 from lamina.errors import InvalidArgument
 
 SCRATCH = "scratch"

@@ -18,10 +18,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lamina.builder import metadata
 from lamina.builder.api import Event, StepFailed
 from lamina.builder.cache import CacheRecord, cache_key
-from lamina.builder.dockerfile.instructions import (
+from lamina.builder.plan import Plan, Source, from_source
+from lamina.dockerfile.config_changes import shell_of
+from lamina.dockerfile.instructions import (
     Add,
     Copy,
     ExecForm,
@@ -32,8 +33,7 @@ from lamina.builder.dockerfile.instructions import (
     Workdir,
     heredoc_source,
 )
-from lamina.builder.dockerfile.words import expand_at, expand_heredoc
-from lamina.builder.plan import Plan, Source, from_source
+from lamina.dockerfile.words import expand_at, expand_heredoc
 from lamina.errors import LaminaError, NotFound, Unsupported
 
 if TYPE_CHECKING:
@@ -446,7 +446,7 @@ class Steps:
         if isinstance(command, ExecForm):
             argv = command.argv
         else:
-            argv = (*metadata.shell_of(config), _script(command, node))
+            argv = (*shell_of(config, st.config.os), _script(command, node))
         env = list(config.env)
         names = {item.partition("=")[0] for item in env}
         args = st.scope.args

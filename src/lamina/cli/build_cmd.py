@@ -220,10 +220,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     from lamina.builder.api import BuildOptions, Event, StepFailed
-    from lamina.builder.dockerfile.parser import parse
     from lamina.builder.executor import Builder
     from lamina.builder.plan import automatic_args, plan
     from lamina.cli.output import open_store
+    from lamina.dockerfile.parser import parse
     from lamina.errors import LaminaError
     from lamina.oci.platform import Platform
 

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lamina.dockerfile.config_changes import apply_changes
 from lamina.image.images import Image
 from lamina.image.importer import build_image, rfc3339
 from lamina.image.layer_io import write_layer
 from lamina.layers.diff import diff_overlay_upper
 from lamina.layers.tar import TarWriter
 from lamina.oci import mediatypes as mt
-from lamina.oci.changes import apply_changes
 from lamina.oci.config import History
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from lamina.dockerfile.config_changes import apply_changes
 from lamina.errors import InvalidArgument, NotFound
 from lamina.image.layer_io import write_layer
 from lamina.layers.api import DEFAULT_LIMITS
@@ -25,7 +26,6 @@ from lamina.layers.compression import open_decompressed
 from lamina.layers.diff import diff_trees
 from lamina.layers.tar import TarWriter, read_entries
 from lamina.oci import mediatypes as mt
-from lamina.oci.changes import apply_changes
 from lamina.oci.config import History, ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest

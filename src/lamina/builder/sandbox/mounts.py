@@ -28,8 +28,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lamina.builder.dockerfile.instructions import Mount, ParseError, Run
 from lamina.builder.sandbox.runner import SpecMount
+from lamina.dockerfile.instructions import Mount, ParseError, Run
 from lamina.errors import InvalidArgument, LaminaError, NotFound, Unsafe, Unsupported
 
 if TYPE_CHECKING:

@@ -1,6 +1,8 @@
 """Dockerfile text to a typed AST (BuildKit ``docker/dockerfile:1`` syntax). Pure: no
 I/O, no variable expansion (that happens per step at build time, see
-:func:`lamina.builder.dockerfile.words.expand`).
+:func:`lamina.dockerfile.words.expand`). Two entry points: :func:`parse` for a whole
+Dockerfile, :func:`parse_changes` for ``commit/import --change`` strings. Messages are
+BuildKit's where it has one (``instructions/parse.go``), with the position added.
 """
 
 from __future__ import annotations
@@ -8,10 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lamina.builder.dockerfile.instructions import (
+from lamina.dockerfile.durations import MIN_HEALTHCHECK_NS, parse_duration
+from lamina.dockerfile.instructions import (
     Add,
     Arg,
     ArgDecl,
@@ -41,11 +44,11 @@ from lamina.builder.dockerfile.instructions import (
     Volume,
     Workdir,
 )
-from lamina.builder.dockerfile.lexer import LogicalLine, lex
-from lamina.builder.dockerfile.words import split_raw, unclosed_quote
+from lamina.dockerfile.lexer import LogicalLine, lex
+from lamina.dockerfile.words import split_raw, unclosed_quote
+from lamina.errors import InvalidArgument
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$", re.IGNORECASE)
-_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 _MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 _MOUNT_ALIASES = {
     "dst": "target",
@@ -64,6 +67,7 @@ _SYMBOLIC_MODE = re.compile(
     r"^[ugoa]*[-+=][rwxXst]*([-+=][rwxXst]*)*(,[ugoa]*[-+=][rwxXst]*([-+=][rwxXst]*)*)*$"
 )
 _BOOL = {"": True, "true": True, "false": False}
+_WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +94,16 @@ class _Args:
     def words(self) -> list[tuple[int, str]]:
         opened = unclosed_quote(self.text, escape=self.escape)
         if opened is not None:
-            raise self.fail(opened, f"{self.keyword}: unterminated {self.text[opened]} quote")
+            quote = self.text[opened]
+            kind = "single" if quote == "'" else "double"
+            raise self.fail(
+                opened, f"{self.keyword}: unterminated {quote} quote (missing closing {kind} quote)"
+            )
         return split_raw(self.text, escape=self.escape)
 
-    def require(self, what: str = "at least one argument") -> None:
+    def require(self, what: str = "at least one argument", hint: str | None = None) -> None:
         if not self.text.strip():
-            raise self.fail(None, f"{self.keyword} requires {what}")
+            raise self.fail(None, f"{self.keyword} requires {what}", hint=hint)
 
 
 @dataclass(slots=True)
@@ -181,19 +189,23 @@ def _pairs(args: _Args) -> tuple[tuple[str, str], ...]:
     args.require()
     words = args.words()
     if "=" not in words[0][1]:
-        key = words[0][1]
-        if len(words) < 2:
+        # The legacy "KEY name value...": BuildKit splits the name off at the first
+        # whitespace (quotes or not); the value is the rest of the line.
+        parts = _WHITESPACE.split(args.text.strip(), maxsplit=1)
+        if len(parts) < 2:
             raise args.fail(
-                words[0][0], f"{args.keyword} {key} has no value", hint=f"write {key}=VALUE"
+                words[0][0],
+                f"{args.keyword} must have two arguments: {parts[0]} has no value",
+                hint=f"write {parts[0]}=VALUE",
             )
-        return ((key, args.text[words[1][0] :].strip()),)
+        return ((parts[0], parts[1]),)
     pairs = []
     for offset, word in words:
         key, eq, value = word.partition("=")
         if not eq:
-            raise args.fail(offset, f"{args.keyword}: expected key=value, got {word!r}")
+            raise args.fail(offset, f"{args.keyword}: can't find = in {word!r}, expected key=value")
         if not key:
-            raise args.fail(offset, f"{args.keyword}: a name can not be blank")
+            raise args.fail(offset, f"{args.keyword} names can not be blank")
         pairs.append((key, value))
     return tuple(pairs)
 
@@ -360,8 +372,8 @@ def _add(args: _Args) -> Add:
     )
 
 
-def _single(args: _Args) -> str:
-    args.require()
+def _single(args: _Args, what: str = "exactly one argument") -> str:
+    args.require(what)
     return args.text.strip()
 
 
@@ -379,17 +391,33 @@ def _healthcheck(args: _Args) -> Healthcheck:
     kind = words[0][1].upper()
     if kind == "NONE":
         if len(words) > 1 or flags.values:
-            raise rest.fail(words[0][0], "HEALTHCHECK NONE takes no other arguments")
+            raise rest.fail(words[0][0], "HEALTHCHECK NONE takes no arguments")
         return Healthcheck(args.location, None)
     if kind != "CMD":
-        raise rest.fail(words[0][0], f"HEALTHCHECK expects NONE or CMD, not {words[0][1]!r}")
+        raise rest.fail(
+            words[0][0],
+            f"HEALTHCHECK: unknown type {words[0][1]!r} (expects NONE or CMD)",
+            hint="try HEALTHCHECK CMD ...",
+        )
     for name in ("interval", "timeout", "start-period", "start-interval"):
         value = flags.text(name)
-        if value is not None and not _DURATION.match(value):
-            raise args.fail(flags.at(name), f"--{name}: {value!r} is not a duration (30s)")
+        if value is None:
+            continue
+        try:
+            ns = parse_duration(value)
+        except InvalidArgument as exc:
+            raise args.fail(
+                flags.at(name),
+                f"--{name}: {value!r} is not a duration ({exc.message})",
+                hint=exc.hint,
+            ) from exc
+        if 0 < ns < MIN_HEALTHCHECK_NS:  # BuildKit parseOptInterval
+            raise args.fail(flags.at(name), f"--{name}: {value!r} cannot be less than 1ms")
     retries = flags.text("retries")
-    if retries is not None and not (retries.isascii() and retries.isdigit()):
+    if retries is not None and not (retries.isascii() and retries.lstrip("-").isdigit()):
         raise args.fail(flags.at("retries"), f"--retries: {retries!r} is not a number")
+    if retries is not None and int(retries) < 0:
+        raise args.fail(flags.at("retries"), f"--retries cannot be negative ({retries})")
     skip = words[0][0] + len(words[0][1])
     body = _Args(rest.line, "HEALTHCHECK CMD", rest.text[skip:], rest.offset + skip, rest.escape)
     if not body.text.strip():
@@ -422,7 +450,7 @@ def _volume(args: _Args) -> Volume:
     argv = _json_array(args.text)
     paths = argv if argv is not None else [w for _, w in args.words()]
     if not paths or any(not p.strip() for p in paths):
-        raise args.fail(0, "VOLUME paths can not be empty")
+        raise args.fail(0, "VOLUME specified can not be an empty string")
     return Volume(args.location, tuple(paths))
 
 
@@ -432,7 +460,7 @@ def _required_command(args: _Args) -> Command:
 
 
 def _expose(args: _Args) -> Expose:
-    args.require("a port (EXPOSE 80/tcp)")
+    args.require(hint="EXPOSE 80/tcp")
     return Expose(args.location, tuple(w for _, w in args.words()))
 
 
@@ -442,8 +470,10 @@ def _onbuild(args: _Args) -> OnBuild:
     inner = args.line.tail(args.offset + lead)
     inner = LogicalLine(inner.file, args.text[lead:], inner.segments, inner.heredocs)
     keyword = inner.text.split(None, 1)[0].upper()
-    if keyword in ("ONBUILD", "FROM", "MAINTAINER"):
-        raise args.fail(lead, f"{keyword} is not allowed as an ONBUILD trigger")
+    if keyword == "ONBUILD":
+        raise args.fail(lead, "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+    if keyword in ("FROM", "MAINTAINER"):
+        raise args.fail(lead, f"{keyword} isn't allowed as an ONBUILD trigger")
     return OnBuild(args.location, _instruction(inner, args.escape), inner.text)
 
 
@@ -455,7 +485,7 @@ _PARSERS: dict[str, Callable[[_Args], Instruction]] = {
     "RUN": _run,
     "COPY": _copy,
     "ADD": _add,
-    "WORKDIR": lambda a: Workdir(a.location, _single(a)),
+    "WORKDIR": lambda a: Workdir(a.location, _single(a, "a path")),
     "USER": lambda a: User(a.location, _single(a)),
     "CMD": lambda a: Cmd(a.location, _required_command(a)),
     "ENTRYPOINT": lambda a: Entrypoint(a.location, _required_command(a)),
@@ -531,3 +561,47 @@ def parse(source: str, file: str = "Dockerfile") -> Dockerfile:
     return Dockerfile(
         file, lexed.escape, lexed.directives, tuple(global_args), tuple(stages), originals
     )
+
+
+# What ``docker commit --change`` accepts (moby's validCommitCommands): the instructions
+# that change the config alone. The others need a build.
+CHANGE_INSTRUCTIONS = (
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "HEALTHCHECK",
+    "LABEL",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """``--change`` strings, parsed: the escape character and the instructions."""
+
+    escape: str
+    instructions: tuple[Instruction, ...]
+
+
+def parse_changes(changes: Sequence[str], file: str = "--change") -> Changes:
+    """``--change`` strings as moby's ``BuildFromConfig`` reads them: joined by newlines
+    and lexed as one Dockerfile with no FROM (directives, comments, continuations). Each
+    instruction is checked against :data:`CHANGE_INSTRUCTIONS` before it is parsed, so
+    ``RUN``, ``COPY``, ``FROM``... are refused as such."""
+    lexed = lex("\n".join(changes), file)
+    instructions: list[Instruction] = []
+    for line in lexed.lines:
+        keyword = line.text.split(None, 1)[0].upper()
+        if keyword not in CHANGE_INSTRUCTIONS:
+            raise ParseError(
+                line.location(0),
+                f"{keyword} is not a valid change command",
+                hint=f"use one of {', '.join(CHANGE_INSTRUCTIONS)}",
+            )
+        instructions.append(_instruction(line, lexed.escape))
+    return Changes(lexed.escape, tuple(instructions))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lamina.builder import ParseError, parse
+from lamina.dockerfile import ParseError, parse
 from lamina.errors import InvalidFormat
 
 # (source, "line:column", a fragment of the message)
@@ -28,7 +28,7 @@ BAD: list[tuple[str, str, str]] = [
     ("FROM scratch\nUSER\n", "2:1", "USER requires"),
     ("FROM scratch\nEXPOSE\n", "2:1", "EXPOSE requires"),
     ("FROM scratch\nVOLUME\n", "2:1", "VOLUME requires"),
-    ('FROM scratch\nVOLUME [""]\n', "2:8", "can not be empty"),
+    ('FROM scratch\nVOLUME [""]\n', "2:8", "can not be an empty string"),
     ("FROM scratch\nSTOPSIGNAL\n", "2:1", "STOPSIGNAL requires"),
     ("FROM scratch\nMAINTAINER\n", "2:1", "MAINTAINER requires"),
     ("FROM scratch\nLABEL\n", "2:1", "LABEL requires"),
@@ -100,14 +100,22 @@ BAD: list[tuple[str, str, str]] = [
     ("FROM scratch\nHEALTHCHECK --interval=5 CMD true\n", "2:13", "not a duration"),
     ("FROM scratch\nHEALTHCHECK --retries=x CMD true\n", "2:13", "not a number"),
     ("FROM scratch\nHEALTHCHECK --retries=\u00b2 CMD true\n", "2:13", "not a number"),
-    ("FROM scratch\nHEALTHCHECK --timeout=1s NONE\n", "2:26", "NONE takes no other"),
+    ("FROM scratch\nHEALTHCHECK --timeout=1s NONE\n", "2:26", "NONE takes no arguments"),
     ("FROM scratch\nHEALTHCHECK RUN true\n", "2:13", "expects NONE or CMD"),
     ("FROM scratch\nHEALTHCHECK CMD\n", "2:13", "requires a command"),
     ("FROM scratch\nHEALTHCHECK --check=1 CMD true\n", "2:13", "unknown flag"),
     # ONBUILD
-    ("FROM scratch\nONBUILD FROM x\n", "2:9", "FROM is not allowed as an ONBUILD trigger"),
-    ("FROM scratch\nONBUILD  onbuild RUN x\n", "2:10", "ONBUILD is not allowed"),
-    ("FROM scratch\nONBUILD MAINTAINER me\n", "2:9", "MAINTAINER is not allowed"),
+    ("FROM scratch\nONBUILD FROM x\n", "2:9", "FROM isn't allowed as an ONBUILD trigger"),
+    (
+        "FROM scratch\nONBUILD  onbuild RUN x\n",
+        "2:10",
+        "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+    ),
+    (
+        "FROM scratch\nONBUILD MAINTAINER me\n",
+        "2:9",
+        "MAINTAINER isn't allowed as an ONBUILD trigger",
+    ),
     ("FROM scratch\nONBUILD\n", "2:1", "ONBUILD requires"),
     ("FROM scratch\nONBUILD BLAH x\n", "2:9", "unknown instruction: BLAH"),
     ("FROM scratch\nONBUILD COPY --nope a b\n", "2:14", "unknown flag: --nope"),

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lamina.builder.dockerfile.instructions import Arg, Dockerfile, Env
-from lamina.builder.dockerfile.words import expand, expand_pairs
+from lamina.dockerfile.instructions import Arg, Dockerfile, Env
+from lamina.dockerfile.words import expand, expand_pairs
 
 PREDEFINED_ARGS = frozenset(
     {

@@ -1,7 +1,7 @@
 """The typed, frozen AST of a Dockerfile.
 
 Values are kept *raw* (quotes and ``$VAR`` still in them): they are expanded at build
-time with the ARG/ENV scope of the step (:func:`lamina.builder.dockerfile.words.expand`). RUN, CMD
+time with the ARG/ENV scope of the step (:func:`lamina.dockerfile.words.expand`). RUN, CMD
 and ENTRYPOINT bodies are never expanded by the builder; the shell does that.
 """
 

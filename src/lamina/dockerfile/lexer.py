@@ -10,8 +10,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from lamina.builder.dockerfile.instructions import Heredoc, Location, ParseError
-from lamina.builder.dockerfile.words import split_raw
+from lamina.dockerfile.instructions import Heredoc, Location, ParseError
+from lamina.dockerfile.words import split_raw
 
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9_-]*)\s*=\s*(.*?)\s*$")
 _KNOWN_DIRECTIVES = ("syntax", "escape", "check")

@@ -1,11 +1,16 @@
-"""Dockerfile word processing: quotes, escapes, variable expansion, splitting."""
+"""Dockerfile word processing: quotes, escapes, variable expansion, splitting (the
+cases written for ``--change``; ``test_words`` has the builder's)."""
 
 from __future__ import annotations
 
-import pytest
+import string
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lamina.dockerfile.words import expand, expand_words, split_raw
 from lamina.errors import InvalidArgument
-from lamina.oci.shellwords import process_word, split_quoted, split_words
 
 ENV = {"A": "apple", "E": "", "S": "one two", "P": "/usr/bin"}
 
@@ -43,7 +48,7 @@ WORDS: list[tuple[str, str]] = [
     ("${U+alt}", ""),
     ("${A:?msg}", "apple"),
     ("${P}:/sbin", "/usr/bin:/sbin"),
-    ("one two", "one two"),  # process_word keeps whitespace
+    ("one two", "one two"),  # expand keeps whitespace
     ("$S", "one two"),
     ("''", ""),
     ("\"a\"'b'c", "abc"),
@@ -51,8 +56,8 @@ WORDS: list[tuple[str, str]] = [
 
 
 @pytest.mark.parametrize(("text", "want"), WORDS)
-def test_process_word(text: str, want: str) -> None:
-    assert process_word(text, ENV) == want
+def test_expand(text: str, want: str) -> None:
+    assert expand(text, ENV) == want
 
 
 SPLITS: list[tuple[str, list[str]]] = [
@@ -70,8 +75,8 @@ SPLITS: list[tuple[str, list[str]]] = [
 
 
 @pytest.mark.parametrize(("text", "want"), SPLITS)
-def test_split_words(text: str, want: list[str]) -> None:
-    assert split_words(text, ENV) == want
+def test_expand_words(text: str, want: list[str]) -> None:
+    assert expand_words(text, ENV) == want
 
 
 @pytest.mark.parametrize(
@@ -89,7 +94,7 @@ def test_split_words(text: str, want: list[str]) -> None:
 )
 def test_errors(text: str, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
-        process_word(text, ENV)
+        expand(text, ENV)
 
 
 @pytest.mark.parametrize(
@@ -106,5 +111,11 @@ def test_errors(text: str, message: str) -> None:
         ("end\\", ["end\\"]),  # a dangling escape stays, for the second pass to see
     ],
 )
-def test_split_quoted(text: str, want: list[str]) -> None:
-    assert split_quoted(text) == want
+def test_split_raw(text: str, want: list[str]) -> None:
+    assert [word for _, word in split_raw(text)] == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.digits + " ./-_=:", max_size=20))
+def test_single_quoted_text_is_literal(text: str) -> None:
+    assert expand("'" + text + "'", {"A": "x"}) == text

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from lamina.builder import parse
-from lamina.builder.dockerfile.instructions import (
+from lamina.dockerfile import parse
+from lamina.dockerfile.instructions import (
     Arg,
     Cmd,
     Entrypoint,
@@ -27,8 +27,8 @@ from lamina.builder.dockerfile.instructions import (
     User,
     Workdir,
 )
-from lamina.builder.dockerfile.scope import StageScope, global_scope
-from lamina.builder.dockerfile.words import expand, expand_pairs, expand_words
+from lamina.dockerfile.scope import StageScope, global_scope
+from lamina.dockerfile.words import expand, expand_pairs, expand_words
 
 # No RUN and FROM scratch: buildah needs neither network nor a runtime.
 CONTAINERFILE = """\

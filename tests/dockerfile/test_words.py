@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lamina.builder.dockerfile.instructions import Location, ParseError
-from lamina.builder.dockerfile.words import (
+from lamina.dockerfile.instructions import Location, ParseError
+from lamina.dockerfile.words import (
     expand,
     expand_at,
     expand_heredoc,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from lamina.builder import parse
-from lamina.builder.dockerfile.instructions import (
+from lamina.dockerfile import parse
+from lamina.dockerfile.instructions import (
     Add,
     Arg,
     ArgDecl,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from lamina.builder import parse
-from lamina.builder.dockerfile.instructions import Arg, Env, Run
-from lamina.builder.dockerfile.scope import StageScope, global_scope
-from lamina.builder.dockerfile.words import expand
+from lamina.dockerfile import parse
+from lamina.dockerfile.instructions import Arg, Env, Run
+from lamina.dockerfile.scope import StageScope, global_scope
+from lamina.dockerfile.words import expand
 
 SOURCE = """\
 ARG VERSION=latest

@@ -8,9 +8,14 @@ pattern modifiers ``${name#p}``, ``${name##p}``, ``${name%p}``, ``${name%%p}``,
 ``${name/p/r}`` and ``${name//p/r}`` (``p`` a shell glob). Unset variables expand to
 nothing.
 
+Expansion is bounded: one call may produce at most :data:`MAX_EXPANSION` characters by
+substitution (``ENV A=$A$A`` ten times over would otherwise double a value each line
+and ``${A//?/$A}`` square it); past that it raises :class:`~lamina.errors.LimitExceeded`.
+
 The escape character is a parameter (``# escape=`` may make it a backtick). One lexer
-serves both the Containerfile parser (:mod:`lamina.builder.dockerfile.words`) and ``--change``
-(:mod:`lamina.oci.changes`), which Docker parses with the same rules.
+serves the builder and ``--change`` (:mod:`lamina.dockerfile.config_changes`), which
+Docker parses with the same rules. Values are expanded when a step runs, not when the
+file is parsed; :func:`expand_at` raises errors positioned at the instruction.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from lamina.errors import InvalidArgument
+from lamina.dockerfile.instructions import Location, ParseError
+from lamina.errors import InvalidArgument, LimitExceeded
+
+# Characters one expansion may produce by substitution: far above any real word
+# (a config is at most 4 MiB), far below what would exhaust memory.
+MAX_EXPANSION = 1 << 20
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _SPECIAL = frozenset("@*#?-$!")
@@ -75,11 +85,26 @@ def _strip_suffix(value: str, pattern: str, longest: bool) -> str:
     return value
 
 
+def _too_long() -> LimitExceeded:
+    return LimitExceeded(
+        f"variable substitution would produce more than {MAX_EXPANSION} characters"
+    )
+
+
 def _replace(value: str, pattern: str, replacement: str, every: bool) -> str:
     if not pattern:
         return value
     rx = re.compile(glob_regex(pattern), re.DOTALL)
-    return rx.sub(lambda _m: replacement, value, count=0 if every else 1)
+    budget = MAX_EXPANSION
+
+    def substitute(_match: re.Match[str]) -> str:
+        nonlocal budget
+        budget -= len(replacement)
+        if budget < 0:
+            raise _too_long()
+        return replacement
+
+    return rx.sub(substitute, value, count=0 if every else 1)
 
 
 class _Out:
@@ -110,7 +135,7 @@ class _Out:
 
 
 class _Lexer:
-    __slots__ = ("env", "escape", "pos", "raw", "split", "text")
+    __slots__ = ("env", "escape", "pos", "produced", "raw", "split", "text")
 
     def __init__(
         self, text: str, env: Mapping[str, str], split: bool, escape: str, raw: bool = False
@@ -118,6 +143,7 @@ class _Lexer:
         self.text, self.env, self.split, self.escape, self.pos = text, env, split, escape, 0
         # raw: quotes and escapes stay in the output (heredoc bodies); only $ expands.
         self.raw = raw
+        self.produced = 0  # characters substituted so far, against MAX_EXPANSION
 
     def _peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -210,6 +236,13 @@ class _Lexer:
             raise InvalidArgument(f"missing '}}' in {self.text!r}")
 
     def _dollar(self) -> str:
+        value = self._substitute()
+        self.produced += len(value)
+        if self.produced > MAX_EXPANSION:
+            raise _too_long()
+        return value
+
+    def _substitute(self) -> str:
         if self._peek() != "{":
             name = self._name()
             return self.env.get(name, "") if name else "$"
@@ -342,20 +375,10 @@ def expand_pairs(
     ]
 
 
-# The names lamina.oci.changes uses.
-
-
-def process_word(text: str, env: Mapping[str, str]) -> str:
-    """One word, quotes removed and variables expanded; whitespace is kept."""
-    return expand(text, env)
-
-
-def split_words(text: str, env: Mapping[str, str]) -> list[str]:
-    """Words split on unquoted whitespace, quotes removed, variables expanded."""
-    return expand_words(text, env)
-
-
-def split_quoted(text: str) -> list[str]:
-    """Split on whitespace outside quotes, keeping quotes and escapes in the words (the
-    first pass over ``ENV``/``LABEL`` arguments)."""
-    return [word for _, word in split_raw(text)]
+def expand_at(location: Location, word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
+    """:func:`expand`, with errors (``${X:?unset}``, a missing ``}``) raised as a
+    :class:`ParseError` pointing at the instruction."""
+    try:
+        return expand(word, env, escape=escape)
+    except InvalidArgument as exc:
+        raise ParseError(location, exc.message) from exc

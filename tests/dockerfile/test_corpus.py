@@ -8,8 +8,8 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lamina.builder import ParseError, expand, expand_pairs, parse
-from lamina.builder.dockerfile.instructions import (
+from lamina.dockerfile import ParseError, expand, expand_pairs, parse
+from lamina.dockerfile.instructions import (
     Arg,
     Copy,
     Env,
@@ -22,7 +22,7 @@ from lamina.builder.dockerfile.instructions import (
     ShellForm,
     heredoc_source,
 )
-from lamina.builder.dockerfile.lexer import lex
+from lamina.dockerfile.lexer import lex
 
 GO_APP = """\
 # syntax=docker/dockerfile:1.7
