@@ -31,25 +31,14 @@ from typing import BinaryIO
 from lamina.atomic import fsync_dir, write_all, write_atomic
 from lamina.errors import DigestMismatch, InvalidArgument, LaminaError, NotFound
 from lamina.oci.digest import ALGORITHMS, Digest, new_hasher
-from lamina.registry.errors import RegistryError
-from lamina.registry.routes import UUID_RE, check_name, is_valid_tag
+from lamina.oci.reference import is_valid_tag
+from lamina.registry.routes import UUID_RE, check_name, check_tag
 from lamina.registry.storage.api import CHUNK, Readable, UploadData, UploadInfo
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 # Dot-named leftovers in _uploads/ older than this are swept by iter_uploads; no live
 # start or cancel takes anywhere near this long.
 GARBAGE_AGE = 3600.0
-
-
-def _check_tag(tag: str) -> str:
-    # distribution-spec "Pulling manifests": <reference> as a tag MUST match the tag grammar.
-    if not is_valid_tag(tag):
-        raise RegistryError(
-            "TAG_INVALID",
-            f"invalid tag {tag[:200]!r}",
-            hint="tags are [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
-        )
-    return tag
 
 
 def _check_uuid(uuid: str) -> str:
@@ -436,13 +425,13 @@ class FilesystemStorage:
                     yield Digest(algorithm, entry)
 
     def tag(self, name: str, tag: str, digest: Digest) -> None:
-        path = os.path.join(self._tags(name), _check_tag(tag))
+        path = os.path.join(self._tags(name), check_tag(tag))
         if not self.has_manifest(name, digest):
             raise NotFound(f"manifest {digest} not found in {name}", hint="put the manifest first")
         self._put_small(path, str(digest).encode())
 
     def resolve_tag(self, name: str, tag: str) -> Digest:
-        path = os.path.join(self._tags(name), _check_tag(tag))
+        path = os.path.join(self._tags(name), check_tag(tag))
         text = self._read_small(path, f"tag {tag!r} of {name}")
         try:
             return Digest.parse(text)
@@ -450,7 +439,7 @@ class FilesystemStorage:
             raise NotFound(f"tag {tag!r} of {name} is damaged", hint="tag it again") from exc
 
     def untag(self, name: str, tag: str) -> None:
-        path = os.path.join(self._tags(name), _check_tag(tag))
+        path = os.path.join(self._tags(name), check_tag(tag))
         try:
             os.unlink(path)
         except (FileNotFoundError, NotADirectoryError) as exc:
