@@ -14,7 +14,12 @@ import hashlib
 import threading
 import time
 
-from lamina.registry.auth import (
+from lamina.registry.authn.api import Identity, TokenIssuer
+from lamina.registry.authn.htpasswd import Htpasswd
+from lamina.registry.authn.issuer import BuiltinTokenIssuer
+from lamina.registry.authn.policy import Policy
+from lamina.registry.authn.tokens import Claims, InvalidToken
+from lamina.registry.challenges import (
     Scope,
     allows,
     basic_challenge,
@@ -22,11 +27,6 @@ from lamina.registry.auth import (
     parse_authorization,
     unauthorized,
 )
-from lamina.registry.authn.api import Identity, TokenIssuer
-from lamina.registry.authn.htpasswd import Htpasswd
-from lamina.registry.authn.issuer import BuiltinTokenIssuer
-from lamina.registry.authn.policy import Policy
-from lamina.registry.authn.tokens import Claims, InvalidToken
 from lamina.registry.errors import RegistryError
 
 _VERIFIED_MAX = 4096  # remembered tokens; a token lives minutes

@@ -13,16 +13,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lamina.registry.auth import (
+from lamina.registry.authn.htpasswd import Htpasswd
+from lamina.registry.authn.policy import Policy
+from lamina.registry.authn.tokens import TokenCodec
+from lamina.registry.challenges import (
     Scope,
     basic_challenge,
     parse_authorization,
     parse_scopes,
     unauthorized,
 )
-from lamina.registry.authn.htpasswd import Htpasswd
-from lamina.registry.authn.policy import Policy
-from lamina.registry.authn.tokens import TokenCodec
 from lamina.registry.errors import RegistryError
 
 _SCOPES_MAX = 32  # scope parameters per request; a push with mounts needs a few

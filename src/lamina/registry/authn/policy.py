@@ -28,7 +28,7 @@ from fnmatch import fnmatchcase
 
 from lamina.errors import InvalidFormat, NotFound
 from lamina.oci.reference import is_valid_repository
-from lamina.registry.auth import DELETE, PULL, PUSH, Scope
+from lamina.registry.challenges import DELETE, PULL, PUSH, Scope
 
 ANY_USER = "*"
 ALL_ACTIONS = "*"
