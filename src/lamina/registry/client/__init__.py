@@ -39,7 +39,7 @@ __all__ = [
     "save_credentials",
 ]
 
-_HOMES = {
+_HOME = {
     "BlobSources": "blob_sources",
     "Credentials": "credentials",
     "RegistryClient": "remote",
@@ -52,9 +52,13 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
+    home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(f"{__name__}.{home}"), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
