@@ -12,12 +12,6 @@ from typing import Any
 import pytest
 
 from lamina.errors import InvalidArgument, InvalidFormat, NotFound
-from lamina.registry.auth import (
-    Scope,
-    basic_authorization,
-    parse_challenge,
-    required_scopes,
-)
 from lamina.registry.authn import (
     DEFAULT_POLICY,
     BasicAuthenticator,
@@ -29,6 +23,12 @@ from lamina.registry.authn import (
 )
 from lamina.registry.authn.policy import Policy, Rule, load_policy, policy_from_json
 from lamina.registry.authn.tokens import TokenCodec
+from lamina.registry.challenges import (
+    Scope,
+    basic_authorization,
+    parse_challenge,
+    required_scopes,
+)
 from lamina.registry.errors import RegistryError
 from lamina.registry.routes import match
 

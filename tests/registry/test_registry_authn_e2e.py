@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 
 from helpers.cli import Lamina
-from lamina.registry.auth import basic_authorization, parse_challenge
 from lamina.registry.authn import open_authenticator, write_htpasswd
+from lamina.registry.challenges import basic_authorization, parse_challenge
 from lamina.registry.server import make_app
 from lamina.registry.storage.filesystem import FilesystemStorage
 

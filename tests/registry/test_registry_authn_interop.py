@@ -27,13 +27,13 @@ import pytest
 
 from helpers.archives import Containerd, containerd  # noqa: F401 (a fixture)
 from helpers.cli import LAMINA
-from lamina.registry.auth import basic_authorization, parse_challenge
 from lamina.registry.authn import (
     BuiltinTokenIssuer,
     TokenAuthenticator,
     open_authenticator,
     write_htpasswd,
 )
+from lamina.registry.challenges import basic_authorization, parse_challenge
 from lamina.registry.errors import RegistryError
 
 pytestmark = [

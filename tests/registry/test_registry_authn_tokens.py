@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from lamina.errors import InvalidArgument, InvalidFormat, Unsupported
-from lamina.registry.auth import Scope
 from lamina.registry.authn.tokens import (
     LEEWAY,
     InvalidToken,
@@ -29,6 +28,7 @@ from lamina.registry.authn.tokens import (
     key_id,
     load_key,
 )
+from lamina.registry.challenges import Scope
 
 PULL_A = (Scope("a", ("pull",)),)
 

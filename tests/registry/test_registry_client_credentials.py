@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lamina.errors import InvalidFormat, NotFound
-from lamina.registry.auth import Scope
+from lamina.registry.challenges import Scope
 from lamina.registry.client.authflow import merge_scopes, scope_key
 from lamina.registry.client.credentials import (
     Credentials,

@@ -289,8 +289,8 @@ def test_serve_with_token_auth(tmp_path: Path, serve: Callable[..., Serve]) -> N
     import base64
     import json
 
-    from lamina.registry.auth import parse_challenge
     from lamina.registry.authn import write_htpasswd
+    from lamina.registry.challenges import parse_challenge
 
     htpasswd = tmp_path / "htpasswd"
     write_htpasswd(str(htpasswd), {"bob": "builder"}, cost=4)

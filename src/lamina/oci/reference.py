@@ -12,6 +12,21 @@ The first path component is a registry only if it contains ``.`` or ``:``, is
 ``localhost``, or has an uppercase letter; otherwise the registry is ``docker.io`` and a
 one-component repository gets ``library/`` in front. ``index.docker.io`` is ``docker.io``.
 The whole name (registry + "/" + repository) is at most 255 characters.
+
+This module is the one home of the name, tag and digest grammar: the registry server
+validates a request's ``<name>`` and tag with :func:`is_valid_repository` and
+:func:`is_valid_tag`. Its ``component`` and ``tag`` are distribution-spec's ("Pulling
+manifests") ``<name>`` and tag expressions to the letter. Where the two sides differ:
+
+- length: a :class:`Reference` caps registry + "/" + repository at 255 (the spec's
+  implementer note on clients; distribution/reference's ``NameTotalLengthMax``), the
+  server caps the ``<name>`` alone at :data:`REPOSITORY_NAME_MAX` (255, as
+  distribution's registry does), so a long name may be served but not referenced
+  through a long registry host;
+- :meth:`Reference.parse` refuses a bare 64-hex text (an image ID), the server takes it
+  as a name;
+- :meth:`Reference.parse` reads an uppercase first component as a registry host and
+  normalises ``docker.io`` names; the server only validates, it never rewrites.
 """
 
 from __future__ import annotations
@@ -25,7 +40,10 @@ from lamina.oci.digest import Digest
 DEFAULT_REGISTRY = "docker.io"
 LEGACY_DEFAULT_REGISTRY = "index.docker.io"
 OFFICIAL_REPO_PREFIX = "library/"
+# registry + "/" + repository of a Reference (distribution/reference NameTotalLengthMax).
 NAME_TOTAL_LENGTH_MAX = 255
+# A distribution API ``<name>`` (the repository alone), as distribution's registry caps it.
+REPOSITORY_NAME_MAX = 255
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|-+)"
@@ -46,12 +64,19 @@ _MAX_REFERENCE_TEXT = 1024
 
 
 def is_valid_tag(tag: str) -> bool:
+    """distribution-spec "Pulling manifests": a tag MUST match
+    ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`` (so at most 128 characters)."""
     return _TAG_RE.fullmatch(tag) is not None
 
 
 def is_valid_repository(repository: str) -> bool:
-    """A repository path as the distribution API's ``<name>`` accepts it (no registry)."""
-    return _REPOSITORY_RE.fullmatch(repository) is not None and len(repository) <= 255
+    """A repository path as the distribution API's ``<name>`` accepts it (no registry):
+    distribution-spec "Pulling manifests" ``<name>`` expression, at most
+    :data:`REPOSITORY_NAME_MAX` characters."""
+    # Length first: it bounds the regular expression's work on hostile input.
+    return (
+        len(repository) <= REPOSITORY_NAME_MAX and _REPOSITORY_RE.fullmatch(repository) is not None
+    )
 
 
 def _split_registry(text: str) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """The registry's protocol decisions, pure (no sockets, no files): tag and catalog
-pages, manifest PUT checks, referrers answers. Route matching, errors, uploads, ranges
-and auth live in sibling modules and are re-exported here, so the server imports one
-module (in the style of h11: the I/O layer asks, this module decides).
+pages, manifest PUT checks, referrers answers. Route matching (``routes``), errors,
+the upload state machine (``upload_state``), ranges and auth challenges
+(``challenges``) live in sibling modules and are re-exported here, so the server
+imports one module (in the style of h11: the I/O layer asks, this module decides).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from lamina.oci.canonical import MAX_DOCUMENT_BYTES
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, parse_document
-from lamina.registry.auth import (
+from lamina.registry.challenges import (
     Challenge,
     Scope,
     allows,
@@ -36,11 +37,12 @@ from lamina.registry.auth import (
 from lamina.registry.errors import CODES, RegistryError, error_body
 from lamina.registry.ranges import content_range, parse_range, unsatisfiable
 from lamina.registry.routes import PAGE_MAX, Route, check_name, match, parse_digest
-from lamina.registry.uploads import (
+from lamina.registry.upload_state import (
     CHUNK_MIN_LENGTH,
     UploadSession,
     advance,
     apply_patch,
+    check_received,
     finish,
     is_stale,
     location,
@@ -73,6 +75,7 @@ __all__ = [
     "catalog_body",
     "check_manifest_put",
     "check_name",
+    "check_received",
     "content_range",
     "error_body",
     "finish",

@@ -3,7 +3,8 @@
 :func:`match` turns a method, a decoded path and a raw query string into a
 :class:`Route` or raises :class:`~lamina.registry.errors.RegistryError`. Every name,
 tag, digest and upload id in a Route has been validated, so none of them can escape a
-storage root when a driver turns it into a path or key.
+storage root when a driver turns it into a path or key. The name and tag grammar is
+:mod:`lamina.oci.reference`'s (its one home); this module only applies it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs
 
 from lamina.errors import InvalidArgument
 from lamina.oci.digest import ALGORITHMS, Digest
+from lamina.oci.reference import is_valid_repository, is_valid_tag
 from lamina.registry.errors import RegistryError
 
 # Spec endpoint ids (distribution-spec "Endpoints" table); catalog is not in the table.
@@ -34,12 +36,6 @@ UPLOAD_STATUS = "end-13"
 UPLOAD_CANCEL = "end-14"
 CATALOG = "catalog"
 
-# distribution-spec "Pulling manifests": <name> MUST match this, total length <= 255.
-NAME_RE = re.compile(
-    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
-)
-NAME_MAX = 255
-TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 # Upload ids are minted by this registry; accept only what it mints (no dots, no slashes).
 UUID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # A page never holds more than this many tags/repositories, whatever ``n`` asks
@@ -93,16 +89,10 @@ class Route:
         return None if self.digest is None else str(self.digest)
 
 
-def is_valid_name(name: str) -> bool:
-    return len(name) <= NAME_MAX and NAME_RE.fullmatch(name) is not None
-
-
-def is_valid_tag(tag: str) -> bool:
-    return TAG_RE.fullmatch(tag) is not None
-
-
 def check_name(name: str) -> str:
-    if not is_valid_name(name):
+    """``name`` if it is a valid ``<name>`` (:func:`~lamina.oci.reference.is_valid_repository`,
+    the one grammar), else NAME_INVALID (400)."""
+    if not is_valid_repository(name):
         raise RegistryError(
             "NAME_INVALID",
             f"invalid repository name {name[:300]!r}",
@@ -110,6 +100,18 @@ def check_name(name: str) -> str:
             hint="names are lowercase path components like library/busybox, at most 255 long",
         )
     return name
+
+
+def check_tag(tag: str) -> str:
+    """``tag`` if it is a valid tag (:func:`~lamina.oci.reference.is_valid_tag`), else
+    TAG_INVALID (400): what storage drivers raise before a tag becomes a path or key."""
+    if not is_valid_tag(tag):
+        raise RegistryError(
+            "TAG_INVALID",
+            f"invalid tag {tag[:200]!r}",
+            hint="tags are [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+        )
+    return tag
 
 
 def parse_digest(text: str) -> Digest:

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 from lamina.errors import InvalidArgument
-from lamina.registry.auth import bearer_challenge
 from lamina.registry.authn.api import Authenticator, Identity, TokenIssuer
 from lamina.registry.authn.authenticators import BasicAuthenticator, TokenAuthenticator
 from lamina.registry.authn.htpasswd import Htpasswd, hash_password, set_password, write_htpasswd
 from lamina.registry.authn.issuer import BuiltinTokenIssuer
 from lamina.registry.authn.policy import DEFAULT_POLICY, Policy, Rule, load_policy
 from lamina.registry.authn.tokens import TOKEN_TTL, SigningKey, TokenCodec, load_key
+from lamina.registry.challenges import bearer_challenge
 from lamina.registry.errors import RegistryError
 
 __all__ = [

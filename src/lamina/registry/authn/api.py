@@ -1,7 +1,7 @@
 """The contract between the registry server and its authentication.
 
 Flow (distribution's "Token Authentication Specification"): the server computes the
-scopes a request needs (``lamina.registry.auth.required_scopes``) and calls
+scopes a request needs (``lamina.registry.challenges.required_scopes``) and calls
 :meth:`Authenticator.authenticate` with the request's ``Authorization`` header. The
 authenticator answers with the identity it accepted, or raises a
 :class:`~lamina.registry.errors.RegistryError`:
@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lamina.registry.auth import Scope
+from lamina.registry.challenges import Scope
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,19 +14,19 @@ import hashlib
 import threading
 import time
 
-from lamina.registry.auth import (
-    Scope,
-    allows,
-    basic_challenge,
-    bearer_challenge,
-    parse_authorization,
-    unauthorized,
-)
 from lamina.registry.authn.api import Identity, TokenIssuer
+from lamina.registry.authn.basic import basic_refusal, basic_user
 from lamina.registry.authn.htpasswd import Htpasswd
 from lamina.registry.authn.issuer import BuiltinTokenIssuer
 from lamina.registry.authn.policy import Policy
 from lamina.registry.authn.tokens import Claims, InvalidToken
+from lamina.registry.challenges import (
+    Scope,
+    allows,
+    bearer_challenge,
+    parse_authorization,
+    unauthorized,
+)
 from lamina.registry.errors import RegistryError
 
 _VERIFIED_MAX = 4096  # remembered tokens; a token lives minutes
@@ -43,24 +43,13 @@ class BasicAuthenticator:
         self.policy = policy
         self.realm = realm
 
-    def _challenge(self, message: str) -> RegistryError:
-        return unauthorized(basic_challenge(self.realm), message)
-
     def authenticate(self, authorization: str | None, needed: tuple[Scope, ...]) -> Identity:
-        try:
-            parsed = parse_authorization(authorization)
-        except RegistryError as exc:
-            raise self._challenge(exc.message) from exc
-        if parsed is None:
+        user = basic_user(authorization, self.users, self.realm, taker="this registry")
+        if user is None:
             granted = self.policy.grant(None, needed)
             if self.policy.anonymous and allows(granted, needed):
                 return Identity(None, granted)
-            raise self._challenge("authentication required")
-        scheme, user, password = parsed
-        if scheme != "basic":
-            raise self._challenge("this registry takes Basic credentials")
-        if not self.users.verify(user, password):
-            raise self._challenge("invalid username or password")
+            raise basic_refusal(self.realm, "authentication required")
         granted = self.policy.grant(user, needed)
         if not allows(granted, needed):
             raise RegistryError(

@@ -13,16 +13,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lamina.registry.auth import (
-    Scope,
-    basic_challenge,
-    parse_authorization,
-    parse_scopes,
-    unauthorized,
-)
+from lamina.registry.authn.basic import basic_refusal, basic_user
 from lamina.registry.authn.htpasswd import Htpasswd
 from lamina.registry.authn.policy import Policy
 from lamina.registry.authn.tokens import TokenCodec
+from lamina.registry.challenges import Scope, parse_scopes
 from lamina.registry.errors import RegistryError
 
 _SCOPES_MAX = 32  # scope parameters per request; a push with mounts needs a few
@@ -48,23 +43,9 @@ class BuiltinTokenIssuer:
         self.realm = realm
         self.path = path
 
-    def _challenge(self, message: str) -> RegistryError:
-        return unauthorized(basic_challenge(self.realm), message)
-
     def authenticate(self, authorization: str | None) -> str | None:
         """The user the Basic credentials name (None: anonymous); 401 when wrong."""
-        try:
-            parsed = parse_authorization(authorization)
-        except RegistryError as exc:
-            raise self._challenge(exc.message) from exc
-        if parsed is None:
-            return None
-        scheme, user, password = parsed
-        if scheme != "basic":
-            raise self._challenge("the token endpoint takes Basic credentials")
-        if self.users is None or not self.users.verify(user, password):
-            raise self._challenge("invalid username or password")
-        return user
+        return basic_user(authorization, self.users, self.realm, taker="the token endpoint")
 
     def issue(
         self, authorization: str | None, service: str | None, scopes: tuple[str, ...]
@@ -82,7 +63,7 @@ class BuiltinTokenIssuer:
             raise RegistryError("DENIED", f"at most {_SCOPES_MAX} resources per token", status=400)
         user = self.authenticate(authorization)
         if user is None and not self.policy.anonymous:
-            raise self._challenge("this registry needs credentials")
+            raise basic_refusal(self.realm, "this registry needs credentials")
         granted = self.policy.grant(user, requested)
         token, issued, expires_in = self.codec.sign(user or "", granted)
         stamp = datetime.fromtimestamp(issued, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

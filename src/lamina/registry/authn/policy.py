@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from lamina.errors import InvalidFormat, NotFound
-from lamina.registry.auth import DELETE, PULL, PUSH, Scope
-from lamina.registry.routes import is_valid_name
+from lamina.oci.reference import is_valid_repository
+from lamina.registry.challenges import DELETE, PULL, PUSH, Scope
 
 ANY_USER = "*"
 ALL_ACTIONS = "*"
@@ -86,7 +86,7 @@ class Policy:
         return tuple(out)
 
     def _allowed(self, user: str | None, scope: Scope) -> frozenset[str]:
-        if scope.type == "repository" and not is_valid_name(scope.name):
+        if scope.type == "repository" and not is_valid_repository(scope.name):
             return frozenset()
         if user is None:
             if scope.type == "repository" and any(

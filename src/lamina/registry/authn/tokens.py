@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from lamina.atomic import fsync_dir, write_all
 from lamina.errors import InvalidArgument, InvalidFormat, Unsupported
-from lamina.registry.auth import Scope
+from lamina.registry.challenges import Scope
 
 LEEWAY = 10  # seconds of clock skew tolerated on exp/nbf/iat
 TOKEN_TTL = 300  # distribution's token servers default to 5 minutes

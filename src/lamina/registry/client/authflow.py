@@ -27,7 +27,7 @@ from ssl import SSLContext
 from typing import TYPE_CHECKING
 
 from lamina.errors import ToolError
-from lamina.registry.auth import Challenge, Scope, basic_authorization, parse_challenges
+from lamina.registry.challenges import Challenge, Scope, basic_authorization, parse_challenges
 from lamina.registry.client.credentials import Credentials
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ or, by tag, against the registry's ``Docker-Content-Digest``. Blobs stream into 
 store's verified ingest in 1 MiB writes made, in order, by a thread of the blob's own
 while the next megabytes arrive (see ``_drain``); a connection that drops mid-blob is resumed with a
 ``Range`` request from the first byte not yet written, or restarted when the registry
-ignores ``Range``. Uploads are in ``upload.py``.
+ignores ``Range``. Uploads are in ``blob_upload.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import parse_document
 from lamina.oci.reference import Reference
-from lamina.registry.auth import PULL, PUSH, Scope
+from lamina.registry.challenges import PULL, PUSH, Scope
+from lamina.registry.client.blob_upload import DEFAULT_CHUNK_SIZE, upload_blob
 from lamina.registry.client.transport import (
     Backoff,
     Response,
@@ -30,7 +31,6 @@ from lamina.registry.client.transport import (
     into_reader,
     network_errors,
 )
-from lamina.registry.client.upload import DEFAULT_CHUNK_SIZE, upload_blob
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, Ingester, Provider
 
 CHUNK = 1 << 20

@@ -32,7 +32,7 @@ from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lamina.errors import LaminaError, NotFound, ToolError
-from lamina.registry.auth import Scope
+from lamina.registry.challenges import Scope
 from lamina.registry.client.authflow import AuthFlow, CredentialLookup
 from lamina.registry.client.lighthttp import Body as LightBody
 from lamina.registry.client.lighthttp import CannotConnect, LightPool, speaks_tls

@@ -17,7 +17,7 @@ from lamina.errors import LaminaError
 from lamina.registry import protocol as p
 from lamina.registry import routes as r
 from lamina.registry.authn.api import Authenticator, TokenIssuer
-from lamina.registry.server import blobs, manifests, uploads_io
+from lamina.registry.server import blob_handlers, manifest_handlers, upload_handlers
 from lamina.registry.server.context import (
     BASE_HEADERS,
     BYTES_IN,
@@ -40,22 +40,22 @@ CONTEXT_KEY = web.AppKey("lamina_registry_context", Context)
 Handler = Callable[[Context, web.Request, p.Route], Awaitable[web.StreamResponse]]
 
 HANDLERS: dict[str, Handler] = {
-    r.BASE: manifests.base,
-    r.CATALOG: manifests.catalog,
-    r.BLOB: blobs.blob_get,
-    r.BLOB_DELETE: blobs.blob_delete,
-    r.MANIFEST: manifests.manifest_get,
-    r.MANIFEST_PUT: manifests.manifest_put,
-    r.MANIFEST_DELETE: manifests.manifest_delete,
-    r.TAGS: manifests.tags_list,
-    r.REFERRERS: manifests.referrers,
-    r.UPLOAD_START: uploads_io.upload_start,
-    r.UPLOAD_MONOLITHIC: uploads_io.upload_monolithic,
-    r.UPLOAD_MOUNT: uploads_io.upload_mount,
-    r.UPLOAD_PATCH: uploads_io.upload_patch,
-    r.UPLOAD_FINISH: uploads_io.upload_finish,
-    r.UPLOAD_STATUS: uploads_io.upload_status,
-    r.UPLOAD_CANCEL: uploads_io.upload_cancel,
+    r.BASE: manifest_handlers.base,
+    r.CATALOG: manifest_handlers.catalog,
+    r.BLOB: blob_handlers.blob_get,
+    r.BLOB_DELETE: blob_handlers.blob_delete,
+    r.MANIFEST: manifest_handlers.manifest_get,
+    r.MANIFEST_PUT: manifest_handlers.manifest_put,
+    r.MANIFEST_DELETE: manifest_handlers.manifest_delete,
+    r.TAGS: manifest_handlers.tags_list,
+    r.REFERRERS: manifest_handlers.referrers,
+    r.UPLOAD_START: upload_handlers.upload_start,
+    r.UPLOAD_MONOLITHIC: upload_handlers.upload_monolithic,
+    r.UPLOAD_MOUNT: upload_handlers.upload_mount,
+    r.UPLOAD_PATCH: upload_handlers.upload_patch,
+    r.UPLOAD_FINISH: upload_handlers.upload_finish,
+    r.UPLOAD_STATUS: upload_handlers.upload_status,
+    r.UPLOAD_CANCEL: upload_handlers.upload_cancel,
 }
 
 # Metric label of a request that matched no route (bounded: never the raw path).
@@ -135,7 +135,7 @@ async def _expiry_loop(ctx: Context, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            count = await ctx.call(uploads_io.expire, ctx, time.time())
+            count = await ctx.call(upload_handlers.expire, ctx, time.time())
         except (LaminaError, OSError) as exc:
             log.warning("upload expiry failed: %s", exc)
             continue

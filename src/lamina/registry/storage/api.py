@@ -10,8 +10,9 @@ bytes and moves them into place.
 
 Inputs: every digest is an already validated :class:`~lamina.oci.digest.Digest` (a driver
 never builds a key from a raw string); repository names and tags are checked with the
-distribution-spec grammar (``lamina.registry.routes``) before they become paths or keys,
-so ``../x``, ``a//b`` or ``A`` never reach the backend: they raise
+distribution-spec grammar (``lamina.oci.reference``, applied by ``routes.check_name`` and
+``routes.check_tag``) before they become paths or keys, so ``../x``, ``a//b`` or ``A``
+never reach the backend: they raise
 :class:`~lamina.registry.errors.RegistryError` ``NAME_INVALID`` / ``TAG_INVALID``, which
 the server answers with 400 as is. Upload ids are the driver's own and are
 checked against ``routes.UUID_RE``.

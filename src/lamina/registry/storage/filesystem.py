@@ -31,35 +31,33 @@ from typing import BinaryIO
 from lamina.atomic import fsync_dir, write_all, write_atomic
 from lamina.errors import DigestMismatch, InvalidArgument, LaminaError, NotFound
 from lamina.oci.digest import ALGORITHMS, Digest, new_hasher
-from lamina.registry.errors import RegistryError
-from lamina.registry.routes import UUID_RE, check_name, is_valid_tag
+from lamina.oci.reference import is_valid_tag
+from lamina.registry.routes import UUID_RE, check_name, check_tag
 from lamina.registry.storage.api import CHUNK, Readable, UploadData, UploadInfo
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 # Dot-named leftovers in _uploads/ older than this are swept by iter_uploads; no live
 # start or cancel takes anywhere near this long.
 GARBAGE_AGE = 3600.0
-
-
-def _check_tag(tag: str) -> str:
-    # distribution-spec "Pulling manifests": <reference> as a tag MUST match the tag grammar.
-    if not is_valid_tag(tag):
-        raise RegistryError(
-            "TAG_INVALID",
-            f"invalid tag {tag[:200]!r}",
-            hint="tags are [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
-        )
-    return tag
+_NEW_UPLOAD = "start a new upload"  # the hint of every unknown-upload NotFound
 
 
 def _check_uuid(uuid: str) -> str:
     if UUID_RE.fullmatch(uuid) is None:
-        raise NotFound(f"no upload {uuid[:200]!r}", hint="start a new upload")
+        raise NotFound(f"no upload {uuid[:200]!r}", hint=_NEW_UPLOAD)
     return uuid
 
 
 def _io_error(what: str, exc: OSError) -> LaminaError:
     return LaminaError(f"registry storage: {what}: {exc.strerror or exc}")
+
+
+def _os_error(exc: OSError, missing: str, doing: str, hint: str | None = None) -> LaminaError:
+    """What a failed call on a driver path means: NotFound(``missing``) when the path (or
+    a parent of it) is absent, else an I/O failure while ``doing``."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return NotFound(missing, hint=hint)
+    return _io_error(doing, exc)
 
 
 class _RangeReader:
@@ -117,6 +115,18 @@ def _read_quiet(path: str) -> str:
         return ""
 
 
+def _iter_digests(base: str) -> Iterator[Digest]:
+    """The digests named ``<base>/<alg>/<hex>`` (blobs, revisions); foreign files skipped."""
+    for algorithm in ALGORITHMS:
+        try:
+            entries = os.listdir(os.path.join(base, algorithm))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            with contextlib.suppress(InvalidArgument):
+                yield Digest(algorithm, entry)
+
+
 def _iter_data(data: UploadData) -> Iterator[bytes | bytearray | memoryview]:
     if isinstance(data, Readable):
         while chunk := data.read(CHUNK):
@@ -163,7 +173,7 @@ class FilesystemStorage:
             raise _io_error(f"reading upload {uuid}", exc) from exc
         # An upload id is only valid in the repository that started it.
         if owner != name:
-            raise NotFound(f"no upload {uuid!r} in {name!r}", hint="start a new upload")
+            raise NotFound(f"no upload {uuid!r} in {name!r}", hint=_NEW_UPLOAD)
         return path
 
     def _put_small(self, path: str, data: bytes) -> None:
@@ -178,27 +188,21 @@ class FilesystemStorage:
         try:
             with open(path, encoding="utf-8") as f:
                 return f.read()
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise NotFound(f"{what} not found") from exc
         except OSError as exc:
-            raise _io_error(f"reading {what}", exc) from exc
+            raise _os_error(exc, f"{what} not found", f"reading {what}") from exc
 
     # -- blobs -------------------------------------------------------------------------
     def stat_blob(self, digest: Digest) -> int:
         try:
             return os.stat(self._blob(digest)).st_size
-        except FileNotFoundError as exc:
-            raise NotFound(f"blob {digest} not found") from exc
         except OSError as exc:
-            raise _io_error(f"stat of blob {digest}", exc) from exc
+            raise _os_error(exc, f"blob {digest} not found", f"stat of blob {digest}") from exc
 
     def open_blob(self, digest: Digest, offset: int = 0, length: int | None = None) -> _RangeReader:
         try:
             fd = os.open(self._blob(digest), _OPEN_FLAGS)
-        except FileNotFoundError as exc:
-            raise NotFound(f"blob {digest} not found") from exc
         except OSError as exc:
-            raise _io_error(f"opening blob {digest}", exc) from exc
+            raise _os_error(exc, f"blob {digest} not found", f"opening blob {digest}") from exc
         f = os.fdopen(fd, "rb")
         size = os.fstat(fd).st_size
         end = size if length is None else offset + length
@@ -215,21 +219,11 @@ class FilesystemStorage:
     def delete_blob(self, digest: Digest) -> None:
         try:
             os.unlink(self._blob(digest))
-        except FileNotFoundError as exc:
-            raise NotFound(f"blob {digest} not found") from exc
         except OSError as exc:
-            raise _io_error(f"deleting blob {digest}", exc) from exc
+            raise _os_error(exc, f"blob {digest} not found", f"deleting blob {digest}") from exc
 
     def iter_blobs(self) -> Iterator[Digest]:
-        for algorithm in ALGORITHMS:
-            directory = os.path.join(self.root, "blobs", algorithm)
-            try:
-                entries = os.listdir(directory)
-            except FileNotFoundError:
-                continue
-            for entry in entries:
-                with contextlib.suppress(InvalidArgument):  # skip foreign files
-                    yield Digest(algorithm, entry)
+        yield from _iter_digests(os.path.join(self.root, "blobs"))
 
     def _store_file(self, src: str, digest: Digest) -> None:
         """Hard-link a complete, fsynced file into blobs/; an existing copy wins."""
@@ -258,10 +252,10 @@ class FilesystemStorage:
     def unlink_blob(self, name: str, digest: Digest) -> None:
         try:
             os.unlink(self._link(name, digest))
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise NotFound(f"blob {digest} not linked in {name}") from exc
         except OSError as exc:
-            raise _io_error(f"unlinking {digest} from {name}", exc) from exc
+            raise _os_error(
+                exc, f"blob {digest} not linked in {name}", f"unlinking {digest} from {name}"
+            ) from exc
 
     # -- uploads -----------------------------------------------------------------------
     def start_upload(self, name: str) -> str:
@@ -287,10 +281,10 @@ class FilesystemStorage:
         path = os.path.join(self._upload(name, uuid), "data")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError as exc:
-            raise NotFound(f"no upload {uuid!r}", hint="start a new upload") from exc
         except OSError as exc:
-            raise _io_error(f"opening upload {uuid}", exc) from exc
+            raise _os_error(
+                exc, f"no upload {uuid!r}", f"opening upload {uuid}", _NEW_UPLOAD
+            ) from exc
         try:
             for chunk in _iter_data(data):
                 write_all(fd, chunk)
@@ -304,7 +298,7 @@ class FilesystemStorage:
         try:
             return os.stat(os.path.join(self._upload(name, uuid), "data")).st_size
         except FileNotFoundError as exc:
-            raise NotFound(f"no upload {uuid!r}", hint="start a new upload") from exc
+            raise NotFound(f"no upload {uuid!r}", hint=_NEW_UPLOAD) from exc
 
     def finish_upload(self, name: str, uuid: str, expected: Digest) -> Digest:
         session = self._upload(name, uuid)
@@ -315,10 +309,10 @@ class FilesystemStorage:
                 while chunk := f.read(CHUNK):
                     hasher.update(chunk)
                 os.fsync(f.fileno())  # durable before it becomes visible
-        except FileNotFoundError as exc:
-            raise NotFound(f"no upload {uuid!r}", hint="start a new upload") from exc
         except OSError as exc:
-            raise _io_error(f"reading upload {uuid}", exc) from exc
+            raise _os_error(
+                exc, f"no upload {uuid!r}", f"reading upload {uuid}", _NEW_UPLOAD
+            ) from exc
         got = Digest(expected.algorithm, hasher.hexdigest())
         if got != expected:
             self.cancel_upload(name, uuid)
@@ -404,10 +398,10 @@ class FilesystemStorage:
         try:
             with open(self._blob(digest), "rb") as f:
                 return media_type, f.read()
-        except FileNotFoundError as exc:
-            raise NotFound(f"manifest {digest} not found") from exc
         except OSError as exc:
-            raise _io_error(f"reading manifest {digest}", exc) from exc
+            raise _os_error(
+                exc, f"manifest {digest} not found", f"reading manifest {digest}"
+            ) from exc
 
     def has_manifest(self, name: str, digest: Digest) -> bool:
         return os.path.isfile(self._revision(name, digest)) and os.path.isfile(self._blob(digest))
@@ -415,34 +409,26 @@ class FilesystemStorage:
     def delete_manifest(self, name: str, digest: Digest) -> None:
         try:
             os.unlink(self._revision(name, digest))
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise NotFound(f"manifest {digest} not found in {name}") from exc
         except OSError as exc:
-            raise _io_error(f"deleting manifest {digest}", exc) from exc
+            raise _os_error(
+                exc, f"manifest {digest} not found in {name}", f"deleting manifest {digest}"
+            ) from exc
         for tag in self._tag_names(name):
             with contextlib.suppress(NotFound):
                 if self.resolve_tag(name, tag) == digest:
                     self.untag(name, tag)
 
     def iter_manifests(self, name: str) -> Iterator[Digest]:
-        base = os.path.join(self._repo(name), "_manifests", "revisions")
-        for algorithm in ALGORITHMS:
-            try:
-                entries = os.listdir(os.path.join(base, algorithm))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for entry in entries:
-                with contextlib.suppress(InvalidArgument):
-                    yield Digest(algorithm, entry)
+        yield from _iter_digests(os.path.join(self._repo(name), "_manifests", "revisions"))
 
     def tag(self, name: str, tag: str, digest: Digest) -> None:
-        path = os.path.join(self._tags(name), _check_tag(tag))
+        path = os.path.join(self._tags(name), check_tag(tag))
         if not self.has_manifest(name, digest):
             raise NotFound(f"manifest {digest} not found in {name}", hint="put the manifest first")
         self._put_small(path, str(digest).encode())
 
     def resolve_tag(self, name: str, tag: str) -> Digest:
-        path = os.path.join(self._tags(name), _check_tag(tag))
+        path = os.path.join(self._tags(name), check_tag(tag))
         text = self._read_small(path, f"tag {tag!r} of {name}")
         try:
             return Digest.parse(text)
@@ -450,13 +436,13 @@ class FilesystemStorage:
             raise NotFound(f"tag {tag!r} of {name} is damaged", hint="tag it again") from exc
 
     def untag(self, name: str, tag: str) -> None:
-        path = os.path.join(self._tags(name), _check_tag(tag))
+        path = os.path.join(self._tags(name), check_tag(tag))
         try:
             os.unlink(path)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise NotFound(f"tag {tag!r} of {name} not found") from exc
         except OSError as exc:
-            raise _io_error(f"removing tag {tag!r}", exc) from exc
+            raise _os_error(
+                exc, f"tag {tag!r} of {name} not found", f"removing tag {tag!r}"
+            ) from exc
 
     def _tag_names(self, name: str) -> list[str]:
         try:

@@ -39,8 +39,9 @@ from typing import IO, Any
 
 from lamina.errors import Conflict, DigestMismatch, InvalidArgument, NotFound
 from lamina.oci.digest import ALGORITHMS, Digest, new_hasher
+from lamina.oci.reference import is_valid_tag
 from lamina.registry.errors import RegistryError
-from lamina.registry.routes import UUID_RE, check_name, is_valid_tag
+from lamina.registry.routes import UUID_RE, check_name
 from lamina.registry.storage.api import CHUNK, UploadData, UploadInfo
 from lamina.registry.storage.s3.client import FileBody, S3Client, S3Error
 from lamina.registry.storage.s3.reader import ObjectReader

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lamina.oci.digest import Digest
 from lamina.registry.errors import RegistryError
 from lamina.registry.ranges import content_range, parse_range
-from lamina.registry.uploads import (
+from lamina.registry.upload_state import (
     UploadSession,
     advance,
     apply_patch,

@@ -1,5 +1,6 @@
-"""Auth challenges and scopes, both ends (Docker token auth spec "Token Authentication
-Specification", RFC 9110 section 11 for the challenge grammar, RFC 7617 for Basic).
+"""Auth challenges, credentials headers and scopes, both ends, pure (Docker token auth
+spec "Token Authentication Specification", RFC 9110 section 11 for the challenge
+grammar, RFC 7617 for Basic). Who may do what is :mod:`lamina.registry.authn`'s.
 
 The server builds ``WWW-Authenticate`` values and asks :func:`required_scopes` what a
 route needs; the client parses challenges and formats the scopes it asks a token for.

@@ -21,7 +21,7 @@ from lamina.image.api import MOUNTED, UPLOADED, TransferProgress
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digester
 from lamina.oci.reference import Reference
-from lamina.registry.auth import PULL, PUSH, Scope
+from lamina.registry.challenges import PULL, PUSH, Scope
 from lamina.registry.client.transport import Backoff, Response, Transport, network_errors
 from lamina.store.api import Provider
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lamina.registry.auth import (
+from lamina.registry.challenges import (
     Challenge,
     Scope,
     allows,

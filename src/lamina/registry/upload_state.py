@@ -59,12 +59,23 @@ def verify_blob(
 ) -> Digest:
     """Decide whether a monolithic upload (POST ?digest=, end-4b) commits: SIZE_INVALID
     when the body was not Content-Length long, DIGEST_INVALID when it hashes otherwise."""
+    check_received(size, content_length)
+    return _same_digest(expected, computed)
+
+
+def check_received(size: int, content_length: int | None) -> None:
+    """SIZE_INVALID unless a body of ``size`` bytes is the ``Content-Length`` it declared
+    (None: nothing declared, nothing to check)."""
     if content_length is not None and size != content_length:
         raise RegistryError(
             "SIZE_INVALID",
             f"received {size} bytes, Content-Length said {content_length}",
             detail={"size": size, "content_length": content_length},
         )
+
+
+def _same_digest(expected: Digest, computed: Digest) -> Digest:
+    # distribution-spec "Pushing blobs": content that does not hash to ?digest= is refused.
     if computed != expected:
         raise RegistryError(
             "DIGEST_INVALID",
@@ -177,10 +188,4 @@ def finish(
             f"upload holds {session.offset} bytes, {size} were hashed",
             detail={"offset": session.offset, "size": size},
         )
-    if computed_digest != digest_param:
-        raise RegistryError(
-            "DIGEST_INVALID",
-            f"content has digest {computed_digest}, not {digest_param}",
-            detail={"digest": str(digest_param), "computed": str(computed_digest)},
-        )
-    return computed_digest
+    return _same_digest(digest_param, computed_digest)

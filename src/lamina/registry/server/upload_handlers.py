@@ -81,11 +81,9 @@ def _session(name: str, uuid: str, offset: int) -> p.UploadSession:
 def _accepted(ctx: Context, session: p.UploadSession) -> web.Response:
     headers = {
         **BASE_HEADERS,
-        **p.upload_headers(session, ctx.chunk_min_length),
+        **p.upload_headers(session, ctx.chunk_min_length),  # OCI-Chunk-Min-Length too
         "Content-Length": "0",
     }
-    if ctx.chunk_min_length > 0:
-        headers["OCI-Chunk-Min-Length"] = str(ctx.chunk_min_length)
     return web.Response(status=202, headers=headers)
 
 
@@ -125,12 +123,7 @@ async def upload_monolithic(
     try:
         async with lock:
             size, _ = await _append(ctx, request, name, uuid)
-            if declared is not None and size != declared:
-                raise p.RegistryError(
-                    "SIZE_INVALID",
-                    f"received {size} bytes, Content-Length said {declared}",
-                    detail={"size": size, "content_length": declared},
-                )
+            p.check_received(size, declared)
             # finish_upload hashes what it stored: a mismatch raises DigestMismatch
             # (answered DIGEST_INVALID) and discards the session.
             digest = await ctx.transfer(storage.finish_upload, name, uuid, route.digest)
