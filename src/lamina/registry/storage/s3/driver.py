@@ -21,6 +21,10 @@ verifies the digest (the SHA-256 kept in the state when one process hashed every
 else by streaming the pieces back), then assembles the blob server-side with a
 multipart upload of part copies and ``If-None-Match: *`` so a blob, once there, is never
 replaced (concurrent finishes keep the first copy, like the filesystem driver).
+
+Why aiobotocore (:mod:`.client`): of the maintained clients only it has UploadPartCopy, so
+finish stays server-side (``python -m bench s3``: 4x16 MiB assembled in 1.7 s, obstore's
+round trip 4.2 s; 256 MiB PUT 20 MiB/s as the old client, peak RSS 71 MB vs obstore 98).
 """
 
 from __future__ import annotations
