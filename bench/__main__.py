@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_compression, build, layers, pushpull, registry, run
+from bench import bench_compression, build, layers, pushpull, registry, run, s3
 
 BENCHES = {
     "layers": layers.main,
@@ -14,6 +14,7 @@ BENCHES = {
     "registry": registry.main,
     "pushpull": pushpull.main,
     "build": build.main,
+    "s3": s3.main,
 }
 
 

@@ -76,8 +76,7 @@ def _die_with_parent() -> None:
 def start_seaweed(data_dir: Path, timeout: float = 60.0) -> tuple[Seaweed, subprocess.Popen[bytes]]:
     """Start ``weed mini`` in ``data_dir`` and wait until its S3 API takes a signed
     CreateBucket; the caller kills the process."""
-    from lamina.registry.storage.s3.client import S3Client, S3Error
-    from lamina.registry.storage.s3.sign import Credentials
+    from lamina.registry.storage.s3.client import Credentials, S3Client, S3Error
 
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "s3.json"

@@ -24,10 +24,9 @@ from helpers.seaweed import Seaweed
 from lamina.errors import Conflict, InvalidArgument, LaminaError
 from lamina.oci.digest import Digest
 from lamina.registry.storage import open_storage
-from lamina.registry.storage.s3.client import S3Client, S3Error
+from lamina.registry.storage.s3.client import Credentials, S3Client, S3Error
 from lamina.registry.storage.s3.driver import MIN_PART, SEGMENT, S3Storage
-from lamina.registry.storage.s3.sign import EMPTY_SHA256, Credentials, sign
-from lamina.registry.storage.s3.uploads import UploadState
+from lamina.registry.storage.s3.upload_session import UploadState
 
 MIB = 1 << 20
 
@@ -56,26 +55,7 @@ def _state(s: S3Storage, uuid: str) -> dict[str, object]:
     return obj
 
 
-# -- SigV4 -------------------------------------------------------------------------------
-
-
-def test_sigv4_matches_the_aws_example() -> None:
-    # S3 API reference, "Signature Calculations for the Authorization Header", GET Object.
-    headers = sign(
-        Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-        method="GET",
-        path="/test.txt",
-        query={},
-        headers={"host": "examplebucket.s3.amazonaws.com", "range": "bytes=0-9"},
-        payload_sha256=EMPTY_SHA256,
-        amz_date="20130524T000000Z",
-        region="us-east-1",
-    )
-    assert headers["Authorization"] == (
-        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
-        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
-        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
-    )
+# -- signing, keys and errors ---------------------------------------------------------
 
 
 def test_keys_needing_escapes_round_trip(seaweed: Seaweed) -> None:
@@ -247,6 +227,11 @@ from lamina.oci.digest import Digest
 from lamina.registry.storage import open_storage
 s = open_storage(sys.argv[1])
 MIB = 1 << 20
+def hwm_mib():
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's (pytest's) peak.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) // 1024
+base = hwm_mib()  # the interpreter, the S3 library and its client, before any blob byte
 class Source:
     def __init__(self): self.i = 0; self.h = hashlib.sha256()
     def read(self, n=-1):
@@ -268,10 +253,7 @@ with s.open_blob(d) as r:
         h.update(block)
 assert h.hexdigest() == d.encoded
 pull = time.monotonic() - t
-# VmHWM, not ru_maxrss: the latter keeps the forking parent's (pytest's) peak.
-with open("/proc/self/status") as f:
-    hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-print(hwm // 1024, round(push, 2), round(pull, 2))
+print(hwm_mib(), base, round(push, 2), round(pull, 2))
 """
 
 
@@ -283,9 +265,15 @@ def test_64_mib_blob_streams_in_bounded_memory(seaweed: Seaweed) -> None:
         timeout=300,
         check=True,
     ).stdout.split()
-    rss_mib, push_s, pull_s = int(out[0]), float(out[1]), float(out[2])
-    print(f"64 MiB blob: peak RSS {rss_mib} MiB, push {push_s} s, pull {pull_s} s")
-    assert rss_mib < 64  # the blob is 64 MiB: it never sat whole in memory
+    rss_mib, base_mib, push_s, pull_s = int(out[0]), int(out[1]), float(out[2]), float(out[3])
+    print(
+        f"64 MiB blob: peak RSS {rss_mib} MiB ({base_mib} before), push {push_s} s, pull {pull_s} s"
+    )
+    # The blob is 64 MiB: moving it grew the peak by under half of that, so it never sat
+    # whole in memory. The floor is aiobotocore's (aiohttp 17 MiB, botocore and its S3
+    # model 26 MiB), which the stdlib client lamina had did not pay; capped too.
+    assert rss_mib - base_mib < 32
+    assert rss_mib < 96
 
 
 # -- dropped connections and 5xx ----------------------------------------------------------
@@ -402,7 +390,10 @@ def test_a_dead_endpoint_fails_clearly(seaweed: Seaweed, tmp_path: Path) -> None
         with pytest.raises(S3Error) as info:
             client.head("x")
         assert info.value.hint is not None and proxy.endpoint in info.value.hint
-        assert proxy.accepted == 3
+        # Three attempts (botocore's), each re-sent once at once by aiohttp: a HEAD is
+        # idempotent and its connection was dropped unanswered (a stale keep-alive one,
+        # as aiohttp sees it).
+        assert proxy.accepted == 3 * 2
     finally:
         proxy.close()
     del tmp_path

@@ -41,9 +41,8 @@ def open_storage(location: str) -> RegistryStorage:
 
 def _open_s3(location: str) -> RegistryStorage:
     # Imported here: the filesystem default needs none of the HTTP machinery.
-    from lamina.registry.storage.s3.client import S3Client
+    from lamina.registry.storage.s3.client import Credentials, S3Client
     from lamina.registry.storage.s3.driver import S3Storage
-    from lamina.registry.storage.s3.sign import Credentials
 
     parts = urlsplit(location)
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}

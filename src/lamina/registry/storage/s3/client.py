@@ -1,49 +1,48 @@
-"""A small blocking S3 client on :mod:`http.client`: just what the registry driver needs.
+"""The S3 calls the registry driver makes, blocking, on aiobotocore.
 
-Path-style requests (``/bucket/key``) signed with SigV4 (:mod:`.sign`); a pool of
-keep-alive connections shared by threads (a connection is owned by one request or one
-reader at a time); retries with exponential backoff on 5xx/429 answers and on dropped
-or refused connections, re-sending bodies from bytes or from a seekable file. Object
-reads are streamed, and a reader that loses its connection mid-body resumes with a
-``Range`` GET from where it stopped. Nothing here buffers an object whole except the
-small XML answers, which are capped.
+aiobotocore (botocore's S3 model, signing and retries over aiohttp) runs on one private
+event loop in a daemon thread; the driver's methods are blocking (the server runs them
+in an executor), so each call here hands a coroutine to that loop and waits for it.
+Requests are path-style (``/bucket/key``: SeaweedFS, MinIO and custom endpoints have no
+per-bucket host names), payloads are signed, and transient failures (5xx, throttling,
+dropped or refused connections) are retried by botocore's "standard" mode. Every
+botocore error is wrapped here in a :class:`S3Error` (or NotFound) ``from`` it, with a
+hint for the usual causes. Object bodies stream: :meth:`S3Client.get_stream` hands back
+the open body, read piece by piece with :meth:`S3Client.read_body`.
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import atexit
 import contextlib
-import hashlib
-import http.client
-import random
 import threading
-import time
-import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from email.utils import parsedate_to_datetime
-from typing import IO
-from urllib.parse import quote, urlsplit
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import parse_timestamp
 
 from lamina.errors import InvalidArgument, LaminaError, NotFound
-from lamina.registry.storage.api import CHUNK
-from lamina.registry.storage.s3.sign import (
-    EMPTY_SHA256,
-    UNSIGNED_PAYLOAD,
-    Credentials,
-    canonical_query,
-    sign,
-)
 
-RETRIES = 6  # attempts per request; the backoff sums to about 6 s
-XML_MAX = 16 << 20  # cap on an XML answer (a listing page is ~300 KiB)
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-_TRANSIENT = (OSError, http.client.HTTPException)
+if TYPE_CHECKING:
+    from aiobotocore.response import StreamingBody
+    from types_aiobotocore_s3.client import S3Client as Boto
+
+T = TypeVar("T")
+
+RETRIES = 6  # attempts per request (botocore "standard" mode: capped exponential backoff)
 # 403 codes that mean the credentials, not the permissions, are wrong.
 _AUTH_CODES = frozenset(
     {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AuthorizationHeaderMalformed"}
 )
+_MISSING = frozenset({"NoSuchKey", "NoSuchUpload", "404", "NotFound", ""})
 
 
 class S3Error(LaminaError):
@@ -56,6 +55,13 @@ class S3Error(LaminaError):
 
 
 @dataclass(frozen=True, slots=True)
+class Credentials:
+    access_key: str
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
     size: int
@@ -64,57 +70,66 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class FileBody:
-    """``length`` bytes of a seekable file from ``offset``: re-readable on a retry."""
+class Stream:
+    """An object GET whose body is still on the wire: ``status`` 200 or 206, the object's
+    ``total`` size, and the body (read with :meth:`S3Client.read_body`, then
+    :meth:`S3Client.close_body`)."""
 
-    file: IO[bytes]
-    offset: int
-    length: int
-
-
-Body = bytes | FileBody | None
-
-
-class _Slice:
-    """Feeds http.client a FileBody in CHUNK reads."""
-
-    def __init__(self, body: FileBody) -> None:
-        body.file.seek(body.offset)
-        self._f = body.file
-        self._left = body.length
-
-    def read(self, size: int = -1) -> bytes:
-        n = self._left if size < 0 else min(size, self._left)
-        data = self._f.read(n) if n > 0 else b""
-        self._left -= len(data)
-        return data
+    status: int
+    total: int
+    body: StreamingBody
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]  # S3 answers in the 2006-03-01 namespace
-
-
-def _child_text(el: ET.Element, name: str) -> str:
-    for child in el:
-        if _local(child.tag) == name:
-            return child.text or ""
-    return ""
-
-
-def _parse_xml(data: bytes, what: str) -> ET.Element:
+def _timestamp(text: str) -> datetime:
+    # botocore's default parser (dateutil) is most of the time of a 1000-key listing;
+    # S3 listings carry ISO 8601, headers (Last-Modified) RFC 1123 for botocore's own.
     try:
-        return ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise S3Error(f"S3 sent an unreadable answer to {what}: {exc}") from exc
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return parse_timestamp(text)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _error_of(status: int, data: bytes, what: str) -> S3Error:
-    code = message = ""
-    if data.lstrip().startswith(b"<"):
-        with contextlib.suppress(S3Error):
-            root = _parse_xml(data, what)
-            code, message = _child_text(root, "Code"), _child_text(root, "Message")
+_SESSION = get_session()
+_SESSION.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+
+
+class _Loop:
+    """The process's one event loop for S3, in a daemon thread, started on first use."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="lamina-s3", daemon=True).start()
+                cls._loop = loop
+            return cls._loop
+
+
+_CLIENTS: weakref.WeakSet[S3Client] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Closed before exit: aiohttp warns about sessions collected unclosed.
+    for client in list(_CLIENTS):
+        client.close()
+
+
+def _error(exc: ClientError | BotoCoreError, what: str, endpoint: str) -> LaminaError:
+    if not isinstance(exc, ClientError):
+        return S3Error(f"S3 {what} failed: {exc}", hint=f"is {endpoint} up?")
+    error: dict[str, Any] = dict(exc.response.get("Error", {}))
+    meta: dict[str, Any] = dict(exc.response.get("ResponseMetadata", {}))
+    status = int(meta.get("HTTPStatusCode") or 0)
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
     text = f"S3 {what} failed: {status or 'no answer'} {code} {message}".rstrip()
+    if status == 404 and code in _MISSING:
+        return NotFound(text)
     hint = None
     if status == 403 and code in _AUTH_CODES:
         hint = "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the URL's keys) and region"
@@ -123,39 +138,6 @@ def _error_of(status: int, data: bytes, what: str) -> S3Error:
     elif code == "NoSuchBucket":
         hint = "create the bucket first"
     return S3Error(text, status=status, code=code, hint=hint)
-
-
-class Response:
-    """A response whose body is still on the wire; read it, then :meth:`close`."""
-
-    def __init__(
-        self, client: S3Client, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
-    ) -> None:
-        self._client = client
-        self._conn: http.client.HTTPConnection | None = conn
-        self.resp = resp
-        self.status: int = resp.status
-        self.headers = {k.lower(): v for k, v in resp.getheaders()}
-
-    def read(self, size: int = -1) -> bytes:
-        return bytes(self.resp.read(size if size >= 0 else None))
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if (
-            self.resp.isclosed() and not self.resp.will_close
-        ):  # fully read: the connection can serve the next request
-            self._client._release(conn)
-        else:
-            conn.close()
-
-    def abort(self) -> None:
-        """Close without reusing the connection (a body cut short or unwanted)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
 
 
 class S3Client:
@@ -180,185 +162,65 @@ class S3Client:
         self.bucket = bucket
         self.region = region
         self._creds = creds
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._netloc = parts.netloc
-        self._timeout = timeout
-        self._retries = max(1, retries)
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._config = AioConfig(
+            s3={"addressing_style": "path"},
+            retries={"total_max_attempts": max(1, retries), "mode": "standard"},
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            max_pool_connections=64,
+            # Checksums only where S3 demands them: the payload's SHA-256 is signed
+            # anyway, and a CRC32 would read every body once more.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._loop = _Loop.get()
+        self._boto: Boto | None = None
+        self._opening: asyncio.Lock | None = None
+        _CLIENTS.add(self)
 
-    # -- connections -------------------------------------------------------------------
-    def _connect(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        return cls(self._host, self._port, timeout=self._timeout, blocksize=CHUNK)
+    # -- the loop bridge ---------------------------------------------------------------
+    async def _client(self) -> Boto:
+        if self._boto is None:
+            if self._opening is None:
+                self._opening = asyncio.Lock()
+            async with self._opening:
+                if self._boto is None:
+                    creator = _SESSION.create_client(
+                        "s3",
+                        endpoint_url=self.endpoint,
+                        region_name=self.region,
+                        aws_access_key_id=self._creds.access_key,
+                        aws_secret_access_key=self._creds.secret_key,
+                        aws_session_token=self._creds.session_token,
+                        config=self._config,
+                    )
+                    self._boto = await creator.__aenter__()
+        return self._boto
 
-    def _acquire(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
-        return self._connect(), False
+    def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def _release(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < 64:
-                self._idle.append(conn)
-                return
-        conn.close()
+    def _run(self, what: str, call: Callable[[Boto], Awaitable[T]]) -> T:
+        """Run one call on the loop; botocore's errors come out as lamina's."""
+
+        async def go() -> T:
+            return await call(await self._client())
+
+        try:
+            return self._wait(go())
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(exc, what, self.endpoint) from exc
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        """Close the connections; the next call opens new ones."""
+        boto, self._boto = self._boto, None
+        if boto is not None and not self._loop.is_closed():
+            self._wait(boto.close())
 
-    # -- requests ------------------------------------------------------------------------
-    def path(self, key: str = "") -> str:
-        return f"/{self.bucket}/{key}" if key else f"/{self.bucket}"
-
-    def _send(
-        self,
-        conn: http.client.HTTPConnection,
-        method: str,
-        key: str,
-        *,
-        query: Mapping[str, str],
-        headers: Mapping[str, str],
-        body: Body,
-        payload: str,
-    ) -> http.client.HTTPResponse:
-        path = self.path(key)
-        hdrs = {"host": self._netloc, **{k.lower(): v for k, v in headers.items()}}
-        length = 0 if body is None else len(body) if isinstance(body, bytes) else body.length
-        if body is not None or method in ("PUT", "POST"):
-            hdrs["content-length"] = str(length)
-        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        hdrs.update(
-            sign(
-                self._creds,
-                method=method,
-                path=path,
-                query=query,
-                headers=hdrs,
-                payload_sha256=payload,
-                amz_date=amz_date,
-                region=self.region,
-            )
-        )
-        url = quote(path, safe="/~")
-        if query:
-            url += "?" + canonical_query(query)
-        data = _Slice(body) if isinstance(body, FileBody) else body
-        conn.putrequest(method, url, skip_host=True, skip_accept_encoding=True)
-        for name, value in hdrs.items():
-            conn.putheader(name, value)
-        conn.endheaders()
-        if isinstance(data, bytes):
-            conn.send(data)
-        elif data is not None:
-            while block := data.read(CHUNK):
-                conn.send(block)
-        return conn.getresponse()
-
-    def request(
-        self,
-        method: str,
-        key: str = "",
-        *,
-        query: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        body: Body = None,
-        payload_sha256: str | None = None,
-        ok: tuple[int, ...] = (200,),
-        what: str = "",
-    ) -> Response:
-        """Send one request, retrying transient failures; the answer's status is in
-        ``ok`` (else S3Error; 404 NoSuchKey as NotFound). ``payload_sha256`` signs the
-        body's hash; bytes bodies are hashed here, files go unsigned unless given."""
-        what = what or f"{method} {key or self.bucket}"
-        query = dict(query or {})
-        headers = dict(headers or {})
-        if payload_sha256 is None:
-            if body is None:
-                payload_sha256 = EMPTY_SHA256
-            elif isinstance(body, bytes):
-                payload_sha256 = hashlib.sha256(body).hexdigest()
-            else:
-                payload_sha256 = UNSIGNED_PAYLOAD
-        last: S3Error | None = None
-        attempt = 0
-        while attempt < self._retries:
-            conn, reused = self._acquire()
-            try:
-                resp = self._send(
-                    conn,
-                    method,
-                    key,
-                    query=query,
-                    headers=headers,
-                    body=body,
-                    payload=payload_sha256,
-                )
-            except _TRANSIENT as exc:
-                conn.close()
-                last = S3Error(f"S3 {what} failed: {exc!r}", hint=f"is {self.endpoint} up?")
-                last.__cause__ = exc
-                if reused:
-                    continue  # a keep-alive connection the server had closed: retry at once
-                attempt += 1
-                self._backoff(attempt)
-                continue
-            answer = Response(self, conn, resp)
-            if resp.status in ok:
-                return answer
-            try:
-                data = answer.read(XML_MAX)
-            except _TRANSIENT:
-                data = b""
-            answer.close()
-            err = _error_of(resp.status, data, what)
-            if resp.status == 404 and err.code in ("NoSuchKey", "NoSuchUpload", ""):
-                raise NotFound(err.message) from err
-            if resp.status not in _RETRY_STATUS:
-                raise err
-            last = err
-            attempt += 1
-            self._backoff(attempt)
-        assert last is not None
-        raise last
-
-    def _backoff(self, attempt: int) -> None:
-        if attempt < self._retries:
-            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
-
-    def _xml(self, method: str, key: str = "", **kw: object) -> ET.Element:
-        answer = self.request(method, key, **kw)  # type: ignore[arg-type]
-        try:
-            data = answer.read(XML_MAX)
-        except _TRANSIENT as exc:
-            raise S3Error(f"S3 {method} {key} answer was cut: {exc!r}") from exc
-        finally:
-            answer.close()
-        root = _parse_xml(data, f"{method} {key}")
-        # CompleteMultipartUpload and copies may answer 200 with an error body.
-        if _local(root.tag) == "Error":
-            raise _error_of(200, data, f"{method} {key}")
-        return root
-
-    def _empty(self, method: str, key: str = "", **kw: object) -> dict[str, str]:
-        answer = self.request(method, key, **kw)  # type: ignore[arg-type]
-        try:
-            answer.read()
-        except _TRANSIENT:
-            answer.abort()
-        answer.close()
-        return answer.headers
-
-    # -- operations ------------------------------------------------------------------------
+    # -- objects -------------------------------------------------------------------------
     def create_bucket(self) -> None:
         try:
-            self._empty("PUT", what=f"create bucket {self.bucket}")
+            self._run(f"create bucket {self.bucket}", lambda c: c.create_bucket(Bucket=self.bucket))
         except S3Error as exc:
             if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
@@ -366,153 +228,195 @@ class S3Client:
     def put(
         self,
         key: str,
-        body: Body,
+        body: bytes | IO[bytes] | None,
         *,
-        payload_sha256: str | None = None,
-        headers: Mapping[str, str] | None = None,
+        if_none_match: bool = False,
+        if_match: str = "",
     ) -> str:
-        """Store an object (replacing it, unless ``headers`` hold a condition such as
-        ``If-None-Match: *``, then S3Error 412); returns its ETag."""
-        answer = self._empty(
-            "PUT", key, body=body, payload_sha256=payload_sha256, headers=headers or {}
+        """Store an object and return its ETag; a file body is sent whole, from its
+        start (botocore rewinds it to 0 for a retry). ``if_none_match`` keeps an object
+        already there, ``if_match`` replaces only that version: otherwise S3Error 412."""
+        extra: dict[str, Any] = {}
+        if if_none_match:
+            extra["IfNoneMatch"] = "*"
+        if if_match:
+            extra["IfMatch"] = if_match
+        if body is not None and not isinstance(body, bytes):
+            body.seek(0)
+        answer = self._run(
+            f"PUT {key}",
+            lambda c: c.put_object(Bucket=self.bucket, Key=key, Body=body or b"", **extra),
         )
-        return answer.get("etag", "")
+        return str(answer.get("ETag", ""))
 
     def get_bytes(self, key: str, limit: int) -> bytes:
         """A small object whole; InvalidArgument if it is larger than ``limit``."""
-        answer = self.request("GET", key)
+        return self.get_versioned(key, limit)[0]
+
+    def get_versioned(self, key: str, limit: int) -> tuple[bytes, str]:
+        """A small object whole and its ETag (for a later ``if_match``)."""
+
+        async def call(c: Boto) -> tuple[bytes, str]:
+            answer = await c.get_object(Bucket=self.bucket, Key=key)
+            async with answer["Body"] as body:
+                if answer["ContentLength"] > limit:
+                    raise InvalidArgument(f"S3 object {key} is {answer['ContentLength']} bytes")
+                return await body.read(), answer.get("ETag", "")
+
+        return self._run(f"GET {key}", call)
+
+    def get_stream(self, key: str, start: int, end: int | None) -> Stream | None:
+        """GET bytes ``[start, end)`` (``end`` None: to the end) with the body left open;
+        None if ``start`` is at or past the end (S3 answers 416)."""
+        rng = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+
+        async def call(c: Boto) -> Stream:
+            answer = await c.get_object(Bucket=self.bucket, Key=key, Range=rng)
+            status = int(answer["ResponseMetadata"]["HTTPStatusCode"])
+            content_range = answer.get("ContentRange", "")
+            try:
+                total = int(content_range.rsplit("/", 1)[1]) if status == 206 else 0
+            except (IndexError, ValueError) as exc:
+                answer["Body"].close()
+                raise S3Error(f"S3 GET {key}: bad Content-Range {content_range!r}") from exc
+            return Stream(status, total or answer["ContentLength"], answer["Body"])
+
         try:
-            size = int(answer.headers.get("content-length", "0"))
-            if size > limit:
-                raise InvalidArgument(f"S3 object {key} is {size} bytes, over {limit}")
-            return answer.read()
-        except _TRANSIENT as exc:
-            raise S3Error(f"S3 GET {key} was cut: {exc!r}") from exc
-        finally:
-            answer.close()
+            return self._run(f"GET {key}", call)
+        except S3Error as exc:
+            if exc.status == 416:
+                return None
+            raise
+
+    def read_body(self, body: StreamingBody, size: int) -> bytes:
+        """Up to ``size`` bytes of an open body (fewer only at its end); raises what
+        aiohttp/botocore raise when the connection drops (the reader resumes)."""
+
+        async def fill() -> bytes:
+            out = bytearray()
+            while len(out) < size and (block := await body.read(size - len(out))):
+                out += block
+            return bytes(out)
+
+        return self._wait(fill())
+
+    def close_body(self, body: StreamingBody) -> None:
+        # On the loop: aiohttp's response is not thread safe. A body not read to its end
+        # takes its connection with it.
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(body.close)
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
-            headers = self._empty("HEAD", key)
+            answer = self._run(f"HEAD {key}", lambda c: c.head_object(Bucket=self.bucket, Key=key))
         except NotFound:
             return None
         return ObjectInfo(
-            key,
-            int(headers.get("content-length", "0")),
-            _http_time(headers.get("last-modified", "")),
-            headers.get("etag", ""),
+            key, answer["ContentLength"], answer["LastModified"].timestamp(), answer["ETag"]
         )
 
     def delete(self, key: str) -> None:
-        self._empty("DELETE", key, ok=(200, 204))
+        self._run(f"DELETE {key}", lambda c: c.delete_object(Bucket=self.bucket, Key=key))
 
     def delete_many(self, keys: list[str]) -> None:
         """Delete objects, 1000 per request (DeleteObjects); absent ones are fine."""
         for i in range(0, len(keys), 1000):
-            root = ET.Element("Delete")
-            ET.SubElement(root, "Quiet").text = "true"
-            for key in keys[i : i + 1000]:
-                ET.SubElement(ET.SubElement(root, "Object"), "Key").text = key
-            body = ET.tostring(root, encoding="utf-8")
-            md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-            answer = self._xml(
-                "POST", query={"delete": ""}, body=body, headers={"content-md5": md5}
-            )
-            for el in answer:
-                if _local(el.tag) == "Error" and _child_text(el, "Code") != "NoSuchKey":
-                    raise S3Error(
-                        f"S3 delete of {_child_text(el, 'Key')} failed: {_child_text(el, 'Code')}"
-                    )
+            objects: Any = [{"Key": k} for k in keys[i : i + 1000]]
+
+            def call(c: Boto, objects: Any = objects) -> Awaitable[Any]:
+                return c.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+
+            answer = self._run("DeleteObjects", call)
+            for err in answer.get("Errors", ()):
+                if err.get("Code") != "NoSuchKey":
+                    raise S3Error(f"S3 delete of {err.get('Key')} failed: {err.get('Code')}")
 
     def copy(self, src: str, dst: str, *, if_none_match: bool = False) -> None:
         """Server-side copy of a whole object (S3 CopyObject); with ``if_none_match`` an
         existing ``dst`` is kept (S3Error 412)."""
-        headers = {"x-amz-copy-source": quote(self.path(src), safe="/~")}
-        if if_none_match:
-            headers["if-none-match"] = "*"
-        self._xml("PUT", dst, headers=headers)
+        extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+        self._run(
+            f"copy {src} to {dst}",
+            lambda c: c.copy_object(
+                Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src}, **extra
+            ),
+        )
 
     def list_objects(self, prefix: str, *, delimiter: str = "") -> Iterator[ObjectInfo | str]:
         """Objects under ``prefix`` (ListObjectsV2, every page); with a ``delimiter``, the
         common prefixes come as plain ``str`` among them."""
         token = ""
         while True:
-            query = {"list-type": "2", "prefix": prefix, "max-keys": "1000"}
-            if delimiter:
-                query["delimiter"] = delimiter
+            extra: dict[str, Any] = {"Delimiter": delimiter} if delimiter else {}
             if token:
-                query["continuation-token"] = token
-            root = self._xml("GET", query=query)
-            for el in root:
-                tag = _local(el.tag)
-                if tag == "Contents":
-                    yield ObjectInfo(
-                        _child_text(el, "Key"),
-                        int(_child_text(el, "Size") or 0),
-                        _iso_time(_child_text(el, "LastModified")),
-                        _child_text(el, "ETag"),
-                    )
-                elif tag == "CommonPrefixes":
-                    yield _child_text(el, "Prefix")
-            token = _child_text(root, "NextContinuationToken")
-            if _child_text(root, "IsTruncated") != "true" or not token:
+                extra["ContinuationToken"] = token
+
+            def call(c: Boto, extra: dict[str, Any] = extra) -> Awaitable[Any]:
+                return c.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1000, **extra)
+
+            page = self._run(f"listing {prefix}", call)
+            for obj in page.get("Contents", ()):
+                yield ObjectInfo(
+                    obj["Key"], obj["Size"], obj["LastModified"].timestamp(), obj["ETag"]
+                )
+            for common in page.get("CommonPrefixes", ()):
+                yield common["Prefix"]
+            token = page.get("NextContinuationToken", "")
+            if not page.get("IsTruncated") or not token:
                 return
 
     # -- multipart ---------------------------------------------------------------------
     def create_multipart(self, key: str) -> str:
-        root = self._xml("POST", key, query={"uploads": ""})
-        upload_id = _child_text(root, "UploadId")
-        if not upload_id:
-            raise S3Error(f"S3 gave no UploadId for {key}")
-        return upload_id
+        answer = self._run(
+            f"multipart start {key}",
+            lambda c: c.create_multipart_upload(Bucket=self.bucket, Key=key),
+        )
+        return answer["UploadId"]
 
     def upload_part_copy(self, key: str, upload_id: str, number: int, src: str) -> str:
-        root = self._xml(
-            "PUT",
-            key,
-            query={"partNumber": str(number), "uploadId": upload_id},
-            headers={"x-amz-copy-source": quote(self.path(src), safe="/~")},
+        answer = self._run(
+            f"part {number} of {key}",
+            lambda c: c.upload_part_copy(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": src},
+            ),
         )
-        return _child_text(root, "ETag")
+        return answer["CopyPartResult"]["ETag"]
 
     def complete_multipart(
         self, key: str, upload_id: str, etags: list[str], *, if_none_match: bool = False
     ) -> None:
         """Assemble the parts; with ``if_none_match`` an existing object is kept (412)."""
-        root = ET.Element("CompleteMultipartUpload")
-        for number, etag in enumerate(etags, 1):
-            part = ET.SubElement(root, "Part")
-            ET.SubElement(part, "PartNumber").text = str(number)
-            ET.SubElement(part, "ETag").text = etag
-        body = ET.tostring(root, encoding="utf-8")
-        headers = {"if-none-match": "*"} if if_none_match else {}
-        self._xml("POST", key, query={"uploadId": upload_id}, body=body, headers=headers)
+        parts: Any = [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]
+        extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+        self._run(
+            f"multipart completion of {key}",
+            lambda c: c.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **extra,
+            ),
+        )
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(NotFound):
-            self._empty("DELETE", key, query={"uploadId": upload_id}, ok=(200, 204))
+            self._run(
+                f"multipart abort of {key}",
+                lambda c: c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id),
+            )
 
     def list_multipart(self, prefix: str) -> Iterator[tuple[str, str, float]]:
         """``(key, upload_id, initiated)`` of unfinished multipart uploads (first 1000)."""
-        root = self._xml("GET", query={"uploads": "", "prefix": prefix})
-        for el in root:
-            if _local(el.tag) == "Upload":
-                yield (
-                    _child_text(el, "Key"),
-                    _child_text(el, "UploadId"),
-                    _iso_time(_child_text(el, "Initiated")),
-                )
-
-
-def _iso_time(text: str) -> float:
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return 0.0
-
-
-def _http_time(text: str) -> float:
-    try:
-        return parsedate_to_datetime(text).timestamp()
-    except (TypeError, ValueError):
-        return 0.0
+        answer = self._run(
+            f"multipart listing {prefix}",
+            lambda c: c.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix),
+        )
+        for upload in answer.get("Uploads", ()):
+            yield upload["Key"], upload["UploadId"], upload["Initiated"].timestamp()

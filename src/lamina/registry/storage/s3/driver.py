@@ -21,6 +21,10 @@ verifies the digest (the SHA-256 kept in the state when one process hashed every
 else by streaming the pieces back), then assembles the blob server-side with a
 multipart upload of part copies and ``If-None-Match: *`` so a blob, once there, is never
 replaced (concurrent finishes keep the first copy, like the filesystem driver).
+
+Why aiobotocore (:mod:`.client`): of the maintained clients only it has UploadPartCopy, so
+finish stays server-side (``python -m bench s3``: 4x16 MiB assembled in 1.7 s, obstore's
+round trip 4.2 s; 256 MiB PUT 20 MiB/s as the old client, peak RSS 71 MB vs obstore 98).
 """
 
 from __future__ import annotations
@@ -43,9 +47,9 @@ from lamina.oci.reference import is_valid_tag
 from lamina.registry.errors import RegistryError
 from lamina.registry.routes import UUID_RE, check_name
 from lamina.registry.storage.api import CHUNK, UploadData, UploadInfo
-from lamina.registry.storage.s3.client import FileBody, S3Client, S3Error
+from lamina.registry.storage.s3.client import S3Client, S3Error
 from lamina.registry.storage.s3.reader import ObjectReader
-from lamina.registry.storage.s3.uploads import UploadState, iter_data, sha256_of
+from lamina.registry.storage.s3.upload_session import UploadState, iter_data
 
 MIN_PART = 5 << 20  # S3: every part but the last is at least 5 MiB
 SEGMENT = 16 << 20  # a long append is stored in pieces of this size
@@ -91,8 +95,7 @@ class S3Storage:
     def check(self) -> None:
         """Fail now, with S3's own reason, if the bucket is missing or the credentials are
         wrong (a one-key listing: unlike HEAD, its error answer names the cause)."""
-        query = {"list-type": "2", "prefix": self.prefix, "max-keys": "1"}
-        self.client.request("GET", query=query, what=f"listing bucket {self.client.bucket}").read()
+        next(self.client.list_objects(self.prefix), None)
 
     # -- keys (only from validated values) ----------------------------------------------
     def _blob(self, d: Digest) -> str:
@@ -125,10 +128,10 @@ class S3Storage:
         except NotFound as exc:
             raise NotFound(f"{what} not found") from exc
 
-    def _put_if_absent(self, key: str, body: bytes | FileBody | None) -> None:
+    def _put_if_absent(self, key: str, body: bytes | None) -> None:
         """PUT with ``If-None-Match: *``: an object already there is kept as it is."""
         try:
-            self.client.put(key, body, headers={"if-none-match": "*"})
+            self.client.put(key, body, if_none_match=True)
         except S3Error as exc:
             if exc.status != 412:
                 raise
@@ -191,18 +194,14 @@ class S3Storage:
         if UUID_RE.fullmatch(uuid) is None:
             raise NotFound(f"no upload {uuid[:200]!r}", hint="start a new upload")
         try:
-            answer = self.client.request("GET", self._session(uuid) + "state")
-            try:
-                data = answer.read(SMALL_MAX)
-            finally:
-                answer.close()
+            data, etag = self.client.get_versioned(self._session(uuid) + "state", SMALL_MAX)
             state = UploadState.parse(data)
         except (NotFound, InvalidArgument) as exc:
             raise NotFound(f"no upload {uuid!r}", hint="start a new upload") from exc
         # An upload id is only valid in the repository that started it.
         if state.name != name:
             raise NotFound(f"no upload {uuid!r} in {name!r}", hint="start a new upload")
-        return state, answer.headers.get("etag", "")
+        return state, etag
 
     def start_upload(self, name: str) -> str:
         check_name(name)
@@ -213,8 +212,10 @@ class S3Storage:
 
     def _put_piece(self, uuid: str, offset: int, f: IO[bytes], length: int) -> str:
         name = f"{offset:016d}-{os.urandom(4).hex()}"
-        body = FileBody(f, 0, length)
-        self.client.put(self._session(uuid) + name, body, payload_sha256=sha256_of(f, length))
+        f.seek(0, os.SEEK_END)
+        if f.tell() != length:  # the piece is the whole file: botocore sends it from 0
+            raise InvalidArgument(f"upload spool has {f.tell()} bytes, not {length}")
+        self.client.put(self._session(uuid) + name, f)
         return name
 
     def _fetch_into(self, uuid: str, pieces: tuple[tuple[str, int], ...], out: IO[bytes]) -> None:
@@ -332,7 +333,7 @@ class S3Storage:
             self.client.put(
                 self._session(uuid) + "state",
                 new.to_bytes(),
-                headers={"if-match": etag} if etag else {},
+                if_match=etag,
             )
         except S3Error as exc:
             # 412 also answers a retry of our own PUT whose first answer was lost.

@@ -1,12 +1,12 @@
-"""The S3 driver's upload session record and the streaming helpers of its appends."""
+"""The S3 driver's upload session: the record kept in ``_uploads/<uuid>/state`` and the
+chunk iterator its appends read the data with."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from lamina.errors import InvalidArgument
 from lamina.registry.storage.api import CHUNK, Readable, UploadData
@@ -57,16 +57,3 @@ def iter_data(data: UploadData) -> Iterator[bytes | bytearray | memoryview]:
             yield chunk
     else:
         yield from data
-
-
-def sha256_of(f: IO[bytes], length: int) -> str:
-    f.seek(0)
-    h = hashlib.sha256()
-    left = length
-    while left > 0:
-        block = f.read(min(CHUNK, left))
-        if not block:
-            raise InvalidArgument("spool file shrank")
-        h.update(block)
-        left -= len(block)
-    return h.hexdigest()
