@@ -4,6 +4,6 @@ The contracts live in ``lamina.image.api``; ``transport`` (retries, error mappin
 ``authflow`` (401 -> token -> retry) and ``credentials`` (docker config.json) carry the
 HTTP, over ``lighthttp`` (GET/HEAD to plain-HTTP registries) or aiohttp (``tls`` imports
 it, without its CA bundle, on first use); ``remote`` and ``upload`` speak the
-distribution API; ``pull`` and ``push`` orchestrate whole images over the contracts;
-``sources`` remembers which repository a blob came from.
+distribution API. The client is only a transport: which blobs a pull or push moves, and
+in which order, is ``lamina.image.transfer``'s business.
 """
