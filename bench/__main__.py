@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_compression, build, layers, pushpull, registry, run, s3
+from bench import bench_compression, build, http_client, layers, pushpull, registry, run, s3
 
 BENCHES = {
     "layers": layers.main,
@@ -13,6 +13,7 @@ BENCHES = {
     "run": run.main,
     "registry": registry.main,
     "pushpull": pushpull.main,
+    "http_client": http_client.main,
     "build": build.main,
     "s3": s3.main,
 }

@@ -154,11 +154,9 @@ def main() -> None:
         "PYTHONPYCACHEPREFIX": str(CACHE / "pycache"),
     }
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    warm = (
-        "import lamina.cli.remote_cmd, lamina.registry.client.remote, lamina.registry.client.pull"
-    )
+    warm = "import lamina.cli.remote_cmd, lamina.registry.client.remote, lamina.image.transfer.pull"
     subprocess.run(
-        [sys.executable, "-c", warm + ", lamina.registry.client.push"], env=env, check=True
+        [sys.executable, "-c", warm + ", lamina.image.transfer.push"], env=env, check=True
     )
     state: dict[str, Registry] = {}
 

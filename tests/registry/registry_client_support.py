@@ -28,8 +28,8 @@ from aiohttp import web
 from helpers.cli import LAMINA
 
 if TYPE_CHECKING:
-    from lamina.registry.client.pull import PullResult
-    from lamina.registry.client.push import PushResult
+    from lamina.image.transfer.pull import PullResult
+    from lamina.image.transfer.push import PushResult
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 DOCKER_REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
@@ -271,8 +271,8 @@ def api_push(root: Path, name: str, dest: str) -> PushResult:
     """What ``lamina push`` does, in this process (no interpreter start per call)."""
     from lamina.image import images as img
     from lamina.image.api import NoProgress
+    from lamina.image.transfer.push import plan_push, push_image
     from lamina.oci.reference import Reference
-    from lamina.registry.client.push import plan_push, push_image
     from lamina.registry.client.remote import RegistryClient
     from lamina.registry.client.transport import Transport
     from lamina.store.local import LocalStore
@@ -293,8 +293,8 @@ def api_push(root: Path, name: str, dest: str) -> PushResult:
 def api_pull(root: Path, ref: str) -> PullResult:
     """What ``lamina pull`` does, in this process."""
     from lamina.image.api import NoProgress
+    from lamina.image.transfer.pull import pull_image
     from lamina.oci.reference import Reference
-    from lamina.registry.client.pull import pull_image
     from lamina.registry.client.remote import RegistryClient
     from lamina.registry.client.transport import Transport
     from lamina.store.local import LocalStore

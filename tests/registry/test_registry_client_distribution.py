@@ -24,8 +24,8 @@ from registry_client_support import lamina_cli as run
 from helpers.images import import_busybox, make_random_image, tree_contents
 from lamina.errors import DigestMismatch, SizeMismatch
 from lamina.image.api import NoProgress
+from lamina.image.transfer.pull import pull_image
 from lamina.oci.reference import Reference
-from lamina.registry.client.pull import pull_image
 from lamina.registry.client.remote import RegistryClient
 from lamina.registry.client.transport import Transport
 from lamina.store.local import LocalStore

@@ -18,9 +18,9 @@ from aiohttp import web
 from helpers.images import make_random_image
 from lamina.errors import DigestMismatch
 from lamina.image.api import NoProgress
+from lamina.image.transfer.pull import PullResult, pull_image
 from lamina.oci.digest import Digest
 from lamina.oci.reference import Reference
-from lamina.registry.client.pull import PullResult, pull_image
 from lamina.registry.client.remote import RegistryClient
 from lamina.registry.client.transport import Transport
 from lamina.store.local import LocalStore

@@ -121,9 +121,9 @@ def test_untrusted_certificate_is_refused_without_retries(
 def test_aiohttp_defaults_hold_no_ca_and_the_environment_is_restored(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"
-        "import lamina.registry.client.remote, lamina.registry.client.pull\n"
+        "import lamina.registry.client.remote, lamina.image.transfer.pull\n"
         "print('aiohttp' in sys.modules)\n"  # a pull from plain HTTP needs none of it
-        "import lamina.registry.client.tls as tls, aiohttp.connector as c\n"
+        "import lamina.http.tls as tls, aiohttp.connector as c\n"
         "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'],"
         " os.environ.get('SSL_CERT_FILE'), os.environ.get('SSL_CERT_DIR', '-'),"
         " tls.verified_context().cert_store_stats()['x509_ca'] > 0)\n"

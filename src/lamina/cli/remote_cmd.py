@@ -123,9 +123,9 @@ def _parallel(args: argparse.Namespace, default: int) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from lamina.image.transfer.blob_sources import BlobSources
+    from lamina.image.transfer.pull import DEFAULT_PARALLEL, pull_image
     from lamina.oci.platform import Platform
-    from lamina.registry.client.blob_sources import BlobSources
-    from lamina.registry.client.pull import DEFAULT_PARALLEL, pull_image
 
     ref = Reference.parse(args.ref)
     store = open_store(args)
@@ -176,8 +176,8 @@ def _destination(args: argparse.Namespace, names: tuple[str, ...]) -> Reference:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from lamina.image import images as img
-    from lamina.registry.client.blob_sources import BlobSources
-    from lamina.registry.client.push import DEFAULT_PARALLEL, plan_push, push_image
+    from lamina.image.transfer.blob_sources import BlobSources
+    from lamina.image.transfer.push import DEFAULT_PARALLEL, plan_push, push_image
 
     store = open_store(args)
     image = img.resolve(store, args.ref)

@@ -2,8 +2,10 @@
 
 ARCHITECTURE.md section 2: the registry client, the P2P peer and the lazy loader are
 all Fetchers, so the orchestration that pulls an image and pushes one
-(``lamina.registry.client.pull``/``push``) is written against these Protocols and never
-against aiohttp, and ``build`` and ``image`` never import a transport.
+(``lamina.image.transfer.pull``/``push``) is written against these Protocols and never
+against aiohttp, and ``build`` and ``image`` never import a transport: the CLI hands a
+transport (``RegistryClient``) to the image-level functions. Tests run that
+orchestration over an in-memory implementation (``tests/image/memory_remote.py``).
 
 Lifecycle. A Fetcher/Pusher is an async context manager: entering opens its network
 resources (connection pools, cached tokens), leaving closes them. Every method may be

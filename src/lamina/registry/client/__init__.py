@@ -2,10 +2,10 @@
 
 The contracts live in ``lamina.image.api``; ``transport`` (retries, error mapping) with
 ``authflow`` (401 -> token -> retry) and ``credentials`` (docker config.json) carry the
-HTTP, over ``lighthttp`` (GET/HEAD to plain-HTTP registries) or aiohttp (``tls`` imports
-it, without its CA bundle, on first use); ``remote`` (:class:`RegistryClient`) and
-``blob_upload`` speak the distribution API; ``pull`` and ``push`` orchestrate whole
-images over the contracts; ``blob_sources`` remembers which repository a blob came from.
+HTTP, over ``lighthttp`` (GET/HEAD to plain-HTTP registries) or aiohttp (set up by
+``lamina.http``, shared with ``ADD <url>``, and imported on first use); ``remote`` and
+``blob_upload`` speak the distribution API. The client is only a transport: which blobs a
+pull or push moves, and in which order, is ``lamina.image.transfer``'s business.
 
 The names below are imported on first use (PEP 562), so that ``lamina login``, which
 needs only ``credentials``, does not load the HTTP stack.
@@ -17,7 +17,6 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lamina.registry.client.blob_sources import BlobSources
     from lamina.registry.client.credentials import (
         Credentials,
         load_credentials,
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from lamina.registry.client.transport import Transport
 
 __all__ = [
-    "BlobSources",
     "Credentials",
     "RegistryClient",
     "Transport",
@@ -40,7 +38,6 @@ __all__ = [
 ]
 
 _HOME = {
-    "BlobSources": "blob_sources",
     "Credentials": "credentials",
     "RegistryClient": "remote",
     "Transport": "transport",

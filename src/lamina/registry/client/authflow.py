@@ -162,7 +162,7 @@ class AuthFlow:
         creds: Credentials | None,
         ssl: SSLContext | bool,
     ) -> _Token:
-        from lamina.registry.client.tls import aiohttp
+        from lamina.http.tls import aiohttp
 
         realm = challenge.realm
         if not realm or not realm.startswith(("https://", "http://")):

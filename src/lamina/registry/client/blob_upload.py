@@ -17,12 +17,13 @@ import os
 from collections.abc import AsyncIterator, Callable
 
 from lamina.errors import DigestMismatch, LaminaError, SizeMismatch, ToolError
+from lamina.http import Backoff, network_errors
 from lamina.image.api import MOUNTED, UPLOADED, TransferProgress
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digester
 from lamina.oci.reference import Reference
 from lamina.registry.challenges import PULL, PUSH, Scope
-from lamina.registry.client.transport import Backoff, Response, Transport, network_errors
+from lamina.registry.client.transport import Response, Transport
 from lamina.store.api import Provider
 
 DEFAULT_CHUNK_SIZE = 64 << 20

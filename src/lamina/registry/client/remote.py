@@ -15,6 +15,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from lamina.errors import DigestMismatch, InvalidFormat, LimitExceeded, SizeMismatch
+from lamina.http import Backoff, network_errors
 from lamina.image.api import Fetcher, Pusher, RemoteManifest, TransferProgress
 from lamina.oci import mediatypes as mt
 from lamina.oci.descriptor import Descriptor
@@ -24,12 +25,10 @@ from lamina.oci.reference import Reference
 from lamina.registry.challenges import PULL, PUSH, Scope
 from lamina.registry.client.blob_upload import DEFAULT_CHUNK_SIZE, upload_blob
 from lamina.registry.client.transport import (
-    Backoff,
     Response,
     Transport,
     _network_error,
     into_reader,
-    network_errors,
 )
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, Ingester, Provider
 

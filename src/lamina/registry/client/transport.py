@@ -1,5 +1,9 @@
 """HTTP for the registry client: auth, retries, error mapping over aiohttp and lighthttp.
 
+The pieces every lamina HTTP client shares (the session, the TLS context, backoff, the
+kinds of network failure) live in :mod:`lamina.http`; this module adds the registry's:
+the auth flow, the scheme of insecure registries, distribution-spec error bodies.
+
 :meth:`Transport.request` is the one narrow method (httpx's ``handle_request``): it
 sends a request, answers a 401 through :class:`~.authflow.AuthFlow` and retries once,
 retries idempotent failures (dropped connections, 5xx, 429) with exponential backoff,
@@ -17,21 +21,30 @@ A GET or HEAD without a body to a plain-``http`` registry goes over the small cl
 ``lighthttp.py`` instead (it answers a pull from a loopback registry without importing
 aiohttp, which costs more than the pull); a redirect it gets is sent again over aiohttp.
 Both kinds of answer offer :class:`Response`, and :func:`network_errors` covers both
-kinds of failure. aiohttp is imported (from ``tls.py``) on first use.
+kinds of failure. aiohttp is imported (from ``lamina.http.tls``) on first use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
-import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from ssl import SSLContext
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from lamina.errors import LaminaError, NotFound, ToolError
+from lamina.http import (
+    RETRY_STATUSES,
+    USER_AGENT,
+    Backoff,
+    certificate_error,
+    is_certificate_error,
+    network_error,
+    network_errors,
+    new_session,
+)
+from lamina.http import is_dns_error as _is_aiohttp_dns_error
 from lamina.registry.challenges import Scope
 from lamina.registry.client.authflow import AuthFlow, CredentialLookup
 from lamina.registry.client.lighthttp import Body as LightBody
@@ -43,25 +56,9 @@ if TYPE_CHECKING:
 
 Body = bytes | Callable[[], AsyncIterable[bytes]] | None
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Failures after which the same request may be sent again: the connection dropped or
-# stalled before a whole answer came back (lighthttp's failures are ConnectionErrors).
-_LIGHT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
 _ERROR_BODY_MAX = 64 << 10
-USER_AGENT = "lamina"
-READ_BUFFER = 2 << 20
 _PROBE_TIMEOUT = 5.0
-
-
-def network_errors() -> tuple[type[BaseException], ...]:
-    """What a dropped or stalled connection raises (for ``except``): aiohttp's kinds
-    too once aiohttp is in use (an except clause evaluates this only when needed)."""
-    if "aiohttp" not in sys.modules:
-        return _LIGHT_ERRORS
-    from lamina.registry.client.tls import aiohttp
-
-    return (*_LIGHT_ERRORS, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
 
 class BodyReader(Protocol):
@@ -104,26 +101,6 @@ def is_loopback(registry: str) -> bool:
     return host in {"localhost", "::1"} or host.startswith("127.")
 
 
-class Backoff:
-    """Exponential backoff with jitter: 0.2 s, 0.4 s, 0.8 s ... capped at 5 s."""
-
-    def __init__(self, attempts: int = 5, base: float = 0.2, cap: float = 5.0) -> None:
-        self.attempts = attempts
-        self.base = base
-        self.cap = cap
-        self.tried = 0
-
-    def more(self) -> bool:
-        return self.tried < self.attempts
-
-    async def wait(self, retry_after: str | None = None) -> None:
-        delay = min(self.cap, self.base * (2**self.tried)) * (0.5 + random.random() / 2)
-        if retry_after and retry_after.isdigit():
-            delay = min(max(delay, float(retry_after)), 30.0)
-        self.tried += 1
-        await asyncio.sleep(delay)
-
-
 class IntoReader(Protocol):
     async def readinto(self, view: memoryview, /) -> int: ...
 
@@ -157,6 +134,10 @@ class _PieceCopier:
 
 class Transport:
     """An aiohttp session with registry auth and retries. Use as ``async with``."""
+
+    # False sends plain-HTTP GETs and HEADs over aiohttp too: bench/http_client.py
+    # measures both on the same code path this way
+    use_lighthttp: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -199,17 +180,9 @@ class Transport:
         if self._light is None:
             raise ToolError("registry transport used outside `async with`")
         if self._session is None:
-            from lamina.registry.client.tls import aiohttp
-
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections),
-                # Blobs must arrive byte for byte: never decode a Content-Encoding.
-                auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
-                headers={"User-Agent": USER_AGENT},
-                # aiohttp's default 64 KiB buffer pauses the socket every 128 KiB: a blob
-                # then arrives in tiny bursts. Let a few MiB queue up per response.
-                read_bufsize=READ_BUFFER,
+            # bytes as sent (blobs are verified), a few MiB of read buffer: lamina.http
+            self._session = new_session(
+                connections=self._connections, connect_timeout=30, read_timeout=120
             )
         return self._session
 
@@ -247,7 +220,7 @@ class Transport:
         (insecure). Never ``True``: aiohttp's own default context holds no CA (tls.py)."""
         if not self.verify_tls(registry):
             return False
-        from lamina.registry.client.tls import verified_context
+        from lamina.http.tls import verified_context
 
         return verified_context()
 
@@ -284,7 +257,12 @@ class Transport:
         tls = self.tls(registry)
         # lighthttp answers what it can (see the module docstring); a redirect goes to
         # aiohttp, which follows it
-        light = method in ("GET", "HEAD") and body is None and url.startswith("http://")
+        light = (
+            self.use_lighthttp
+            and method in ("GET", "HEAD")
+            and body is None
+            and url.startswith("http://")
+        )
         while True:
             send_headers = dict(headers or {})
             authorization = self.auth.authorization(registry, scope_list)
@@ -303,7 +281,7 @@ class Transport:
             except network_errors() as exc:
                 if not retry:
                     raise  # the caller resumes by itself (uploads)
-                if _is_certificate_error(exc):
+                if is_certificate_error(exc):
                     raise _certificate_error(registry, exc) from exc
                 # a name that does not resolve will not resolve in a second either
                 if _is_dns_error(exc) or not backoff.more():
@@ -336,34 +314,23 @@ class Transport:
 def _is_dns_error(exc: BaseException) -> bool:
     if isinstance(exc, CannotConnect):
         return exc.dns
-    if "aiohttp" not in sys.modules:
-        return False
-    from lamina.registry.client.tls import aiohttp
-
-    return isinstance(exc, aiohttp.ClientConnectorDNSError)
-
-
-def _is_certificate_error(exc: BaseException) -> bool:
-    if "aiohttp" not in sys.modules:
-        return False
-    from lamina.registry.client.tls import aiohttp
-
-    return isinstance(exc, aiohttp.ClientConnectorCertificateError)
+    return _is_aiohttp_dns_error(exc)
 
 
 def _network_error(method: str, url: str, exc: BaseException) -> ToolError:
-    reason = str(exc) or type(exc).__name__
-    return ToolError(
-        f"{method} {url} failed after retries: {reason}",
+    return network_error(
+        method,
+        url,
+        exc,
         hint="check that the registry is up and reachable (is it HTTP? then use --insecure)",
     )
 
 
 def _certificate_error(registry: str, exc: BaseException) -> ToolError:
     # Not retried: the same certificate comes back next time.
-    reason = getattr(exc, "certificate_error", exc)
-    return ToolError(
-        f"{registry} presented a certificate this host does not trust: {reason}",
+    return certificate_error(
+        registry,
+        exc,
         hint="add its CA to the system trust store (or SSL_CERT_FILE), or pass --insecure",
     )
 

@@ -1,16 +1,17 @@
-"""aiohttp, imported without its import-time CA loading, and the client's TLS context.
+"""aiohttp, imported without its import-time CA loading, and the clients' TLS context.
 
 aiohttp builds two default SSL contexts when ``aiohttp.connector`` is imported, each
 loading the whole system CA bundle (~0.1 s, a sixth of a ``lamina pull`` of a small
-image). The client never uses them: every request passes either ``False`` (an insecure
-registry: no verification, as docker's insecure-registry rule) or the context from
+image). lamina's clients never use them: every request passes either ``False`` (an
+insecure registry: no verification, as docker's insecure-registry rule) or the context from
 :func:`verified_context`, made here on first use from the system's trust store (and the
 ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` the user set). So aiohttp is imported with those
 variables pointing where no file can be (under ``/dev/null``), then they are put back.
 The defaults aiohttp keeps are then empty, so code that forgot to pass a context fails
 closed (every certificate is refused) rather than trusting anything.
 
-Every module of the client imports aiohttp from here (``from ...tls import aiohttp``).
+Every HTTP client of lamina (the registry client, ``ADD <url>``) imports aiohttp from
+here (``from lamina.http.tls import aiohttp``).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ __all__ = ["aiohttp", "verified_context"]
 
 @cache
 def verified_context() -> ssl.SSLContext:
-    """The context for every verified (``https``) registry and token server: the
-    system trust store, hostname checking, TLS 1.2 or later (RFC 9325), HTTP/1.1."""
+    """The context for every verified ``https`` server (registries, token servers,
+    ``ADD`` URLs): the system trust store, hostname checking, TLS 1.2 or later
+    (RFC 9325), HTTP/1.1."""
     context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])

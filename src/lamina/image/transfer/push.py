@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from lamina.errors import InvalidArgument, NotFound
 from lamina.image.api import EXISTS, MOUNTED, UPLOADED, Pusher, TransferProgress
+from lamina.image.transfer.concurrency import run_bounded
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Manifest, parse_document
 from lamina.oci.reference import Reference
-from lamina.registry.client.pull import run_bounded
 from lamina.store.api import Store
 
 MountSources = Callable[[Digest], tuple[str, ...]]

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from lamina.errors import NotFound, SizeMismatch, Unsupported
 from lamina.image.api import EXISTS, FETCHED, Fetcher, RemoteManifest, TransferProgress
+from lamina.image.transfer.concurrency import run_bounded
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, parse_document
@@ -123,32 +123,6 @@ async def pull_image(
         fetched,
         fetched_bytes,
     )
-
-
-async def run_bounded(jobs: Sequence[Callable[[], Awaitable[None]]], parallel: int) -> None:
-    """Run ``jobs`` with at most ``parallel`` at once; the first failure cancels the
-    rest and is raised as itself (not as an ExceptionGroup)."""
-    semaphore = asyncio.Semaphore(max(1, parallel))
-
-    async def one(job: Callable[[], Awaitable[None]]) -> None:
-        async with semaphore:
-            await job()
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for job in jobs:
-                group.create_task(one(job))
-    except BaseExceptionGroup as group_error:
-        raise _first(group_error) from None
-
-
-def _first(error: BaseExceptionGroup[BaseException]) -> BaseException:
-    for exc in error.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return error.exceptions[0]
 
 
 def _present(store: Store, blob: Descriptor) -> bool:
