@@ -44,8 +44,7 @@ from typing import IO, Any
 from lamina.errors import Conflict, DigestMismatch, InvalidArgument, NotFound
 from lamina.oci.digest import ALGORITHMS, Digest, new_hasher
 from lamina.oci.reference import is_valid_tag
-from lamina.registry.errors import RegistryError
-from lamina.registry.routes import UUID_RE, check_name
+from lamina.registry.routes import UUID_RE, check_name, check_tag
 from lamina.registry.storage.api import CHUNK, UploadData, UploadInfo
 from lamina.registry.storage.s3.client import S3Client, S3Error
 from lamina.registry.storage.s3.reader import ObjectReader
@@ -56,17 +55,6 @@ SEGMENT = 16 << 20  # a long append is stored in pieces of this size
 SMALL_MAX = 16 << 20  # cap on metadata and manifest objects read whole
 # Multipart uploads a killed finish left behind are aborted after this long.
 GARBAGE_AGE = 3600.0
-
-
-def _check_tag(tag: str) -> str:
-    # distribution-spec "Pulling manifests": <reference> as a tag MUST match the grammar.
-    if not is_valid_tag(tag):
-        raise RegistryError(
-            "TAG_INVALID",
-            f"invalid tag {tag[:200]!r}",
-            hint="tags are [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
-        )
-    return tag
 
 
 def _digest_of_key(key: str) -> Digest | None:
@@ -111,7 +99,7 @@ class S3Storage:
         return f"{self._repo(name)}_manifests/revisions/{d.algorithm}/{d.encoded}"
 
     def _tag(self, name: str, tag: str) -> str:
-        return f"{self._repo(name)}_manifests/tags/{_check_tag(tag)}"
+        return f"{self._repo(name)}_manifests/tags/{check_tag(tag)}"
 
     def _session(self, uuid: str) -> str:
         return f"{self.prefix}_uploads/{uuid}/"
