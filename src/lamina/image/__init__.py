@@ -26,6 +26,10 @@ this package is everything that reads or makes one. By concern::
     │   └── debian.py        ``lamina bootstrap debian``: debootstrap from the apt mirror
     └── transfer/       pull and push whole images over any Fetcher/Pusher
 
+Rows inside the package (import-linter keeps them): ``api``, ``images`` and
+``layer_io`` at the bottom; ``importer``; ``archives``, ``bootstrap``, ``transfer``,
+``commit``, ``unpack`` and ``snapshots`` on top, none of which imports another.
+
 The names below are the public API. They are imported when first used, not here, so
 that ``from lamina.image import images`` loads neither the archive formats nor the
 transfer code.
