@@ -20,7 +20,7 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "make a busybox rootfs from /usr/bin/busybox"
-.venv/bin/python -c "import sys; from lamina.image.bases import make_busybox_rootfs as m; m(sys.argv[1])" "$work/rootfs"
+.venv/bin/python -c "import sys; from lamina.image.bootstrap.busybox import make_busybox_rootfs as m; m(sys.argv[1])" "$work/rootfs"
 echo "$(find "$work/rootfs" | wc -l) entries in $work/rootfs"
 
 step "lamina import $work/rootfs -t demo/busybox:latest --change 'CMD [\"sh\"]'"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import LAMINA, Lamina
-from lamina.image.bases import make_busybox_rootfs
+from lamina.image.bootstrap.busybox import make_busybox_rootfs
 from lamina.store.local import LocalStore
 
 

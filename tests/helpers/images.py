@@ -26,7 +26,7 @@ EPOCH = 1_700_000_000
 def import_busybox(
     store: Store, rootfs: str, name: str = "docker.io/library/busybox:latest"
 ) -> Descriptor:
-    """Import a busybox rootfs (see lamina.image.bases) as an image; returns its manifest."""
+    """Import a busybox rootfs (lamina.image.bootstrap.busybox) as an image; return its manifest."""
     return import_rootfs(
         store, rootfs, name, changes=['CMD ["sh"]'], source_date_epoch=EPOCH
     ).manifest

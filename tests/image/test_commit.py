@@ -11,9 +11,9 @@ import pytest
 
 from helpers.images import import_busybox
 from helpers.tree import assert_trees_equal, overlay_mount
+from lamina.image.archives.oci_layout import export_oci_layout
 from lamina.image.commit import commit_upper
 from lamina.image.images import resolve
-from lamina.image.layout import export_oci_layout
 from lamina.image.unpack import unpack_image
 from lamina.oci.reference import Reference
 from lamina.store.local import LocalStore

@@ -22,7 +22,7 @@ import pytest
 from helpers.cli import LAMINA, Lamina
 from helpers.debian import EPOCH, debian_image_fixture, load_debian  # noqa: F401  (fixture)
 from lamina.errors import InvalidArgument, NotFound
-from lamina.image.debian import (
+from lamina.image.bootstrap.debian import (
     DebianOptions,
     find_debootstrap,
     host_mirror,

@@ -1,4 +1,4 @@
-"""docker-archive in and out (lamina.image.dockerarchive), checked against skopeo and ctr."""
+"""docker-archive in and out (lamina.image.archives.docker_archive), checked by skopeo and ctr."""
 
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from lamina.errors import (
     NotFound,
     Unsafe,
 )
-from lamina.image.dockerarchive import (
+from lamina.image.archives.docker_archive import (
     detect_archive_format,
     export_docker_archive,
     import_docker_archive,
     load_archive,
 )
-from lamina.image.layout import export_oci_layout, import_oci_layout
+from lamina.image.archives.oci_layout import export_oci_layout, import_oci_layout
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import canonical_json
 from lamina.oci.manifest import Index, Manifest
@@ -502,7 +502,7 @@ def test_load_archive_from_stdin(
     script = (
         "import sys\n"
         "from lamina.store.local import LocalStore\n"
-        "from lamina.image.dockerarchive import load_archive\n"
+        "from lamina.image.archives.docker_archive import load_archive\n"
         "kind, loaded = load_archive(LocalStore(sys.argv[1]), '-')\n"
         "print(kind, loaded[0].name)\n"
     )
@@ -571,8 +571,8 @@ def test_index_saves_one_platform(
 BIG_LAYER_SCRIPT = """
 import os, sys
 import isal.igzip as igzip
-from lamina.image.dockerarchive import export_docker_archive, load_archive
-from lamina.image.layout import export_oci_layout
+from lamina.image.archives.docker_archive import export_docker_archive, load_archive
+from lamina.image.archives.oci_layout import export_oci_layout
 from lamina.layers.api import Entry, EntryType
 from lamina.layers.tar import TarWriter
 from lamina.oci import mediatypes as mt

@@ -1,4 +1,4 @@
-"""OCI image layout in and out (lamina.image.layout), checked against skopeo, umoci and ctr."""
+"""OCI image layout in and out (lamina.image.archives.oci_layout): skopeo, umoci and ctr agree."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from lamina.errors import (
     Unsafe,
     Unsupported,
 )
-from lamina.image.layout import export_oci_layout, image_name, import_oci_layout
+from lamina.image.archives.oci_layout import export_oci_layout, image_name, import_oci_layout
 from lamina.oci import mediatypes as mt
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
@@ -139,7 +139,7 @@ def test_export_to_stdout(store: LocalStore, image: BuiltImage, tmp_path: Path) 
     script = (
         "import sys\n"
         "from lamina.store.local import LocalStore\n"
-        "from lamina.image.layout import export_oci_layout\n"
+        "from lamina.image.archives.oci_layout import export_oci_layout\n"
         "from lamina.oci.reference import Reference\n"
         "s = LocalStore(sys.argv[1])\n"
         "ref = Reference.parse(sys.argv[2])\n"
@@ -468,7 +468,7 @@ def test_import_tar_from_stdin(
     script = (
         "import sys\n"
         "from lamina.store.local import LocalStore\n"
-        "from lamina.image.layout import import_oci_layout\n"
+        "from lamina.image.archives.oci_layout import import_oci_layout\n"
         "print(import_oci_layout(LocalStore(sys.argv[1]), '-')[0].name)\n"
     )
     with src.open("rb") as stdin:
@@ -548,7 +548,7 @@ def test_foreign_layer_without_blob(
 
 def test_save_to_a_device_writes_into_it(tmp_path: Path) -> None:
     """Saving to /dev/null must not replace the device node with a file."""
-    from lamina.image.archive_tar import open_output
+    from lamina.image.archives.tar_io import open_output
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

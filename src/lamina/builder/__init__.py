@@ -7,4 +7,52 @@ The language itself (parser, instruction model, words, scope, config changes) is
 - ``sandbox``: RUN steps in runc on overlay snapshots, ``RUN --mount``;
 - ``plan`` (the stage graph), ``executor`` and ``steps`` (running it), ``cache``
   (content-keyed step records), ``api``.
+
+The names below are the public API. They are imported when first used, not here, so
+that importing :mod:`lamina.builder.api` (the CLI does, for :class:`Event`) loads
+neither runc nor the executor.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lamina.builder.api import BuildOptions, BuildResult, Event, StepFailed
+    from lamina.builder.cache import BuildCache
+    from lamina.builder.executor import Builder
+    from lamina.builder.plan import Plan
+
+_HOMES = {
+    "BuildOptions": "lamina.builder.api",
+    "BuildResult": "lamina.builder.api",
+    "Event": "lamina.builder.api",
+    "StepFailed": "lamina.builder.api",
+    "BuildCache": "lamina.builder.cache",
+    "Builder": "lamina.builder.executor",
+    "Plan": "lamina.builder.plan",
+}
+
+__all__ = [
+    "BuildCache",
+    "BuildOptions",
+    "BuildResult",
+    "Builder",
+    "Event",
+    "Plan",
+    "StepFailed",
+]
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -33,7 +33,7 @@ def cmd_save(args: argparse.Namespace) -> int:
         for image in [img.resolve(store, text)]
     ]
     if args.format in ("oci", "oci-dir"):
-        from lamina.image.layout import export_oci_layout
+        from lamina.image.archives.oci_layout import export_oci_layout
 
         with progress_bar(f"saving to {args.output}") as progress:
             export_oci_layout(
@@ -44,7 +44,7 @@ def cmd_save(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         return 0
-    from lamina.image.dockerarchive import export_docker_archive
+    from lamina.image.archives.docker_archive import export_docker_archive
 
     named: list[tuple[Reference, Descriptor]] = []
     for (ref, image), text in zip(chosen, args.refs, strict=True):
@@ -62,7 +62,7 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from lamina.image.dockerarchive import load_archive
+    from lamina.image.archives.docker_archive import load_archive
 
     store = open_store(args)
     ref_name = img.normalize(args.name) if args.name else None
@@ -114,14 +114,14 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from lamina.image.bases import make_busybox_rootfs
+    from lamina.image.bootstrap.busybox import make_busybox_rootfs
     from lamina.image.importer import ImportResult, import_rootfs
 
     store = open_store(args)
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     result: ImportResult
     if args.kind == "debian":
-        from lamina.image.debian import DebianOptions, bootstrap_debian
+        from lamina.image.bootstrap.debian import DebianOptions, bootstrap_debian
 
         options = DebianOptions(
             suite=args.suite,

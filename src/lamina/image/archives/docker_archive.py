@@ -43,7 +43,16 @@ from lamina.errors import (
     InvalidArgument,
     InvalidFormat,
 )
-from lamina.image.archive_tar import (
+from lamina.image.archives.closure import MAX_INDEX_DEPTH, is_foreign, read_document, walk_image
+from lamina.image.archives.oci_layout import (
+    import_oci_layout,
+    index_document,
+    index_entry,
+    layout_entries,
+    layout_header,
+    tag_layout_images,
+)
+from lamina.image.archives.tar_io import (
     CHUNK,
     ArchiveOut,
     ArchiveScan,
@@ -57,16 +66,7 @@ from lamina.image.archive_tar import (
     scan_archive,
     source_stream,
 )
-from lamina.image.closure import MAX_INDEX_DEPTH, is_foreign, read_document, walk_image
 from lamina.image.images import normalize
-from lamina.image.layout import (
-    import_oci_layout,
-    index_document,
-    index_entry,
-    layout_entries,
-    layout_header,
-    tag_layout_images,
-)
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES, canonical_json, load_json_object
 from lamina.oci.config import ImageConfig
@@ -400,7 +400,7 @@ def load_archive(
     The format is decided after the pass, from the members seen: ``oci-layout`` with
     ``index.json`` is read as an OCI layout (it has the full manifests, even when a
     ``manifest.json`` is there too), else ``manifest.json`` as a docker archive.
-    ``ref_name`` names tag-only OCI entries (see :mod:`lamina.image.layout`).
+    ``ref_name`` names tag-only OCI entries (see :mod:`lamina.image.archives.oci_layout`).
     """
     if os.path.isdir(src):
         return "oci-dir", import_oci_layout(store, src, ref_name=ref_name, progress=progress)

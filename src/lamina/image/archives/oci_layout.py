@@ -29,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO, cast
 
 from lamina.errors import InvalidArgument, InvalidFormat, LaminaError, NotFound, Unsafe
-from lamina.image.archive_tar import (
+from lamina.image.archives.closure import MAX_INDEX_DEPTH, is_foreign, read_document, walk_image
+from lamina.image.archives.tar_io import (
     CHUNK,
     ArchiveOut,
     ArchiveScan,
@@ -42,7 +43,6 @@ from lamina.image.archive_tar import (
     scan_archive,
     source_stream,
 )
-from lamina.image.closure import MAX_INDEX_DEPTH, is_foreign, read_document, walk_image
 from lamina.oci import mediatypes as mt
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES, canonical_json, load_json_object
 from lamina.oci.descriptor import Descriptor

@@ -12,7 +12,7 @@
   A gzip or zstd archive (``docker save | gzip``) is decompressed on the way, with the
   same bomb caps as a layer.
 
-Which blobs an image needs is :mod:`lamina.image.closure`'s job.
+Which blobs an image needs is :mod:`lamina.image.archives.closure`'s job.
 """
 
 from __future__ import annotations
