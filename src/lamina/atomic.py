@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from lamina.lite import suppress
+from lamina.lightstd import suppress
 
 
 def fsync_dir(path: str) -> None:

@@ -1,4 +1,4 @@
-"""`lamina run`'s fast path (lamina.runtime.fastrun): a warm run replays the plan the
+"""`lamina run`'s fast path (lamina.runtime.plans.replay): a warm run replays the plan the
 first full run cached, and behaves exactly like the full path."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import LAMINA, Lamina
-from lamina.runtime.containers import Container
+from lamina.runtime.records.containers import Container
 from lamina.snapshot.overlay import OverlaySnapshotter
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]

@@ -9,9 +9,9 @@ import pytest
 from runtime_support import Ran, Runner
 
 from lamina.oci.config import ContainerConfig
-from lamina.runtime.containers import ContainerStore
+from lamina.runtime.bundle.spec import RunOptions
 from lamina.runtime.lifecycle import prepare_bundle, remove, run_foreground
-from lamina.runtime.spec import RunOptions
+from lamina.runtime.records.containers import ContainerStore
 
 
 @pytest.fixture

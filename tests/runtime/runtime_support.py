@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lamina.runtime.containers import Container
-from lamina.runtime.runc import RunResult
+from lamina.runtime.driver.runc import RunResult
+from lamina.runtime.records.containers import Container
 
 
 @dataclass

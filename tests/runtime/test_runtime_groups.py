@@ -3,7 +3,7 @@
 Docker's daemon (getUser) starts a process's additional gids with its primary gid, then
 the groups that list the user; BuildKit and buildah do the same, so ``id`` shows
 ``groups=GID,...`` and /proc/self/status ``Groups:`` has the primary gid. lamina's
-build sandbox and ``lamina run`` share :func:`lamina.runtime.users.resolve_user`'s
+build sandbox and ``lamina run`` share :func:`lamina.runtime.bundle.users.resolve_user`'s
 ``primary_in_groups`` for this.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from runtime_support import Runner
 
-from lamina.runtime.users import ResolvedUser, resolve_user, resolve_user_in
+from lamina.runtime.bundle.users import ResolvedUser, resolve_user, resolve_user_in
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"
 GROUP = "root:x:0:\nwheel:x:10:root,app\napp:x:1000:app\nstaff:x:50:\nextra:x:2000:app\n"
@@ -52,12 +52,16 @@ def test_resolve_user_in_a_rootfs(tmp_path: Path) -> None:
 
 
 def test_build_sandbox_uses_the_shared_rule() -> None:
-    """The build sandbox has no groups code of its own any more."""
+    """The build sandbox has no groups code of its own any more: it writes its bundle
+    with the runtime's one bundle writer, which applies the shared rule."""
     import lamina.builder.sandbox.runner as sandbox
+    import lamina.runtime.bundle.writer as writer
 
     text = Path(sandbox.__file__).read_text()
-    assert "primary_in_groups=True" in text
-    assert "additionalGids" not in text
+    shared = Path(writer.__file__).read_text()
+    assert "write_bundle(" in text
+    assert "primary_in_groups=True" in shared
+    assert "additionalGids" not in text and "additionalGids" not in shared
 
 
 @pytest.mark.root

@@ -14,7 +14,8 @@ import pytest
 
 from lamina.errors import Conflict, InvalidArgument, NotFound, ToolError
 from lamina.oci.config import ContainerConfig
-from lamina.runtime.containers import Container, ContainerStore
+from lamina.runtime.bundle.spec import RunOptions, Volume
+from lamina.runtime.driver.runc import OCIRuntime, find_binary, select_runtime
 from lamina.runtime.lifecycle import (
     exec_in,
     get,
@@ -30,8 +31,7 @@ from lamina.runtime.lifecycle import (
     stop,
     wait_exited,
 )
-from lamina.runtime.runc import OCIRuntime, find_binary, select_runtime
-from lamina.runtime.spec import RunOptions, Volume
+from lamina.runtime.records.containers import Container, ContainerStore
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -226,7 +226,7 @@ def test_rm_running(cstore: ContainerStore, prepared: Prepare) -> None:
 
 KEEPER = """
 import sys
-from lamina.runtime.containers import ContainerStore
+from lamina.runtime.records.containers import ContainerStore
 from lamina.runtime.lifecycle import exec_in, run_foreground
 store = ContainerStore(sys.argv[1])
 c = store.get(sys.argv[2])

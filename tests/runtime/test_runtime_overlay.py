@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from lamina.oci.config import ContainerConfig
-from lamina.runtime.containers import Container, ContainerStore
-from lamina.runtime.initlayer import make_placeholders
+from lamina.runtime.bundle.initlayer import make_placeholders
+from lamina.runtime.bundle.spec import RunOptions
 from lamina.runtime.lifecycle import prepare_bundle, remove, run_foreground
-from lamina.runtime.spec import RunOptions
+from lamina.runtime.records.containers import Container, ContainerStore
 from lamina.snapshot.mount import mount_all
 from lamina.snapshot.mountinfo import mountinfo
 from lamina.snapshot.overlay import OverlaySnapshotter

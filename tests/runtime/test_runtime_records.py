@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from lamina.errors import AlreadyExists, Conflict, InvalidArgument, InvalidFormat, NotFound
-from lamina.runtime.containers import (
+from lamina.runtime.bundle.initlayer import (
+    filter_resolv_conf,
+    hosts_content,
+    make_placeholders,
+    resolv_conf_content,
+    write_init_files,
+)
+from lamina.runtime.driver.runc import cgroup_layout, exit_code_for, find_binary, select_runtime
+from lamina.runtime.lifecycle import parse_signal, refresh
+from lamina.runtime.records.containers import (
     ADJECTIVES,
     NOUNS,
     Container,
@@ -22,15 +31,6 @@ from lamina.runtime.containers import (
     random_name,
     status_text,
 )
-from lamina.runtime.initlayer import (
-    filter_resolv_conf,
-    hosts_content,
-    make_placeholders,
-    resolv_conf_content,
-    write_init_files,
-)
-from lamina.runtime.lifecycle import parse_signal, refresh
-from lamina.runtime.runc import cgroup_layout, exit_code_for, find_binary, select_runtime
 
 
 def new(store: ContainerStore, name: str | None = None) -> Container:

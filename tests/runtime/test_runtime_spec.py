@@ -8,7 +8,7 @@ import pytest
 
 from lamina.errors import InvalidArgument
 from lamina.oci.config import ContainerConfig
-from lamina.runtime.spec import (
+from lamina.runtime.bundle.spec import (
     DEFAULT_CAPABILITIES,
     DEFAULT_PATH,
     MASKED_PATHS,
@@ -21,7 +21,7 @@ from lamina.runtime.spec import (
     process_args,
     working_dir,
 )
-from lamina.runtime.users import ResolvedUser
+from lamina.runtime.bundle.users import ResolvedUser
 
 SH = ("/bin/sh", "-c")
 ENTRY_SHELL = (*SH, "exec_entry p1_entry")  # ENTRYPOINT exec_entry p1_entry

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lamina.errors import InvalidArgument, LimitExceeded, NotFound, Unsafe
-from lamina.runtime.users import (
+from lamina.runtime.bundle.users import (
     MAX_DB_BYTES,
     ResolvedUser,
     parse_group,

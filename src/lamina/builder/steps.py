@@ -508,7 +508,7 @@ def make_workdir(rootfs: str, path: str, user: str) -> None:
     """WORKDIR's mkdir -p inside ``rootfs``: the directories it makes belong to the
     stage's USER (BuildKit and buildah both do so), resolved in the root's passwd."""
     from lamina.layers import fsops
-    from lamina.runtime.users import prepare_workdir, resolve_user
+    from lamina.runtime.bundle.users import prepare_workdir, resolve_user
 
     parts = [p for p in path.split("/") if p]
     missing: list[str] = []

@@ -239,7 +239,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def _prune_snapshots(args: argparse.Namespace, store: Any) -> int:
     """Unpacked layers no image needs any more, and leftovers of killed unpacks."""
-    root = os.path.join(store.root, "snapshots")
+    from lamina.stateroot import snapshots_dir
+
+    root = snapshots_dir(store.root)
     if not os.path.isdir(root):
         return 0
     from lamina.image.snapshots import prune_snapshots, remove_stale_extractions

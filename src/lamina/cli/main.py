@@ -317,7 +317,7 @@ def _load(command: str) -> Callable[[argparse.Namespace], int]:
 
 def _fast_run(argv: Sequence[str]) -> int | None:
     """``lamina run [--rm] [--name N] IMAGE [CMD...]`` from a cached run plan (see
-    lamina.runtime.fastrun), without argparse or the full run path; None when the
+    lamina.runtime.plans.replay), without argparse or the full run path; None when the
     command line asks for more, or no valid plan exists."""
     root = None
     i = 0
@@ -343,7 +343,7 @@ def _fast_run(argv: Sequence[str]) -> int | None:
             return None
     if i >= len(argv) or not argv[i]:
         return None
-    from lamina.runtime.fastrun import try_run
+    from lamina.runtime.plans.replay import try_run
     from lamina.sysinfo import default_root
 
     return try_run(root or default_root(), argv[i], argv[i + 1 :], rm=rm, name=name)

@@ -1,14 +1,100 @@
-"""Running containers: OCI runtime-spec bundles, the runc/crun driver, container state.
+"""Running containers: one API that the CLI, the builder and (later) the lazy runner call.
 
-- :mod:`lamina.runtime.spec` (pure): run options and the ``config.json`` of a bundle,
-  with Docker's ENTRYPOINT/CMD rules, environment, mounts, namespaces and defaults.
-- :mod:`lamina.runtime.users`: ``-u``/``USER`` resolved from the image's own
-  ``/etc/passwd`` and ``/etc/group`` (read inside the root, capped), WORKDIR creation.
-- :mod:`lamina.runtime.initlayer`: ``/etc/hosts``, ``/etc/resolv.conf``,
-  ``/etc/hostname`` and the mount-point placeholders of the init layer.
-- :mod:`lamina.runtime.runc`: the OCI runtime driver (runc, crun).
-- :mod:`lamina.runtime.containers`: container records on disk, names, lookup.
-- :mod:`lamina.runtime.monitor`: the keeper process of a detached container.
-- :mod:`lamina.runtime.lifecycle`: the steps the CLI calls (create, bundle, run, start,
-  exec, stop, kill, remove, logs).
+The names below are imported on first use (PEP 562), so that importing one submodule
+(``lamina run``'s fast path imports a few light ones) does not load the others.
+
+- :mod:`lamina.runtime.run`: a container run composed from an image (snapshots, init
+  layer, record, bundle, OCI runtime): :func:`run_container` with a :class:`RunRequest`.
+- :mod:`lamina.runtime.lifecycle`: the steps of every container command (prepare the
+  bundle, run, start detached, exec, stop, kill, remove, logs, ps).
+- :mod:`lamina.runtime.bundle`: the OCI bundle: ``config.json`` (Docker's rules), users
+  and WORKDIR inside the root, the init files.
+- :mod:`lamina.runtime.driver`: the OCI runtime binaries (runc, crun), their
+  foreground processes, the monitor of detached containers.
+- :mod:`lamina.runtime.records`: container records under ``<root>/containers``.
+- :mod:`lamina.runtime.plans`: run plans and their replay, ``lamina run``'s fast path.
 """
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
+if TYPE_CHECKING:
+    from lamina.runtime.lifecycle import (
+        exec_in,
+        get,
+        iter_logs,
+        kill,
+        list_containers,
+        parse_signal,
+        prepare_bundle,
+        refresh,
+        remove,
+        run_foreground,
+        start_detached,
+        stop,
+        wait_exited,
+    )
+    from lamina.runtime.run import (
+        RunOutcome,
+        RunRequest,
+        init_snapshot,
+        run_container,
+        snapshot_remover,
+    )
+
+__all__ = [
+    "RunOutcome",
+    "RunRequest",
+    "exec_in",
+    "get",
+    "init_snapshot",
+    "iter_logs",
+    "kill",
+    "list_containers",
+    "parse_signal",
+    "prepare_bundle",
+    "refresh",
+    "remove",
+    "run_container",
+    "run_foreground",
+    "snapshot_remover",
+    "start_detached",
+    "stop",
+    "wait_exited",
+]
+
+_HOME = {
+    "RunOutcome": "run",
+    "RunRequest": "run",
+    "init_snapshot": "run",
+    "run_container": "run",
+    "snapshot_remover": "run",
+    "exec_in": "lifecycle",
+    "get": "lifecycle",
+    "iter_logs": "lifecycle",
+    "kill": "lifecycle",
+    "list_containers": "lifecycle",
+    "parse_signal": "lifecycle",
+    "prepare_bundle": "lifecycle",
+    "refresh": "lifecycle",
+    "remove": "lifecycle",
+    "run_foreground": "lifecycle",
+    "start_detached": "lifecycle",
+    "stop": "lifecycle",
+    "wait_exited": "lifecycle",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # here: importing this package costs nothing (start-up time)
+
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,12 +1,12 @@
 """Container lifecycle: the steps ``lamina run/ps/logs/stop/kill/rm/exec`` call.
 
-``lamina run`` is, in order::
+``lamina run`` composes them in :func:`lamina.runtime.run.run_container`, in order::
 
     store = ContainerStore(root)
     runtime, warning = select_runtime(name, root)        # print the warning if any
     c = store.create(image_ref=..., image_id=..., runtime=runtime.name, name=...,
                      command=..., stop_signal=config.stop_signal, detached=..., auto_remove=...)
-    # mount the snapshot on c.rootfs: prepare(f"container-{c.id}", parent=<the image's
+    # mount the snapshot on c.rootfs: prepare(container_key(c.id), parent=<the image's
     # init snapshot, made once with initlayer.make_placeholders>), mount_all(..., c.rootfs)
     c = store.update(c.id, snapshot_key=key)
     prepare_bundle(store, c, image_config, options)       # config.json, init files
@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -34,19 +33,20 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import Conflict, InvalidArgument, LaminaError, NotFound, ToolError
-from lamina.runtime.containers import (
+from lamina.runtime.driver.runc import EXIT_RUNTIME_FAILED, OCIRuntime, RunResult, runtime_for
+from lamina.runtime.records.containers import (
     Container,
     ContainerStore,
     now,
     write_exit,
     write_file_atomic,
 )
-from lamina.runtime.runc import EXIT_RUNTIME_FAILED, OCIRuntime, RunResult, runtime_for
+from lamina.stateroot import CONFIG_FILE, PID_FILE
 from lamina.sysinfo import start_time
 
 if TYPE_CHECKING:
     from lamina.oci.config import ContainerConfig
-    from lamina.runtime.spec import RunOptions
+    from lamina.runtime.bundle.spec import RunOptions
 
 # The spec, user and init-layer modules are imported by the functions that need them:
 # `lamina ps`, `stop` or `rm` should not pay for them (start-up time is a feature).
@@ -95,7 +95,7 @@ def _read_exit(store: ContainerStore, c: Container) -> dict[str, Any] | None:
 
 def _pid_from_file(store: ContainerStore, c: Container) -> int:
     try:
-        with open(os.path.join(store.bundle_dir(c), "pid"), encoding="ascii") as f:
+        with open(os.path.join(store.bundle_dir(c), PID_FILE), encoding="ascii") as f:
             return int(f.read().strip() or 0)
     except (OSError, ValueError):
         return 0
@@ -144,7 +144,7 @@ def _runtime(store: ContainerStore, c: Container) -> OCIRuntime:
 
 
 def _load_spec(store: ContainerStore, c: Container) -> dict[str, Any]:
-    path = os.path.join(store.bundle_dir(c), "config.json")
+    path = os.path.join(store.bundle_dir(c), CONFIG_FILE)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
@@ -175,25 +175,17 @@ def default_hostname(c: Container, options: RunOptions) -> str:
     return c.short_id
 
 
-def nofile_limit() -> int:
-    """Docker's RLIMIT_NOFILE, capped at ours: a runtime cannot raise the hard limit."""
-    from lamina.runtime.spec import NOFILE_LIMIT
-
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
-
-
 def prepare_bundle(
     store: ContainerStore, c: Container, config: ContainerConfig, options: RunOptions
 ) -> dict[str, Any]:
     """Write the bundle of ``c`` (its rootfs must be in place) and return the spec.
 
-    Resolves USER in the rootfs, creates WORKDIR there, writes the init files, checks
-    that volume sources exist, and writes ``bundle/config.json``.
+    Checks that volume sources exist, then resolves USER in the rootfs, creates WORKDIR
+    there, writes the init files and ``bundle/config.json``
+    (:func:`lamina.runtime.bundle.writer.write_bundle`).
     """
-    from lamina.runtime.initlayer import write_init_files
-    from lamina.runtime.spec import build_spec, working_dir
-    from lamina.runtime.users import prepare_workdir, resolve_user
+    from lamina.runtime.bundle.spec import working_dir
+    from lamina.runtime.bundle.writer import write_bundle
 
     if not os.path.isdir(c.rootfs):
         raise NotFound(f"the root filesystem of container {c.short_id} is missing: {c.rootfs}")
@@ -203,26 +195,16 @@ def prepare_bundle(
                 f"volume source {vol.host!r} does not exist",
                 hint="create it first: lamina does not make host directories",
             )
-    user = resolve_user(
-        c.rootfs,
-        options.user if options.user is not None else config.user,
-        primary_in_groups=True,
-    )
-    cwd = prepare_workdir(c.rootfs, working_dir(config, options))
-    hostname = default_hostname(c, options)
-    init_files = write_init_files(store.path(c.id), hostname, options.network)
-    spec = build_spec(
-        config,
-        options,
+    return write_bundle(
+        store.bundle_dir(c),
         rootfs=c.rootfs,
-        user=user,
-        init_files=init_files,
-        hostname=hostname,
-        cwd=cwd,
-        nofile=nofile_limit(),
+        init_dir=store.path(c.id),
+        config=config,
+        options=options,
+        user=options.user if options.user is not None else config.user,
+        workdir=working_dir(config, options),
+        hostname=default_hostname(c, options),
     )
-    _write_json(os.path.join(store.bundle_dir(c), "config.json"), spec)
-    return spec
 
 
 # ---------------------------------------------------------------------- run
@@ -266,7 +248,7 @@ def run_foreground(
             c.id,
             store.bundle_dir(c),
             log=store.runtime_log(c),
-            pid_file=os.path.join(store.bundle_dir(c), "pid"),
+            pid_file=os.path.join(store.bundle_dir(c), PID_FILE),
             stdin=None if interactive else subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
@@ -298,7 +280,7 @@ def start_detached(
         "bundle": bundle,
         "log": store.log_path(c),
         "runtime_log": store.runtime_log(c),
-        "pid_file": os.path.join(bundle, "pid"),
+        "pid_file": os.path.join(bundle, PID_FILE),
         "tty": tty,
         "runtime": runtime.name,
         "binary": runtime.binary,
@@ -309,7 +291,13 @@ def start_detached(
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lamina.runtime.monitor", json.dumps(spec), str(write_fd)],
+            [
+                sys.executable,
+                "-m",
+                "lamina.runtime.driver.monitor",
+                json.dumps(spec),
+                str(write_fd),
+            ],
             pass_fds=(write_fd,),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -366,8 +354,8 @@ def exec_in(
     c = refresh(store, c)
     if c.status != "running":
         raise Conflict(f"container {c.name} is not running", hint="start it with lamina run")
-    from lamina.runtime.spec import exec_process
-    from lamina.runtime.users import resolve_user
+    from lamina.runtime.bundle.spec import exec_process
+    from lamina.runtime.bundle.users import resolve_user
 
     own_group = _terminal_checks(tty, interactive)
     spec = _load_spec(store, c)

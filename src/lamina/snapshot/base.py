@@ -26,8 +26,17 @@ from typing import ClassVar
 from lamina.errors import AlreadyExists, Conflict, InvalidArgument, LaminaError, NotFound
 from lamina.snapshot.api import Info, Kind, Mount, Usage, check_labels, check_name
 from lamina.snapshot.fsutil import disk_usage, os_error, remove_tree
-from lamina.snapshot.held import TMP_PREFIX, Held
-from lamina.snapshot.metadata import METADATA, MetaFile, Record, State
+from lamina.snapshot.locked_dirs import Held
+from lamina.snapshot.metadata import MetaFile, Record, State
+from lamina.stateroot import (
+    SNAPSHOT_METADATA,
+    SNAPSHOT_TMP_PREFIX,
+    SNAPSHOTS,
+    snapshot_dir,
+    snapshot_fs,
+    snapshot_work,
+    snapshots_dir,
+)
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -52,17 +61,17 @@ def make_private_dir(path: str) -> None:
 class DirSnapshotter:
     """The shared implementation; subclasses say how a snapshot is filled and mounted."""
 
-    SUBDIR: ClassVar[str] = "snapshots"
+    SUBDIR: ClassVar[str] = SNAPSHOTS
     overlay: ClassVar[bool] = False
 
     def __init__(self, root: str) -> None:
         """``root`` is the lamina root; the snapshots live in ``<root>/<SUBDIR>``."""
         base = os.path.abspath(root)
-        self._check_root(os.path.join(base, self.SUBDIR))
+        self._check_root(snapshots_dir(base, self.SUBDIR))
         try:
             if not os.path.isdir(base):
                 os.makedirs(base, mode=0o700, exist_ok=True)
-            self._root = os.path.join(base, self.SUBDIR)
+            self._root = snapshots_dir(base, self.SUBDIR)
             make_private_dir(self._root)
         except OSError as exc:
             raise os_error(exc, f"create snapshot root under {root}") from exc
@@ -91,13 +100,13 @@ class DirSnapshotter:
     # ----------------------------------------------------------- paths
 
     def _dir(self, sid: int) -> str:
-        return os.path.join(self._root, str(sid))
+        return snapshot_dir(self._root, sid)
 
     def _fs(self, sid: int) -> str:
-        return os.path.join(self._root, str(sid), "fs")
+        return snapshot_fs(self._root, sid)
 
     def _work(self, sid: int) -> str:
-        return os.path.join(self._root, str(sid), "work")
+        return snapshot_work(self._root, sid)
 
     # ----------------------------------------------------------- lookups
 
@@ -255,7 +264,7 @@ class DirSnapshotter:
         if held is None:
             return  # gone, or a cleanup is deleting it right now
         try:
-            held.rename(os.path.join(self._root, TMP_PREFIX + os.urandom(8).hex()))
+            held.rename(os.path.join(self._root, SNAPSHOT_TMP_PREFIX + os.urandom(8).hex()))
             remove_tree(held.path)
         finally:
             held.close()
@@ -304,18 +313,20 @@ class DirSnapshotter:
                 ids = self._meta.read().ids()
                 for name in os.listdir(self._root):
                     path = os.path.join(self._root, name)
-                    if name.startswith(f".{METADATA}."):
+                    if name.startswith(f".{SNAPSHOT_METADATA}."):
                         os.unlink(path)  # a writer that died (writers hold our lock)
                         continue
                     orphan = name.isdigit() and int(name) not in ids
-                    if not (orphan or name.startswith(TMP_PREFIX)):
+                    if not (orphan or name.startswith(SNAPSHOT_TMP_PREFIX)):
                         continue
                     held = Held.take(path)
                     if held is None:
                         continue
                     victims.append(held)
                     if orphan:
-                        held.rename(os.path.join(self._root, TMP_PREFIX + os.urandom(8).hex()))
+                        held.rename(
+                            os.path.join(self._root, SNAPSHOT_TMP_PREFIX + os.urandom(8).hex())
+                        )
             for held in victims:
                 remove_tree(held.path)
         except OSError as exc:

@@ -13,7 +13,7 @@ import os
 import stat
 
 from lamina.errors import LaminaError, LimitExceeded, NotFound, Unsupported
-from lamina.lite import suppress
+from lamina.lightstd import suppress
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC

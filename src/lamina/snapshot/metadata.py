@@ -24,12 +24,12 @@ from typing import Any
 
 from lamina.atomic import write_atomic
 from lamina.errors import InvalidFormat, LaminaError
-from lamina.lite import Flock
+from lamina.lightstd import Flock
 from lamina.snapshot.api import Kind
+from lamina.stateroot import SNAPSHOT_LOCK as LOCK
+from lamina.stateroot import SNAPSHOT_METADATA as METADATA
+from lamina.stateroot import SNAPSHOT_SCHEMA_VERSION as SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
-METADATA = "metadata.json"
-LOCK = "metadata.lock"
 _HINT = "the snapshot metadata is damaged; remove the snapshots directory to start afresh"
 
 

@@ -45,7 +45,7 @@ from lamina.errors import (
     ToolError,
     Unsupported,
 )
-from lamina.lite import suppress
+from lamina.lightstd import suppress
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     MountAPI = Literal["auto", "new", "legacy"]
 
 # Imports stay light (no dataclasses, no typing at run time): `lamina run`'s fast path
-# (lamina.runtime.fastrun) mounts through this module and counts every millisecond.
+# (lamina.runtime.plans.replay) mounts through this module and counts every millisecond.
 # <linux/mount.h>
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -607,21 +607,16 @@ def unmount_all(target: str, *, lazy_fallback: bool = True) -> int:
 
     A missing or unmounted target is fine (0): this is what cleanup after a crash calls.
     """
-    from lamina.snapshot.mountinfo import mountinfo
+    from lamina.snapshot.mountinfo import mounts_under
 
-    real = os.path.realpath(target)
     for count in range(1000):
-        below = [m.mount_point for m in mountinfo() if _is_under(m.mount_point, real)]
+        below = mounts_under(target)
         if not below:
             return count
         # deepest first, so a submount never keeps its parent busy
         with suppress(NotFound):
-            unmount(max(below, key=len), lazy_fallback=lazy_fallback)
+            unmount(below[0], lazy_fallback=lazy_fallback)
     raise Conflict(f"could not unmount everything under {target}")
-
-
-def _is_under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def is_mounted(path: str) -> bool:

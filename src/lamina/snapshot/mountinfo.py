@@ -1,4 +1,9 @@
-"""Reading ``/proc/<pid>/mountinfo`` (proc(5)): what is mounted where, with which options."""
+"""Reading ``/proc/<pid>/mountinfo`` (proc(5)): what is mounted where, with which options.
+
+The one parser of mountinfo in lamina: the snapshotters, :mod:`lamina.snapshot.mount`
+(unmounting), the runtime (cgroup layout, busy container dirs) and the Debian bootstrap
+(mounts left under its tree) all read it through here.
+"""
 
 from __future__ import annotations
 
@@ -41,10 +46,24 @@ def _unescape(field: str) -> str:
 def mountinfo(pid: str = "self") -> list[MountInfo]:
     """The mounts of a process's mount namespace."""
     with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-        return list(_parse_mountinfo(fh))
+        return list(parse_mountinfo(fh))
 
 
-def _parse_mountinfo(lines: Iterable[str]) -> Iterator[MountInfo]:
+def is_under(path: str, root: str) -> bool:
+    """``path`` is ``root`` or inside it (both absolute, as mountinfo gives them)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def mounts_under(path: str) -> list[str]:
+    """Mount points at or below ``path`` (symlinks resolved) in this mount namespace,
+    deepest first: the order that unmounts a submount before its parent."""
+    real = os.path.realpath(path)
+    found = [m.mount_point for m in mountinfo() if is_under(m.mount_point, real)]
+    return sorted(found, key=len, reverse=True)
+
+
+def parse_mountinfo(lines: Iterable[str]) -> Iterator[MountInfo]:
+    """The lines of a mountinfo file as values; lines that do not parse are skipped."""
     for line in lines:
         fields = line.split()
         try:

@@ -18,14 +18,15 @@ from lamina.snapshot.api import Kind, Mount
 from lamina.snapshot.base import DirSnapshotter
 from lamina.snapshot.fsutil import copy_tree
 from lamina.snapshot.metadata import Record
+from lamina.stateroot import SNAPSHOT_FS, SNAPSHOTS_NATIVE
 
 
 class NativeSnapshotter(DirSnapshotter):
-    SUBDIR = "snapshots-native"
+    SUBDIR = SNAPSHOTS_NATIVE
     overlay = False
 
     def _fill(self, tmp: str, kind: Kind, chain: list[int]) -> None:
-        fs = os.path.join(tmp, "fs")
+        fs = os.path.join(tmp, SNAPSHOT_FS)
         os.mkdir(fs, 0o755)
         os.chmod(fs, 0o755)
         if chain and kind is Kind.ACTIVE:

@@ -22,19 +22,17 @@ from lamina.errors import Conflict, InvalidArgument, LaminaError, Unsupported
 from lamina.snapshot.api import Kind, Mount
 from lamina.snapshot.base import DirSnapshotter
 from lamina.snapshot.fsutil import remove_tree
-from lamina.snapshot.held import Held
+from lamina.snapshot.locked_dirs import Held
 from lamina.snapshot.metadata import Record
 from lamina.snapshot.mountinfo import overlay_uppers
+from lamina.stateroot import OVERLAY_OPTIONS, SNAPSHOT_FS, SNAPSHOT_WORK, SNAPSHOTS
 
-# index=off: layers are shared by many upper dirs; redirect_dir/metacopy=off: the upper
-# dir must stay a plain OCI-convertible tree (see mount.py).
-OVERLAY_OPTIONS = ("index=off", "redirect_dir=off", "metacopy=off")
 # Characters overlay's option syntax gives a meaning to (or mount(2) splits on).
 _BAD_PATH_CHARS = frozenset(",:\\=\n\t ")
 
 
 class OverlaySnapshotter(DirSnapshotter):
-    SUBDIR = "snapshots"
+    SUBDIR = SNAPSHOTS
     overlay = True
 
     def _check_root(self, path: str) -> None:
@@ -46,10 +44,10 @@ class OverlaySnapshotter(DirSnapshotter):
             )
 
     def _fill(self, tmp: str, kind: Kind, chain: list[int]) -> None:
-        fs = os.path.join(tmp, "fs")
+        fs = os.path.join(tmp, SNAPSHOT_FS)
         os.mkdir(fs, 0o755)
         os.chmod(fs, 0o755)  # the root of a container: as images expect, whatever the umask
-        os.mkdir(os.path.join(tmp, "work"), 0o700)
+        os.mkdir(os.path.join(tmp, SNAPSHOT_WORK), 0o700)
 
     def _mounts(self, rec: Record, chain: list[int]) -> list[Mount]:
         if rec.kind is Kind.ACTIVE:

@@ -1,6 +1,7 @@
 """LocalStore: the content store on a local filesystem (the only module that writes blobs).
 
-Layout under the root (ARCHITECTURE.md section 4), every directory 0700::
+Layout under the root (ARCHITECTURE.md section 4; the names are
+:mod:`lamina.stateroot`'s), every directory 0700::
 
     blobs/<algorithm>/<hex>   blob files, mode 0444, named only from a validated Digest
     ingest/<random>.tmp       temp files of open writers, each flock'ed by its writer
@@ -35,6 +36,7 @@ from lamina.errors import (
 )
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import ALGORITHMS, Digest, Digester
+from lamina.stateroot import GC_LOCK, REFS_LOCK, blobs_dir, ingest_dir, locks_dir
 from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, GCResult
 from lamina.store.locks import SharedLease, exclusive, shared_lease
 from lamina.store.refs import RefFile, check_ref_name
@@ -194,10 +196,10 @@ class LocalStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.path.abspath(os.fspath(root))
-        self._blobs_dir = os.path.join(self.root, "blobs")
-        self._ingest_dir = os.path.join(self.root, "ingest")
-        self._locks_dir = os.path.join(self.root, "locks")
-        self._gc_lock = os.path.join(self._locks_dir, "gc.lock")
+        self._blobs_dir = blobs_dir(self.root)
+        self._ingest_dir = ingest_dir(self.root)
+        self._locks_dir = locks_dir(self.root)
+        self._gc_lock = os.path.join(self._locks_dir, GC_LOCK)
         try:
             os.makedirs(os.path.dirname(self.root), exist_ok=True)
             _make_dir(self.root)
@@ -210,7 +212,7 @@ class LocalStore:
                 f"cannot use {self.root} as a store root: {exc.strerror}",
                 hint="pass a writable directory with --root or LAMINA_ROOT",
             ) from exc
-        self._refs = RefFile(self.root, os.path.join(self._locks_dir, "refs.lock"))
+        self._refs = RefFile(self.root, os.path.join(self._locks_dir, REFS_LOCK))
 
     def __repr__(self) -> str:
         return f"LocalStore({self.root!r})"

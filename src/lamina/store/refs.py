@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from lamina.atomic import fsync_dir, write_all
 from lamina.errors import InvalidArgument, InvalidFormat, LaminaError
 from lamina.oci.descriptor import Descriptor
+from lamina.stateroot import refs_file
 from lamina.store.locks import exclusive
 
 SCHEMA_VERSION = 1
@@ -46,10 +47,10 @@ class RefFile:
 
     def __init__(self, root: str, lock_path: str) -> None:
         self._dir = root
-        self._path = os.path.join(root, "refs.json")
+        self._path = refs_file(root)
         # One fixed temp name: only the holder of the exclusive lock writes it, and a
         # crash's leftover is simply truncated by the next writer.
-        self._tmp = os.path.join(root, "refs.json.tmp")
+        self._tmp = self._path + ".tmp"
         self._lock = lock_path
         self._hint = f"restore {self._path} from a backup or remove it (all tags are lost)"
         # (file bytes, parsed refs): reading is cheap, validating every descriptor is not.

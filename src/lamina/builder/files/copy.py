@@ -51,7 +51,7 @@ from lamina.builder.files.context import DIR, FILE, SYMLINK, Source, open_source
 from lamina.errors import InvalidArgument, InvalidFormat, NotFound, Unsafe, Unsupported
 from lamina.layers import fsops
 from lamina.layers.api import WHITEOUT_PREFIX
-from lamina.runtime import users
+from lamina.runtime.bundle import users
 
 __all__ = [
     "CopyOptions",

@@ -32,15 +32,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import LaminaError, NotFound, ToolError
+from lamina.stateroot import BUNDLE, INIT_FILE_NAMES, ROOTFS, RUNTIME_LOG, build_work_dir
 from lamina.sysinfo import owner_alive, owner_label
 
 if TYPE_CHECKING:
-    from lamina.runtime.runc import OCIRuntime
+    from lamina.runtime.driver.runc import OCIRuntime
 
 HOSTNAME = "lamina-build"
 TAIL_LINES = 20
 _STUB_DIRS = ("/proc", "/dev", "/sys")
-_STUB_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+_STUB_FILES = tuple(f"/etc/{name}" for name in INIT_FILE_NAMES)
 
 
 # ---------------------------------------------------------------------- workspace
@@ -56,15 +57,15 @@ class Workspace:
 
     @property
     def dir(self) -> str:
-        return os.path.join(self.root, "build", "work", self.id)
+        return os.path.join(build_work_dir(self.root), self.id)
 
     @property
     def rootfs(self) -> str:
-        return os.path.join(self.dir, "rootfs")
+        return os.path.join(self.dir, ROOTFS)
 
     @property
     def bundle(self) -> str:
-        return os.path.join(self.dir, "bundle")
+        return os.path.join(self.dir, BUNDLE)
 
     @property
     def container_id(self) -> str:
@@ -118,7 +119,7 @@ class Workspace:
 
 def stale_workspaces(root: str) -> Iterator[Workspace]:
     """Workspaces whose build process is gone."""
-    base = os.path.join(root, "build", "work")
+    base = build_work_dir(root)
     try:
         names = os.listdir(base)
     except FileNotFoundError:
@@ -314,10 +315,8 @@ def run_process(
     ``ws.rootfs`` and its upper dir) are removed from the view again when this returns;
     call ``stubs.prune_upper()`` once the root is unmounted."""
     from lamina.oci.config import ContainerConfig
-    from lamina.runtime.initlayer import write_init_files
-    from lamina.runtime.lifecycle import nofile_limit
-    from lamina.runtime.spec import RunOptions, build_spec
-    from lamina.runtime.users import prepare_workdir, resolve_user
+    from lamina.runtime.bundle.spec import RunOptions
+    from lamina.runtime.bundle.writer import write_bundle
 
     try:
         for path in _STUB_DIRS:
@@ -327,24 +326,19 @@ def run_process(
         for m in mounts:
             is_file = m.type == "bind" and os.path.isfile(m.source)
             stubs.ensure(m.destination, directory=not is_file)
-        # the primary group among the supplementary ones, as Docker and BuildKit do
-        user = resolve_user(ws.rootfs, process.user, primary_in_groups=True)
-        cwd = prepare_workdir(ws.rootfs, process.workdir or "/")
-        init_files = write_init_files(ws.dir, HOSTNAME, process.network)
-        config = ContainerConfig(env=process.env, cmd=process.argv)
-        spec = build_spec(
-            config,
-            RunOptions(network=process.network),
+        # the bundle `lamina run` writes, with the step's USER and WORKDIR as they are
+        # (BuildKit's rules, not `docker run -u/-w`'s) and the --mount mounts added
+        write_bundle(
+            ws.bundle,
             rootfs=ws.rootfs,
-            user=user,
-            init_files=init_files,
+            init_dir=ws.dir,
+            config=ContainerConfig(env=process.env, cmd=process.argv),
+            options=RunOptions(network=process.network),
+            user=process.user,
+            workdir=process.workdir or "/",
             hostname=HOSTNAME,
-            cwd=cwd,
-            nofile=nofile_limit(),
+            extra_mounts=[m.to_json() for m in mounts],
         )
-        spec["mounts"].extend(m.to_json() for m in mounts)
-        with open(os.path.join(ws.bundle, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(spec, f)
         return _run(ws, runtime, on_output)
     finally:
         stubs.remove_from_view()
@@ -379,7 +373,7 @@ def _run(
         result = runtime.run(
             ws.container_id,
             ws.bundle,
-            log=os.path.join(ws.dir, "runtime.log"),
+            log=os.path.join(ws.dir, RUNTIME_LOG),
             stdin=subprocess.DEVNULL,
             stdout=write_fd,
             stderr=write_fd,

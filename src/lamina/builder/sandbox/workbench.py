@@ -32,10 +32,11 @@ from lamina.oci.config import ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.ids import chain_ids
+from lamina.stateroot import build_tmp_dir, build_work_dir
 
 if TYPE_CHECKING:
     from lamina.builder.sandbox.runner import Workspace
-    from lamina.runtime.runc import OCIRuntime
+    from lamina.runtime.driver.runc import OCIRuntime
     from lamina.snapshot.api import Mount, Snapshotter
     from lamina.store.api import Store
 
@@ -99,7 +100,7 @@ class Workbench:
     def runtime(self) -> OCIRuntime:
         with self._lock:
             if self._runtime is None:
-                from lamina.runtime.runc import select_runtime
+                from lamina.runtime.driver.runc import select_runtime
 
                 self._runtime, _ = select_runtime(self._runtime_name, self.root)
             return self._runtime
@@ -124,7 +125,7 @@ class Workbench:
         """Remove what killed builds left: workspaces (and what runc still runs in
         them), their mounts, and their active snapshots. Cheap when there is nothing."""
         removed = self._remove_stale_tmp()
-        work = os.path.join(self.root, "build", "work")
+        work = build_work_dir(self.root)
         if not os.path.isdir(work) or not os.listdir(work):
             return removed
         from lamina.builder.sandbox.runner import stale_workspaces
@@ -148,7 +149,7 @@ class Workbench:
 
     def _remove_stale_tmp(self) -> int:
         """Temp dirs (heredoc sources, downloads) of killed builds: ``<owner>.<hex>``."""
-        base = os.path.join(self.root, "build", "tmp")
+        base = build_tmp_dir(self.root)
         try:
             names = os.listdir(base)
         except FileNotFoundError:

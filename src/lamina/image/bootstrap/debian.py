@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from lamina.errors import InvalidArgument, NotFound, ToolError, Unsupported
+from lamina.errors import InvalidArgument, LaminaError, NotFound, ToolError, Unsupported
 from lamina.image.importer import ImportResult, import_rootfs
 from lamina.store.api import Store
 
@@ -205,31 +205,17 @@ def find_debootstrap(search_path: str | None = None) -> str:
     return path
 
 
-def _mounts_under(path: str) -> list[str]:
-    """Mount points at or below ``path`` in this mount namespace, deepest first."""
-    real = os.path.realpath(path)
-    found: list[str] = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            # Field 5 is the mount point, with space, tab, newline, backslash as \ooo.
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split(" ")[4])
-            if point == real or point.startswith(real + "/"):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
-def _unmount_all(path: str) -> None:
-    for point in _mounts_under(path):
-        # Lazy: a process that still holds the mount cannot keep the tree from going.
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=60)
-
-
 def remove_tree(path: str) -> None:
     """Detach every mount under ``path``, then delete it; refuse while a mount remains."""
+    from lamina.snapshot.mount import unmount_all
+    from lamina.snapshot.mountinfo import mounts_under
+
     if not os.path.lexists(path):
         return
-    _unmount_all(path)
-    left = _mounts_under(path)
+    # Lazy when busy: a process that still holds a mount cannot keep the tree from going.
+    with contextlib.suppress(LaminaError):
+        unmount_all(path, lazy_fallback=True)
+    left = mounts_under(path)
     if left:
         raise ToolError(
             f"{left[0]} is still mounted; not deleting {path}",

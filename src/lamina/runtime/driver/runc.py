@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from lamina.errors import Conflict, InvalidArgument, NotFound, ToolError
-from lamina.runtime.procs import (
+from lamina.runtime.driver.process import (
     EXIT_CANNOT_INVOKE,
     EXIT_NOT_FOUND,
     EXIT_RUNTIME_FAILED,
@@ -37,6 +37,7 @@ from lamina.runtime.procs import (
     log_size,
     runtime_outcome,
 )
+from lamina.stateroot import runtime_state_dir
 
 __all__ = [
     "EXIT_CANNOT_INVOKE",
@@ -105,13 +106,11 @@ def cgroup_layout(mountinfo: str | None = None) -> str:
                 mountinfo = f.read()
         except OSError:
             return "legacy"
+    from lamina.snapshot.mountinfo import parse_mountinfo
+
     fstypes: dict[str, str] = {}
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        if " - " not in line or len(fields) < 5:
-            continue
-        fstype = line.split(" - ", 1)[1].split(" ", 1)[0]
-        fstypes[fields[4]] = fstype  # later mounts hide earlier ones
+    for m in parse_mountinfo(mountinfo.splitlines()):
+        fstypes[m.mount_point] = m.fstype  # later mounts hide earlier ones
     if fstypes.get("/sys/fs/cgroup") == "cgroup2":
         return "unified"
     if fstypes.get("/sys/fs/cgroup/unified") == "cgroup2":
@@ -138,7 +137,7 @@ class OCIRuntime:
             )
         self.name = name
         self.binary = binary or find_binary(name)
-        self.state_dir = os.path.join(state_root, "runtime", name)
+        self.state_dir = runtime_state_dir(state_root, name)
         self.wrap = tuple(wrap)
 
     def __repr__(self) -> str:

@@ -10,7 +10,8 @@ import errno
 import fcntl
 import os
 
-TMP_PREFIX = "tmp-"
+from lamina.stateroot import SNAPSHOT_TMP_PREFIX
+
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -23,7 +24,7 @@ class Held:
 
     @classmethod
     def make(cls, root: str) -> Held:
-        path = os.path.join(root, TMP_PREFIX + os.urandom(8).hex())
+        path = os.path.join(root, SNAPSHOT_TMP_PREFIX + os.urandom(8).hex())
         os.mkdir(path, 0o700)
         fd = os.open(path, _O_DIR)
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -1,4 +1,4 @@
-"""lamina.snapshot.direct (the fast path's raw-metadata snapshots) and the
+"""lamina.snapshot.raw_metadata (the fast path's raw-metadata snapshots) and the
 OverlaySnapshotter read and clean each other's work, in the same file format."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 
 from lamina.errors import AlreadyExists, Conflict, NotFound
 from lamina.snapshot.api import Kind
-from lamina.snapshot.direct import ChainChanged, prepare_active, remove_active
 from lamina.snapshot.metadata import MetaFile, _serialize
 from lamina.snapshot.mount import mount_overlay, unmount
 from lamina.snapshot.overlay import OverlaySnapshotter
+from lamina.snapshot.raw_metadata import ChainChanged, prepare_active, remove_active
 
 
 def _committed(snap: OverlaySnapshotter, name: str, parent: str | None, content: str) -> None:

@@ -135,7 +135,7 @@ def write_init_files(
 ) -> dict[str, str]:
     """Write hosts, resolv.conf and hostname into ``container_dir``.
 
-    Returns the ``init_files`` mapping of :func:`lamina.runtime.spec.build_spec`
+    Returns the ``init_files`` mapping of :func:`lamina.runtime.bundle.spec.build_spec`
     (container path -> file written here).
     """
     contents = {

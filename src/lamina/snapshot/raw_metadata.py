@@ -1,12 +1,13 @@
-"""Active overlay snapshots made and removed straight on the metadata file, for
-``lamina run``'s fast path (:mod:`lamina.runtime.fastrun`).
+"""The snapshot metadata as a raw JSON document: active overlay snapshots made and
+removed straight on ``metadata.json``, for ``lamina run``'s fast path
+(:mod:`lamina.runtime.plans.replay`).
 
 The steps, the lock and the file format are exactly those of
 :class:`lamina.snapshot.base.DirSnapshotter` (``prepare`` of an active snapshot on a
 committed parent, and ``remove``), so either side reads and cleans what the other made;
 this module works on the raw JSON document instead of the :mod:`~lamina.snapshot.metadata`
 value types because importing dataclasses costs the fast path more than its whole
-budget. tests/snapshot/test_snapshot_direct.py holds the two to the same behaviour.
+budget. tests/snapshot/test_snapshot_raw_metadata.py holds the two to the same behaviour.
 """
 
 from __future__ import annotations
@@ -16,24 +17,22 @@ import time
 
 from lamina.atomic import write_atomic
 from lamina.errors import AlreadyExists, Conflict, InvalidFormat, NotFound
-from lamina.lite import Flock, dumps, loads, suppress
+from lamina.lightstd import Flock, dumps, loads, suppress
 from lamina.snapshot.fsutil import remove_tree
-from lamina.snapshot.held import TMP_PREFIX, Held
+from lamina.snapshot.locked_dirs import Held
+from lamina.stateroot import SNAPSHOT_FS, SNAPSHOT_TMP_PREFIX, SNAPSHOT_WORK, snapshot_dir
+from lamina.stateroot import SNAPSHOT_LOCK as _LOCK
+from lamina.stateroot import SNAPSHOT_METADATA as _METADATA
+from lamina.stateroot import SNAPSHOT_SCHEMA_VERSION as SCHEMA_VERSION
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from typing import Any
 
-SCHEMA_VERSION = 1  # lamina.snapshot.metadata.SCHEMA_VERSION
-_METADATA = "metadata.json"
-
 
 class ChainChanged(Conflict):
     """The parent's chain is not the one the caller expected (its plan is stale)."""
-
-
-_LOCK = "metadata.lock"
 
 
 def _read(root: str) -> dict[str, Any]:
@@ -86,10 +85,10 @@ def prepare_active(root: str, key: str, parent: str, chain: Sequence[int]) -> in
         held = Held.make(root)
     sid = 0
     try:
-        fs = os.path.join(held.path, "fs")
+        fs = os.path.join(held.path, SNAPSHOT_FS)
         os.mkdir(fs, 0o755)
         os.chmod(fs, 0o755)  # the root of a container: as images expect, whatever the umask
-        os.mkdir(os.path.join(held.path, "work"), 0o700)
+        os.mkdir(os.path.join(held.path, SNAPSHOT_WORK), 0o700)
         with Flock(os.path.join(root, _LOCK)):
             doc = _read(root)
             records = doc["snapshots"]
@@ -98,10 +97,10 @@ def prepare_active(root: str, key: str, parent: str, chain: Sequence[int]) -> in
             if list(_chain(records, parent)) != list(chain):
                 raise ChainChanged(f"parent {parent!r} changed since the run plan was made")
             sid = int(doc["nextId"])
-            while os.path.lexists(os.path.join(root, str(sid))):
+            while os.path.lexists(snapshot_dir(root, sid)):
                 sid += 1  # a crash left this id's directory behind
             doc["nextId"] = sid + 1
-            held.rename(os.path.join(root, str(sid)))
+            held.rename(snapshot_dir(root, sid))
             records[key] = {
                 "id": sid,
                 "kind": "active",
@@ -134,11 +133,11 @@ def remove_active(root: str, key: str) -> None:
             raise Conflict(f"snapshot {key!r} is not a removable active snapshot")
         del records[key]
         _write(root, doc)
-    held = Held.take(os.path.join(root, str(rec["id"])))
+    held = Held.take(snapshot_dir(root, rec["id"]))
     if held is None:
         return  # gone, or a cleanup is deleting it right now
     try:
-        held.rename(os.path.join(root, TMP_PREFIX + os.urandom(8).hex()))
+        held.rename(os.path.join(root, SNAPSHOT_TMP_PREFIX + os.urandom(8).hex()))
         remove_tree(held.path)
     finally:
         held.close()

@@ -1,4 +1,4 @@
-"""The keeper of a detached container: ``python -m lamina.runtime.monitor SPEC FD``.
+"""The keeper of a detached container: ``python -m lamina.runtime.driver.monitor SPEC FD``.
 
 lamina has no daemon, yet ``lamina ps -a`` must show a detached container's exit code.
 So ``lamina run -d`` starts this small process, which detaches from lamina (fork, new
@@ -30,8 +30,8 @@ import threading
 from typing import Any
 
 from lamina.errors import LaminaError
-from lamina.runtime.containers import now, write_exit
-from lamina.runtime.runc import OCIRuntime
+from lamina.runtime.driver.runc import OCIRuntime
+from lamina.runtime.records.containers import now, write_exit
 
 PR_SET_CHILD_SUBREAPER = 36
 _ACCEPT_TIMEOUT = 30.0

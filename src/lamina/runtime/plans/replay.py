@@ -1,23 +1,13 @@
-"""``lamina run``'s fast path: a warm run from a cached *run plan*, in a few milliseconds
-of Python.
+"""``lamina run``'s fast path: a warm run replayed from a cached *run plan*
+(:mod:`lamina.runtime.plans.cache`, which says what a plan holds and when it is void),
+in a few milliseconds of Python.
 
-Why: a plain ``lamina run --rm IMAGE CMD`` resolves the image, checks its layers are
-unpacked, reads its passwd file, builds the runtime spec... and imports the modules
-(and dataclasses) that do all that, which on a small machine costs over 100 ms, twice
-what bare ``runc run`` takes. Yet for one image and the default options all of it
-comes out the same every time. So the first (slow, full) run writes a *plan*: the
-image's snapshot chain, the finished ``config.json`` with a placeholder container id,
-the init files, the runtime's argv. Later runs that ask for nothing else take the plan
-and only do what is new per container: a record, an active snapshot, one overlay mount,
-``runc run``, and with ``--rm`` the cleanup. This module and what it imports stay free
-of dataclasses and typing on purpose.
-
-A plan is used only while it provably still holds; else the full path runs and writes
-a new one. It is keyed by the image reference as typed and is void when
-``refs.json`` changed (a tag moved, an image was removed or added), when the host's
-``/etc/hosts``/``/etc/resolv.conf``/host name/RLIMIT_NOFILE changed (the init files and
-spec depend on them), when the runtime binary is gone, or when the snapshot chain in the
-metadata differs (checked under the metadata lock before mounting).
+Runs that ask for nothing the plan does not hold take it and only do what is new per
+container: a record, an active snapshot, one overlay mount, ``runc run``, and with
+``--rm`` the cleanup. This module and what it imports stay free of dataclasses and
+typing on purpose; the paths and options come from :mod:`lamina.stateroot`, as the full
+path's do, and tests/runtime/test_runtime_parity.py holds the two to the same bundle,
+mounts and records.
 
 Eligible invocations: ``run [--rm] [--name NAME] IMAGE [CMD...]`` with the default
 runtime and the overlay snapshotter; ``LAMINA_FASTRUN=0`` turns the fast path off.
@@ -31,8 +21,9 @@ from __future__ import annotations
 import os
 
 from lamina.errors import AlreadyExists
-from lamina.lite import Flock, dumps, loads, suppress
-from lamina.runtime.basics import (
+from lamina.lightstd import Flock, dumps, loads, suppress
+from lamina.runtime.plans.cache import SENTINEL, load_plan
+from lamina.runtime.records.fields import (
     check_name,
     is_id,
     now,
@@ -41,130 +32,29 @@ from lamina.runtime.basics import (
     write_exit,
     write_file_atomic,
 )
+from lamina.stateroot import (
+    BUNDLE,
+    CONFIG_FILE,
+    CONTAINERS_LOCK,
+    INIT_FILE_NAMES,
+    OVERLAY_OPTIONS,
+    PID_FILE,
+    ROOTFS,
+    RUNTIME_LOG,
+    STATE_FILE,
+    container_dir,
+    container_key,
+    containers_dir,
+    snapshot_fs,
+    snapshot_work,
+    snapshots_dir,
+)
 from lamina.sysinfo import start_time
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
-
-# Bump when what the full path puts in a spec changes, so older plans are not replayed.
-PLAN_VERSION = 2
-# The container id written into a plan's spec in place of the real one.
-SENTINEL = "0" * 64
-HOST_FILES = ("/etc/hosts", "/etc/resolv.conf")
-INIT_NAMES = ("hosts", "resolv.conf", "hostname")
-# lamina.snapshot.overlay.OVERLAY_OPTIONS (not imported: that module is not light)
-OVERLAY_OPTIONS = ("index=off", "redirect_dir=off", "metacopy=off")
-_MAX_PLAN = 4 << 20
-
-
-# ---------------------------------------------------------------------- plans
-
-
-def plan_path(root: str, image: str) -> str | None:
-    """Where the plan for ``image`` (as typed) lives; None when the name is too long
-    to be a file name."""
-    name = image.encode().hex()
-    if len(name) > 200:
-        return None
-    return os.path.join(root, "cache", "run", name + ".json")
-
-
-def _stat_key(path: str) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_ino, st.st_size, st.st_mtime_ns]
-
-
-def _nofile_hard() -> int:
-    import resource
-
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-
-
-def host_facts() -> dict[str, Any]:
-    """What the init files and the spec of a default run depend on, besides the image."""
-    return {
-        "nodename": os.uname().nodename,
-        "files": {p: _stat_key(p) for p in HOST_FILES},
-        "nofile": _nofile_hard(),
-    }
-
-
-def make_plan(
-    image: str,
-    *,
-    refs_key: list[int] | None,
-    record: dict[str, Any],
-    runtime_argv: Sequence[str],
-    parent: str,
-    chain: Sequence[int],
-    spec: dict[str, Any],
-    container_id: str,
-    entrypoint: Sequence[str],
-    cmd: Sequence[str],
-    init_files: dict[str, str],
-    host: dict[str, Any],
-) -> dict[str, Any] | None:
-    """The plan of a finished full-path run of ``image`` (its container ``container_id``
-    prepared with default options), or None when it cannot be replayed."""
-    text = dumps(spec, sort_keys=True)
-    text = text.replace(container_id, SENTINEL)
-    if container_id[:12] in text or refs_key is None:
-        return None  # the short id is in the spec (e.g. as host name): not replayable
-    out = loads(text)
-    out["process"]["args"] = None
-    return {
-        "version": PLAN_VERSION,
-        "image": image,
-        "refs": refs_key,
-        "host": host,
-        "record": record,
-        "runtime": list(runtime_argv),
-        "parent": parent,
-        "chain": list(chain),
-        "spec": out,
-        "entrypoint": list(entrypoint),
-        "cmd": list(cmd),
-        "init_files": init_files,
-    }
-
-
-def save_plan(root: str, plan: dict[str, Any]) -> None:
-    path = plan_path(root, plan["image"])
-    if path is None:
-        return
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    # a cache: losing it to a power cut costs one slow run, so no fsync
-    write_file_atomic(path, dumps(plan).encode(), durable=False)
-
-
-def load_plan(root: str, image: str) -> dict[str, Any] | None:
-    """The plan for ``image`` if there is one and it still holds (see the module doc)."""
-    path = plan_path(root, image)
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(_MAX_PLAN + 1)
-        plan = loads(data)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(plan, dict) or plan.get("version") != PLAN_VERSION:
-        return None
-    if plan.get("image") != image or plan.get("refs") != _stat_key(os.path.join(root, "refs.json")):
-        return None
-    if plan.get("host") != host_facts():
-        return None
-    argv = plan.get("runtime")
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        return None
-    if not any(os.access(a, os.X_OK) for a in argv if a.startswith("/")):
-        return None
-    return plan
 
 
 # ---------------------------------------------------------------------- records
@@ -176,7 +66,7 @@ def _taken_names(directory: str) -> set[str]:
         if not is_id(entry):
             continue
         try:
-            with open(os.path.join(directory, entry, "state.json"), "rb") as fh:
+            with open(os.path.join(directory, entry, STATE_FILE), "rb") as fh:
                 doc = loads(fh.read(1 << 20))
         except (OSError, ValueError):
             continue
@@ -188,14 +78,14 @@ def _taken_names(directory: str) -> set[str]:
 def _write_record(directory: str, record: dict[str, Any], *, durable: bool) -> None:
     # the document ContainerStore._write writes (compact: no json module here)
     data = dumps(record, sort_keys=True).encode()
-    write_file_atomic(os.path.join(directory, record["id"], "state.json"), data, durable=durable)
+    write_file_atomic(os.path.join(directory, record["id"], STATE_FILE), data, durable=durable)
 
 
 # ---------------------------------------------------------------------- the run
 
 
 def process_args(plan: dict[str, Any], args: Sequence[str]) -> list[str]:
-    """ENTRYPOINT + CMD as ``docker run`` combines them (lamina.runtime.spec.process_args
+    """ENTRYPOINT + CMD as ``docker run`` combines them (lamina.runtime.bundle.spec.process_args
     without ``--entrypoint``)."""
     return [*plan["entrypoint"], *(args if args else plan["cmd"])]
 
@@ -211,12 +101,12 @@ def run(
     if name is not None:
         check_name(name)
     root = os.path.abspath(root)
-    cdirs = os.path.join(root, "containers")
-    snaps = os.path.join(root, "snapshots")
+    cdirs = containers_dir(root)
+    snaps = snapshots_dir(root)
     cid = os.urandom(32).hex()
-    cdir = os.path.join(cdirs, cid)
-    rootfs = os.path.join(cdir, "rootfs")
-    key = f"container-{cid}"
+    cdir = container_dir(root, cid)
+    rootfs = os.path.join(cdir, ROOTFS)
+    key = container_key(cid)
     me = os.getpid()
     record: dict[str, Any] = {
         **plan["record"],
@@ -238,7 +128,7 @@ def run(
     }
     record["started"] = record["created"]
     os.makedirs(cdirs, mode=0o700, exist_ok=True)
-    with Flock(os.path.join(cdirs, ".lock")):  # as ContainerStore.locked
+    with Flock(os.path.join(cdirs, CONTAINERS_LOCK)):  # as ContainerStore.locked
         taken = _taken_names(cdirs)
         if name is None:
             name = random_name(taken)
@@ -250,7 +140,7 @@ def run(
         record["name"] = name
         try:
             os.mkdir(cdir, 0o700)
-            os.mkdir(os.path.join(cdir, "bundle"), 0o700)
+            os.mkdir(os.path.join(cdir, BUNDLE), 0o700)
             os.mkdir(rootfs, 0o755)
         except OSError as exc:
             raise os_error("create the directory", cdir, exc) from exc
@@ -272,20 +162,20 @@ def _start(
     *,
     rm: bool,
 ) -> int:
-    from lamina.runtime.procs import forward_signals, log_size, runtime_outcome
-    from lamina.snapshot.direct import prepare_active
+    from lamina.runtime.driver.process import forward_signals, log_size, runtime_outcome
     from lamina.snapshot.mount import mount_overlay
+    from lamina.snapshot.raw_metadata import prepare_active
 
     cid = record["id"]
-    cdir = os.path.join(root, "containers", cid)
+    cdir = container_dir(root, cid)
     rootfs = record["rootfs"]
     sid = prepare_active(snaps, record["snapshot_key"], plan["parent"], plan["chain"])
     mount_overlay(
         rootfs,
-        [os.path.join(snaps, str(i), "fs") for i in plan["chain"]],
+        [snapshot_fs(snaps, i) for i in plan["chain"]],
         (
-            f"upperdir={os.path.join(snaps, str(sid), 'fs')}",
-            f"workdir={os.path.join(snaps, str(sid), 'work')}",
+            f"upperdir={snapshot_fs(snaps, sid)}",
+            f"workdir={snapshot_work(snaps, sid)}",
             *OVERLAY_OPTIONS,
             # --rm: the upper dir dies with the container, so skip overlay's syncs of
             # it (its unmount would sync the whole upper filesystem: 100s of ms).
@@ -293,7 +183,7 @@ def _start(
         ),
     )
     try:
-        for init_name in INIT_NAMES:
+        for init_name in INIT_FILE_NAMES:
             write_file_atomic(
                 os.path.join(cdir, init_name),
                 plan["init_files"][init_name].encode(),
@@ -303,9 +193,9 @@ def _start(
         spec = plan["spec"]
         spec["process"]["args"] = argv
         text = dumps(spec).replace(SENTINEL, cid)
-        bundle = os.path.join(cdir, "bundle")
-        write_file_atomic(os.path.join(bundle, "config.json"), text.encode(), durable=False)
-        log = os.path.join(cdir, "runtime.log")
+        bundle = os.path.join(cdir, BUNDLE)
+        write_file_atomic(os.path.join(bundle, CONFIG_FILE), text.encode(), durable=False)
+        log = os.path.join(cdir, RUNTIME_LOG)
         runtime_argv = [
             *plan["runtime"],
             "--log",
@@ -316,7 +206,7 @@ def _start(
             "--bundle",
             bundle,
             "--pid-file",
-            os.path.join(bundle, "pid"),
+            os.path.join(bundle, PID_FILE),
             cid,
         ]
         offset = log_size(log)
@@ -343,10 +233,10 @@ def _start(
         _cleanup(root, plan, record, snaps, mounted=rootfs)
         return code
     write_exit(cdir, code, finished)
-    with Flock(os.path.join(root, "containers", ".lock")):
-        if os.path.exists(os.path.join(cdir, "state.json")):  # `rm -f` from elsewhere
+    with Flock(os.path.join(containers_dir(root), CONTAINERS_LOCK)):
+        if os.path.exists(os.path.join(cdir, STATE_FILE)):  # `rm -f` from elsewhere
             record.update(status="exited", exit_code=code, finished=finished, keeper_pid=0)
-            _write_record(os.path.join(root, "containers"), record, durable=True)
+            _write_record(containers_dir(root), record, durable=True)
     return code
 
 
@@ -355,9 +245,9 @@ def _cleanup(
 ) -> None:
     """What ``lamina rm -f`` does, for a container this process made and waited for."""
     from lamina.errors import NotFound
-    from lamina.snapshot.direct import remove_active
     from lamina.snapshot.fsutil import remove_tree
     from lamina.snapshot.mount import unmount
+    from lamina.snapshot.raw_metadata import remove_active
 
     cid = record["id"]
     argv = plan["runtime"]
@@ -370,9 +260,9 @@ def _cleanup(
             unmount(mounted)
     with suppress(NotFound):
         remove_active(snaps, record["snapshot_key"])
-    cdir = os.path.join(root, "containers", cid)
+    cdir = container_dir(root, cid)
     with suppress(FileNotFoundError):
-        os.unlink(os.path.join(cdir, "state.json"))  # first: a half-removed dir is no record
+        os.unlink(os.path.join(cdir, STATE_FILE))  # first: a half-removed dir is no record
     remove_tree(cdir)
 
 
@@ -390,7 +280,7 @@ def try_run(
     if os.environ.get("LAMINA_SNAPSHOTTER", "overlay") == "overlay":
         plan = load_plan(root, image)
         if plan is not None:
-            from lamina.snapshot.direct import ChainChanged
+            from lamina.snapshot.raw_metadata import ChainChanged
 
             try:
                 code = run(root, plan, args, rm=rm, name=name)

@@ -1,4 +1,4 @@
-"""lamina.lite: the JSON of the start-up path gives json's answers without importing it."""
+"""lamina.lightstd: the JSON of the start-up path gives json's answers without importing it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lamina.lite import dumps, loads, suppress
+from lamina.lightstd import dumps, loads, suppress
 
 _json_values = st.recursive(
     st.none()
@@ -59,8 +59,9 @@ def test_suppress() -> None:
 def test_the_fast_run_path_imports_no_heavy_modules() -> None:
     """What `lamina run`'s fast path imports stays light (start-up time is a feature)."""
     code = (
-        "import sys, lamina.cli.main, lamina.runtime.fastrun, lamina.runtime.procs, "
-        "lamina.snapshot.direct, lamina.snapshot.mount, lamina.snapshot.fsutil; "
+        "import sys, lamina.cli.main, lamina.runtime.plans.replay, lamina.runtime.driver.process, "
+        "lamina.runtime.plans.cache, lamina.stateroot, lamina.snapshot.raw_metadata, "
+        "lamina.snapshot.mount, lamina.snapshot.fsutil; "
         "print(' '.join(sorted(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -30,7 +30,7 @@ from lamina.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from lamina.oci.config import ContainerConfig
-    from lamina.runtime.users import ResolvedUser
+    from lamina.runtime.bundle.users import ResolvedUser
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -143,7 +143,7 @@ class RunOptions:
     the empty tuple, which clears it). ``args``: the words after the image reference.
     ``env``: ``NAME=value`` items (the CLI resolves a bare ``-e NAME`` with
     :func:`parse_env_option`). ``workdir`` must be absolute. ``user`` is the raw
-    ``-u`` text (resolved by :func:`lamina.runtime.users.resolve_user`).
+    ``-u`` text (resolved by :func:`lamina.runtime.bundle.users.resolve_user`).
     """
 
     args: tuple[str, ...] = ()
@@ -378,8 +378,8 @@ def build_spec(
 ) -> dict[str, Any]:
     """The ``config.json`` of the bundle (runtime-spec 1.0.2, config.md/config-linux.md).
 
-    ``user`` comes from :func:`lamina.runtime.users.resolve_user`; ``cwd``, when given,
-    is the WORKDIR as :func:`lamina.runtime.users.prepare_workdir` resolved it inside
+    ``user`` comes from :func:`lamina.runtime.bundle.users.resolve_user`; ``cwd``, when given,
+    is the WORKDIR as :func:`lamina.runtime.bundle.users.prepare_workdir` resolved it inside
     the root (default: :func:`working_dir`); ``init_files`` maps container paths to the
     host files to bind there (see :data:`INIT_FILES`). ``nofile`` is RLIMIT_NOFILE
     (soft = hard); a runtime cannot raise it above its own hard limit, so callers pass

@@ -1,7 +1,8 @@
 """Container records on disk: ``<root>/containers/<id>/state.json``.
 
-One directory per container (ARCHITECTURE.md §4), mode 0700 because the container's
-root filesystem is mounted inside it::
+One directory per container (ARCHITECTURE.md §4; the names are
+:mod:`lamina.stateroot`'s), mode 0700 because the container's root filesystem is
+mounted inside it::
 
     containers/<id>/state.json      this record (temp file, fsync, rename, fsync dir)
     containers/<id>/rootfs/         where the container's snapshot is mounted
@@ -39,7 +40,7 @@ from lamina.errors import (
     InvalidFormat,
     NotFound,
 )
-from lamina.runtime.basics import (
+from lamina.runtime.records.fields import (
     ADJECTIVES,
     NOUNS,
     check_name,
@@ -49,7 +50,17 @@ from lamina.runtime.basics import (
     write_exit,
     write_file_atomic,
 )
-from lamina.runtime.basics import os_error as _os_error
+from lamina.runtime.records.fields import os_error as _os_error
+from lamina.stateroot import (
+    BUNDLE,
+    CONTAINERS_LOCK,
+    EXIT_FILE,
+    LOG_FILE,
+    ROOTFS,
+    RUNTIME_LOG,
+    STATE_FILE,
+    containers_dir,
+)
 
 __all__ = [
     "ADJECTIVES",
@@ -181,9 +192,9 @@ class ContainerStore:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
-        self.dir = os.path.join(self.root, "containers")
+        self.dir = containers_dir(self.root)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        self._lock_path = os.path.join(self.dir, ".lock")
+        self._lock_path = os.path.join(self.dir, CONTAINERS_LOCK)
 
     # ------------------------------------------------------------------ paths
 
@@ -193,16 +204,16 @@ class ContainerStore:
         return os.path.join(self.dir, container_id, *parts)
 
     def bundle_dir(self, container: Container) -> str:
-        return self.path(container.id, "bundle")
+        return self.path(container.id, BUNDLE)
 
     def log_path(self, container: Container) -> str:
-        return self.path(container.id, "log")
+        return self.path(container.id, LOG_FILE)
 
     def runtime_log(self, container: Container) -> str:
-        return self.path(container.id, "runtime.log")
+        return self.path(container.id, RUNTIME_LOG)
 
     def exit_path(self, container: Container) -> str:
-        return self.path(container.id, "exit.json")
+        return self.path(container.id, EXIT_FILE)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -229,7 +240,7 @@ class ContainerStore:
 
     def _read(self, container_id: str) -> Container | None:
         try:
-            with open(self.path(container_id, "state.json"), "rb") as f:
+            with open(self.path(container_id, STATE_FILE), "rb") as f:
                 data = f.read(MAX_STATE_BYTES + 1)
         except FileNotFoundError:
             return None
@@ -244,7 +255,7 @@ class ContainerStore:
 
     def _write(self, container: Container) -> None:
         data = json.dumps(container.to_json(), indent=1, sort_keys=True).encode()
-        write_file_atomic(self.path(container.id, "state.json"), data)
+        write_file_atomic(self.path(container.id, STATE_FILE), data)
 
     def list(self) -> list[Container]:
         """Every readable record, oldest first (damaged ones are skipped)."""
@@ -320,9 +331,9 @@ class ContainerStore:
             directory = self.path(container_id)
             try:
                 os.mkdir(directory, 0o700)
-                os.mkdir(os.path.join(directory, "bundle"), 0o700)
+                os.mkdir(os.path.join(directory, BUNDLE), 0o700)
                 if rootfs is None:
-                    rootfs = os.path.join(directory, "rootfs")
+                    rootfs = os.path.join(directory, ROOTFS)
                     os.mkdir(rootfs, 0o755)
             except OSError as exc:
                 raise _os_error("create the directory", directory, exc) from exc
@@ -358,10 +369,10 @@ class ContainerStore:
         """Delete the container's directory (after it was unmounted and its runtime
         state deleted); idempotent. Refuses while something is mounted below it."""
         from lamina.layers.fsops import remove_at  # only rm needs them
-        from lamina.snapshot.mountinfo import mountinfo
+        from lamina.snapshot.mountinfo import mounts_under
 
         directory = self.path(container.id)
-        busy = [m.mount_point for m in mountinfo() if m.mount_point.startswith(directory + "/")]
+        busy = mounts_under(directory)
         if busy:
             raise Conflict(
                 f"container {container.short_id} still has {busy[0]} mounted",
@@ -375,7 +386,7 @@ class ContainerStore:
             try:
                 # Drop state.json first: a half-removed directory is then no record.
                 with suppress(FileNotFoundError):
-                    os.unlink(os.path.join(directory, "state.json"))
+                    os.unlink(os.path.join(directory, STATE_FILE))
                 remove_at(parent, container.id)
             except OSError as exc:
                 raise _os_error("remove the directory", directory, exc) from exc

@@ -1,8 +1,10 @@
-"""The small pieces of container records that ``lamina run``'s fast path shares with
-the rest of the runtime: names, timestamps, the exit file, crash-safe writes.
+"""The fields of a container record and its small files: ids, names (Docker's rule and
+random names), RFC 3339 timestamps, the exit file, crash-safe writes with lamina's
+errors. Shared by the records (:mod:`lamina.runtime.records.containers`) and
+``lamina run``'s fast path.
 
 Only light standard modules here (no dataclasses, no datetime): the fast path
-(:mod:`lamina.runtime.fastrun`) imports this, and its start-up time is a feature.
+(:mod:`lamina.runtime.plans.replay`) imports this, and its start-up time is a feature.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import time
 
 from lamina.atomic import write_atomic
 from lamina.errors import InvalidArgument, LaminaError
-from lamina.lite import dumps
+from lamina.lightstd import dumps
+from lamina.stateroot import EXIT_FILE
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
@@ -61,7 +64,7 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o600, *, durable: boo
 def write_exit(directory: str, code: int | None, finished: str, *, durable: bool = True) -> None:
     """The keeper's ``exit.json``: how the container's process ended."""
     data = dumps({"exit_code": code, "finished": finished}).encode()
-    write_file_atomic(os.path.join(directory, "exit.json"), data, 0o644, durable=durable)
+    write_file_atomic(os.path.join(directory, EXIT_FILE), data, 0o644, durable=durable)
 
 
 def now() -> str:

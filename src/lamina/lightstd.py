@@ -1,6 +1,7 @@
-"""Light stand-ins for standard helpers whose imports cost start-up time, for the
-start-up-critical path (``lamina run``'s fast path): JSON without :mod:`json`, and
-:class:`suppress` without :mod:`contextlib`.
+"""Light stand-ins for standard-library helpers whose imports cost start-up time: JSON
+(:func:`loads`, :func:`dumps`) without :mod:`json`, :class:`suppress` without
+:mod:`contextlib`, and :class:`Flock`, an flock(2) ``with`` block. For the
+start-up-critical path (``lamina run``'s fast path) and the row-0 modules it imports.
 
 Why: ``import json`` pulls in ``re``, ``enum``, ``functools`` and ``collections``, and
 ``contextlib`` the last two: about 20 ms on a small machine, a third of what

@@ -1,6 +1,7 @@
 """Driving an OCI runtime process in the foreground: signal forwarding and turning its
 exit into ``docker run``'s exit code. Light imports only (shared by
-:mod:`lamina.runtime.runc` and ``lamina run``'s fast path, :mod:`lamina.runtime.fastrun`).
+:mod:`lamina.runtime.driver.runc` and ``lamina run``'s fast path,
+:mod:`lamina.runtime.plans.replay`).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]  # not signal: it imports enum (start-up)
 import os
 
-from lamina.lite import loads, suppress
+from lamina.lightstd import loads, suppress
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
