@@ -78,6 +78,7 @@ RUN_PLANS = os.path.join("cache", "run")
 
 BUILD_WORK = os.path.join("build", "work")
 BUILD_TMP = os.path.join("build", "tmp")
+BUILD_MOUNT_CACHES = os.path.join("cache", "build-mounts")  # RUN --mount=type=cache
 
 
 def blobs_dir(root: str) -> str:
@@ -143,3 +144,7 @@ def build_work_dir(root: str) -> str:
 
 def build_tmp_dir(root: str) -> str:
     return os.path.join(root, BUILD_TMP)
+
+
+def build_mount_caches_dir(root: str) -> str:
+    return os.path.join(root, BUILD_MOUNT_CACHES)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from lamina.builder.sandbox.runner import SpecMount
 from lamina.dockerfile.instructions import Mount, ParseError, Run
 from lamina.errors import InvalidArgument, LaminaError, NotFound, Unsafe, Unsupported
+from lamina.stateroot import build_mount_caches_dir
 
 if TYPE_CHECKING:
     from lamina.builder.executor import StageState
@@ -114,7 +115,7 @@ def _cache(steps: Steps, node: Run, mount: Mount, workdir: str) -> MountPlan:
     if mount.get("from"):
         raise Unsupported("RUN --mount=type=cache,from=...", hint="drop from=: caches start empty")
     name = hashlib.sha256(ident.encode()).hexdigest()[:32]
-    base = os.path.join(steps.root, "cache", "build-mounts")
+    base = build_mount_caches_dir(steps.root)
 
     def resolve(stack: ExitStack) -> SpecMount:
         path = os.path.join(base, name)
