@@ -17,7 +17,8 @@ the runtime and ``lamina run``'s fast path can never drift apart::
         rootfs/, hosts, resolv.conf, hostname
     runtime/<runc|crun>/            the OCI runtime's own state (its ``--root``)
     cache/run/<hex of image>.json   run plans of the fast path  (lamina.runtime.plans)
-    cache/build*/                   the builder's caches
+    cache/build/, cache/build-*/    the builder's caches (records, context, COPY --from, mounts)
+    cache/registry-blob-sources.json  which repository each blob was seen in (cross-repo mounts)
     build/work/<id>/, build/tmp/    build workspaces and temp files
 
 Directories holding unpacked layers or container roots are 0700. Only :mod:`os` is
@@ -79,6 +80,12 @@ RUN_PLANS = os.path.join("cache", "run")
 BUILD_WORK = os.path.join("build", "work")
 BUILD_TMP = os.path.join("build", "tmp")
 BUILD_MOUNT_CACHES = os.path.join("cache", "build-mounts")  # RUN --mount=type=cache
+BUILD_CACHE = os.path.join("cache", "build")  # step cache records
+BUILD_CONTEXT_CACHE = os.path.join("cache", "build-context")  # context checksum stat cache
+BUILD_FROM_CACHE = os.path.join("cache", "build-from")  # COPY --from trees
+# ---------------------------------------------------------------------- transfers
+
+BLOB_SOURCES = os.path.join("cache", "registry-blob-sources.json")  # for cross-repo mounts
 
 
 def blobs_dir(root: str) -> str:

@@ -33,6 +33,7 @@ from lamina.atomic import write_atomic
 from lamina.errors import InvalidArgument, InvalidFormat, LaminaError
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
+from lamina.stateroot import BUILD_CACHE
 from lamina.store.api import Provider
 
 SCHEMA = 1
@@ -83,7 +84,7 @@ class BuildCache:
     only ever replaced whole, and two builds of one step write equivalent records."""
 
     def __init__(self, root: str) -> None:
-        self.dir = os.path.join(root, "cache", "build")
+        self.dir = os.path.join(root, BUILD_CACHE)
 
     def _path(self, key: str) -> str:
         if len(key) != 64 or not set(key) <= _HEX:

@@ -35,6 +35,7 @@ from lamina.dockerfile.instructions import (
 )
 from lamina.dockerfile.words import expand_at, expand_heredoc
 from lamina.errors import LaminaError, NotFound, Unsupported
+from lamina.stateroot import BUILD_CONTEXT_CACHE, BUILD_FROM_CACHE, BUILD_TMP
 
 if TYPE_CHECKING:
     from lamina.builder.executor import Builder, StageState
@@ -103,7 +104,7 @@ class Steps:
     def tempdir(self) -> str:
         from lamina.sysinfo import owner_label
 
-        base = os.path.join(self.root, "build", "tmp")
+        base = os.path.join(self.root, BUILD_TMP)
         os.makedirs(base, mode=0o700, exist_ok=True)
         # named by its owner, so that the next build removes it if this one is killed
         path = os.path.join(base, f"{owner_label()}.{os.urandom(8).hex()}")
@@ -123,7 +124,7 @@ class Steps:
         from lamina.builder.files.context import checksum
 
         return checksum(
-            self.context, sources, cache_dir=os.path.join(self.root, "cache", "build-context")
+            self.context, sources, cache_dir=os.path.join(self.root, BUILD_CONTEXT_CACHE)
         )
 
     def from_checksum(self, chain: Chain, words: list[str], args: _CopyArgs) -> str:
@@ -140,9 +141,7 @@ class Steps:
 
         top = str(chain_ids(chain.config.diff_ids)[-1])
         what = json.dumps(["v1", top, words, list(args.excludes), args.parents])
-        memo = os.path.join(
-            self.root, "cache", "build-from", hashlib.sha256(what.encode()).hexdigest()
-        )
+        memo = os.path.join(self.root, BUILD_FROM_CACHE, hashlib.sha256(what.encode()).hexdigest())
         try:
             with open(memo, encoding="ascii") as fh:
                 known = fh.read(100)

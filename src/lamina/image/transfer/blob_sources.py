@@ -17,16 +17,16 @@ from collections.abc import Iterable
 
 from lamina.atomic import write_atomic
 from lamina.oci.digest import Digest
+from lamina.stateroot import BLOB_SOURCES
 
-FILE_NAME = "registry-blob-sources.json"
 MAX_DIGESTS = 20_000
 MAX_REPOS_PER_DIGEST = 8
 
 
 class BlobSources:
     def __init__(self, root: str) -> None:
-        self.dir = os.path.join(root, "cache")
-        self.path = os.path.join(self.dir, FILE_NAME)
+        self.path = os.path.join(root, BLOB_SOURCES)
+        self.dir = os.path.dirname(self.path)
         self._cache: dict[str, list[str]] | None = None  # read once per lookup run
 
     def _load(self) -> dict[str, list[str]]:
@@ -67,7 +67,7 @@ class BlobSources:
     def _record(self, name: str, wanted: list[str]) -> None:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         lock_fd = os.open(
-            os.path.join(self.dir, FILE_NAME + ".lock"),
+            self.path + ".lock",
             os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
             0o600,
         )
