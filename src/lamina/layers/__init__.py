@@ -39,8 +39,9 @@ it) pays for neither zstd nor ISA-L.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from lamina.exports import lazy_exports
 
 if TYPE_CHECKING:
     from lamina.layers.api import DEFAULT_LIMITS, Entry, EntryType, LayerStats, Limits, Readable
@@ -100,14 +101,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(globals(), _HOMES)

@@ -6,8 +6,9 @@ such as :mod:`lamina.store.local` for ``default_root``, does not load the others
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lamina.exports import lazy_exports
 
 if TYPE_CHECKING:
     from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, GCResult, Store
@@ -34,14 +35,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(globals(), _HOME)

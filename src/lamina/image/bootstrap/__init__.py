@@ -11,8 +11,9 @@ The names below are imported when first used, not here.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from lamina.exports import lazy_exports
 
 if TYPE_CHECKING:
     from lamina.image.bootstrap.busybox import find_busybox, make_busybox_rootfs
@@ -35,14 +36,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(globals(), _HOMES)

@@ -9,6 +9,8 @@ Both stay free of dataclasses and typing: their start-up time is the point.
 
 from __future__ import annotations
 
+from lamina.exports import lazy_exports
+
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
     from lamina.runtime.plans.cache import (
@@ -44,16 +46,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> object:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib  # here: importing this package costs nothing (start-up time)
-
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(globals(), _HOME)
