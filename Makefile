@@ -10,6 +10,7 @@ setup:
 demo: setup
 	@scripts/demo.sh
 
+# No `|| true` nor `-` here: pytest's exit code 5 (no test collected) must fail the run.
 test: setup
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests
 

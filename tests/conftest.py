@@ -15,6 +15,10 @@ from helpers.cli import LAMINA, Lamina
 from lamina.image.bootstrap.busybox import make_busybox_rootfs
 from lamina.store.local import LocalStore
 
+# pytester: tests of the suite's own machinery run pytest on small temporary trees.
+# helpers.skips: on CI (env CI set) a skip not in tests/skip_allowlist.py is a failure.
+pytest_plugins = ["pytester", "helpers.skips"]
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> LocalStore:

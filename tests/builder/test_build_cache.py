@@ -212,6 +212,10 @@ def test_build_killed_mid_run_then_the_next_build_succeeds(lamina: Lamina, tmp_p
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
+        # Not communicate(): the killed build's container may still hold the pipes open.
+        for pipe in (proc.stdout, proc.stderr):
+            assert pipe is not None
+            pipe.close()
     assert list(work.iterdir())  # the killed build's leftovers are there...
     result = build(lamina, ctx, "-t", "slow")
     assert result["steps"] == {"RUN sleep $DELAY; echo ok > /ok": "done"}

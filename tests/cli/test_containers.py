@@ -214,6 +214,7 @@ def test_signal_forwarding(bb: Lamina) -> None:
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 42
+    proc.stdout.close()
 
 
 def test_crun_or_clear_fallback(bb: Lamina) -> None:
@@ -248,6 +249,7 @@ def test_kill_9_of_lamina_then_rm_cleans(bb: Lamina) -> None:
     assert proc.stdout.readline() == "up\n"
     proc.kill()
     proc.wait()
+    proc.stdout.close()  # not read to the end: the container may still hold it open
     bb("rm", "-f", "victim")
     assert json.loads(bb("ps", "-a", "--json").stdout) == []
     assert root not in _mounts()

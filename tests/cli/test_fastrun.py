@@ -161,6 +161,7 @@ def test_signals_are_forwarded(bb: Lamina) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 42
     assert "got-term" in proc.stdout.read()
+    proc.stdout.close()
     assert json.loads(bb("ps", "-a", "--json").stdout) == []
 
 

@@ -53,6 +53,8 @@ class Server:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
+        if not self._loop.is_running():  # its thread is done with it
+            self._loop.close()
 
 
 class Client:

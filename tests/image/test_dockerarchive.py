@@ -281,7 +281,8 @@ def _write(files: dict[str, bytes], path: Path, tar_bytes: TarMaker) -> str:
 def _assert_untouched(store: LocalStore) -> None:
     assert store.list_refs() == {}
     for blob in store.iter_blobs():  # anything admitted is verified, and no manifest
-        data = store.open_blob(blob.digest).read()
+        with store.open_blob(blob.digest) as r:
+            data = r.read()
         assert b'"schemaVersion"' not in data
 
 

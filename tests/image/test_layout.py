@@ -362,7 +362,8 @@ def test_blob_not_matching_its_name(
     assert refs == before[0] == {}
     assert bad not in blobs
     for digest in blobs:  # whatever was admitted is verified content
-        other_store.open_blob(digest).read()
+        with other_store.open_blob(digest) as r:
+            r.read()
 
 
 @pytest.mark.parametrize("as_tar", [False, True])

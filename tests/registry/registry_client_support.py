@@ -231,6 +231,8 @@ class Proxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+        if not self._loop.is_running():  # its thread is done with it
+            self._loop.close()
 
     def reset(self) -> None:
         self.requests.clear()

@@ -30,7 +30,7 @@ USER, PASSWORD = "bob", "hunter2-pw"
 
 def _serve(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the server keeps writing to it
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed once the server has it
     proc = subprocess.Popen(
         [
             *LAMINA,
@@ -45,6 +45,7 @@ def _serve(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    log.close()  # the server writes to its own copy of the descriptor
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -203,7 +204,7 @@ def _serve_tls(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     import ssl
 
     port = free_port()
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the server keeps writing to it
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed once the server has it
     proc = subprocess.Popen(
         [
             *LAMINA,
@@ -221,6 +222,7 @@ def _serve_tls(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    log.close()  # the server writes to its own copy of the descriptor
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

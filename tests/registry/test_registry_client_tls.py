@@ -54,7 +54,7 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
     ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
     host = f"{address}:{free_port()}"
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the server keeps writing to it
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed once the server has it
     proc = subprocess.Popen(
         [
             *LAMINA,
@@ -64,6 +64,7 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    log.close()  # the server writes to its own copy of the descriptor
     context = ssl.create_default_context(cafile=str(tmp / "ca.pem"))
     deadline = time.monotonic() + 30
     while True:

@@ -126,7 +126,8 @@ def test_gc_keeps_what_tags_and_manifests_need(storage: RegistryStorage) -> None
         | {index, child}
         | manifest_blobs(storage, "team/multi", index)
     )
-    with_child = json.loads(storage.open_blob(child).read(1 << 20))
+    with storage.open_blob(child) as r:
+        with_child = json.loads(r.read(1 << 20))
     needed |= {Digest.parse(x["digest"]) for x in [with_child["config"], *with_child["layers"]]}
     assert all(intact(storage, d) for d in needed)
     expected_gone = {orphan} | (gone_blobs - {digest_of(shared)})

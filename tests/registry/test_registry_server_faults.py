@@ -53,11 +53,22 @@ class Serve:
         self.port = int(m[1])
         self.url = line.split()[-1]
         # keep draining stderr so the server never blocks on a full pipe
-        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+        self._drain = threading.Thread(target=self.proc.stderr.read, daemon=True)
+        self._drain.start()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        """Kill the server if it still runs, then close its pipes (once drained)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._drain.join(timeout=30)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            assert pipe is not None
+            pipe.close()
 
 
 @pytest.fixture
@@ -71,9 +82,7 @@ def serve() -> Iterator[Callable[..., Serve]]:
 
     yield start
     for s in started:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait(timeout=30)
+        s.close()
 
 
 def assert_store_intact(root: Path) -> None:

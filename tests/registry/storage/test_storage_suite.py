@@ -352,6 +352,9 @@ def test_killed_uploader_leaves_nothing_visible(storage: RegistryStorage, locati
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    proc.stdout.close()
+    assert proc.stdin is not None
+    proc.stdin.close()
     assert proc.returncode == -signal.SIGKILL
     assert list(storage.iter_blobs()) == []
     assert storage.list_repositories() == []
@@ -394,6 +397,7 @@ def test_killed_mid_pushes_leaves_a_consistent_store(
     time.sleep(0.3)  # land the kill somewhere inside an upload or a finish
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    proc.stdout.close()
     blobs = list(storage.iter_blobs())
     assert len(blobs) >= 2
     for d in blobs:
