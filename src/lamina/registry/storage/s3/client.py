@@ -113,6 +113,25 @@ class _Loop:
 _CLIENTS: weakref.WeakSet[S3Client] = weakref.WeakSet()
 
 
+class _Connection:
+    """The open aiobotocore client of one :class:`S3Client`, held apart from it so that
+    a finalizer can close it without keeping the S3Client alive."""
+
+    __slots__ = ("boto",)
+
+    def __init__(self) -> None:
+        self.boto: Boto | None = None
+
+
+def _close_dropped(conn: _Connection, loop: asyncio.AbstractEventLoop) -> None:
+    # An S3Client dropped without close(): close its connections on the loop, rather than
+    # let aiohttp find an unclosed session when the garbage collector takes it. Not
+    # waited for: a finalizer may run on the loop's own thread.
+    boto, conn.boto = conn.boto, None
+    if boto is not None and not loop.is_closed():
+        asyncio.run_coroutine_threadsafe(boto.close(), loop)
+
+
 @atexit.register
 def _close_all() -> None:
     # Closed before exit: aiohttp warns about sessions collected unclosed.
@@ -174,17 +193,18 @@ class S3Client:
             response_checksum_validation="when_required",
         )
         self._loop = _Loop.get()
-        self._boto: Boto | None = None
+        self._conn = _Connection()
         self._opening: asyncio.Lock | None = None
         _CLIENTS.add(self)
+        weakref.finalize(self, _close_dropped, self._conn, self._loop)
 
     # -- the loop bridge ---------------------------------------------------------------
     async def _client(self) -> Boto:
-        if self._boto is None:
+        if self._conn.boto is None:
             if self._opening is None:
                 self._opening = asyncio.Lock()
             async with self._opening:
-                if self._boto is None:
+                if self._conn.boto is None:
                     creator = _SESSION.create_client(
                         "s3",
                         endpoint_url=self.endpoint,
@@ -194,8 +214,8 @@ class S3Client:
                         aws_session_token=self._creds.session_token,
                         config=self._config,
                     )
-                    self._boto = await creator.__aenter__()
-        return self._boto
+                    self._conn.boto = await creator.__aenter__()
+        return self._conn.boto
 
     def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -213,7 +233,7 @@ class S3Client:
 
     def close(self) -> None:
         """Close the connections; the next call opens new ones."""
-        boto, self._boto = self._boto, None
+        boto, self._conn.boto = self._conn.boto, None
         if boto is not None and not self._loop.is_closed():
             self._wait(boto.close())
 
