@@ -230,3 +230,40 @@ def test_unclean_leaves_are_refused(tmp_path: Path, path: str) -> None:
     finally:
         os.close(fd)
     assert (tmp_path / "host/secret").exists()
+
+
+@pytest.mark.skipif(not fsops.HAVE_OPENAT2, reason="no openat2")
+@pytest.mark.parametrize(("failures", "ok"), [(3, True), (fsops._OPENAT2_EAGAIN_TRIES, False)])
+def test_openat2_tries_again_after_eagain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int, ok: bool
+) -> None:
+    # The kernel answers EAGAIN when a rename or mount raced a RESOLVE_IN_ROOT lookup;
+    # a few in a row must not fail the lookup, an endless run must still end in an error.
+    import ctypes
+    import errno
+
+    real = fsops._openat2_fn
+    assert real is not None
+    left = [failures]
+
+    def flaky(*args: object) -> int:
+        if left[0] > 0:
+            left[0] -= 1
+            ctypes.set_errno(errno.EAGAIN)
+            return -1
+        return int(real(*args))
+
+    monkeypatch.setattr(fsops, "_openat2_fn", flaky)
+    (tmp_path / "d").mkdir()
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        if ok:
+            fd = fsops.openat2(root, "d", os.O_PATH | os.O_DIRECTORY, fsops.RESOLVE_IN_ROOT)
+            assert _where(fd) == str(tmp_path / "d")
+            os.close(fd)
+        else:
+            with pytest.raises(OSError) as info:
+                fsops.openat2(root, "d", os.O_PATH | os.O_DIRECTORY, fsops.RESOLVE_IN_ROOT)
+            assert info.value.errno == errno.EAGAIN
+    finally:
+        os.close(root)

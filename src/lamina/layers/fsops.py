@@ -79,23 +79,34 @@ _openat2_fn = _load_openat2()
 HAVE_OPENAT2 = _openat2_fn is not None
 
 
+# How often a lookup that raced a rename or mount is tried again before EAGAIN is final.
+_OPENAT2_EAGAIN_TRIES = 16
+
+
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """Raw ``openat2``; raises OSError like :func:`os.open`. Only when HAVE_OPENAT2."""
     fn = _openat2_fn
     if fn is None:  # pragma: no cover - guarded by HAVE_OPENAT2
         raise OSError(errno.ENOSYS, "openat2 is not available")
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    fd = fn(
-        ctypes.c_long(_OPENAT2_NR[0]),
-        ctypes.c_int(dirfd),
-        os.fsencode(path),
-        ctypes.byref(how),
-        ctypes.c_size_t(24),
-    )
-    if fd < 0:
+    encoded = os.fsencode(path)
+    for _ in range(_OPENAT2_EAGAIN_TRIES):
+        fd = fn(
+            ctypes.c_long(_OPENAT2_NR[0]),
+            ctypes.c_int(dirfd),
+            encoded,
+            ctypes.byref(how),
+            ctypes.c_size_t(24),
+        )
+        if fd >= 0:
+            return int(fd)
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return int(fd)
+        # openat2(2): with RESOLVE_IN_ROOT or RESOLVE_BENEATH the kernel answers EAGAIN
+        # when a rename or mount anywhere on the system raced the lookup; it asks the
+        # caller to try again (seen here under load: a rename in another test).
+        if err != errno.EAGAIN:
+            break
+    raise OSError(err, os.strerror(err), path)
 
 
 def proc_path(dirfd: int, leaf: str) -> str:
