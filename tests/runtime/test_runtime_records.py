@@ -20,7 +20,8 @@ from lamina.runtime.bundle.initlayer import (
     resolv_conf_content,
     write_init_files,
 )
-from lamina.runtime.driver.runc import cgroup_layout, exit_code_for, find_binary, select_runtime
+from lamina.runtime.driver.process import exit_code_for
+from lamina.runtime.driver.runc import cgroup_layout, find_binary, select_runtime
 from lamina.runtime.lifecycle import parse_signal, refresh
 from lamina.runtime.records.containers import (
     ADJECTIVES,

@@ -11,7 +11,7 @@ from runtime_support import Runner
 from lamina.errors import InvalidArgument, NotFound, Unsafe
 from lamina.oci.config import ContainerConfig
 from lamina.runtime.bundle.spec import RunOptions, Volume
-from lamina.runtime.driver.runc import EXIT_NOT_FOUND
+from lamina.runtime.driver.process import EXIT_NOT_FOUND
 from lamina.runtime.lifecycle import prepare_bundle
 from lamina.runtime.records.containers import ContainerStore
 

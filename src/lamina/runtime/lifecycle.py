@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import Conflict, InvalidArgument, LaminaError, NotFound, ToolError
-from lamina.runtime.driver.runc import EXIT_RUNTIME_FAILED, OCIRuntime, RunResult, runtime_for
+from lamina.runtime.driver.process import EXIT_RUNTIME_FAILED
+from lamina.runtime.driver.runc import OCIRuntime, RunResult, runtime_for
 from lamina.runtime.records.containers import (
     Container,
     ContainerStore,

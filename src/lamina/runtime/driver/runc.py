@@ -27,11 +27,6 @@ from typing import IO, Any
 
 from lamina.errors import Conflict, InvalidArgument, NotFound, ToolError
 from lamina.runtime.driver.process import (
-    EXIT_CANNOT_INVOKE,
-    EXIT_NOT_FOUND,
-    EXIT_RUNTIME_FAILED,
-    FORWARDED_SIGNALS,
-    exit_code_for,
     forward_signals,
     log_error,
     log_size,
@@ -40,17 +35,11 @@ from lamina.runtime.driver.process import (
 from lamina.stateroot import runtime_state_dir
 
 __all__ = [
-    "EXIT_CANNOT_INVOKE",
-    "EXIT_NOT_FOUND",
-    "EXIT_RUNTIME_FAILED",
-    "FORWARDED_SIGNALS",
     "OCIRuntime",
     "RunResult",
     "RuntimeState",
     "cgroup_layout",
-    "exit_code_for",
     "find_binary",
-    "forward_signals",
     "runtime_for",
     "select_runtime",
 ]
