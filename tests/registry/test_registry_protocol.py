@@ -147,6 +147,20 @@ def test_manifest_put_by_sha512_digest() -> None:
     assert p.check_manifest_put(mt.OCI_MANIFEST, IMAGE_BYTES, str(d512)).digest == d512
 
 
+def test_put_by_tag_hashes_with_the_asked_algorithm_or_the_one_pushed_under() -> None:
+    d512 = Digest.from_bytes(IMAGE_BYTES, "sha512")
+    assert p.check_manifest_put(mt.OCI_MANIFEST, IMAGE_BYTES, "v1", "sha512").digest == d512
+    put = p.check_manifest_put(mt.OCI_MANIFEST, IMAGE_BYTES, "v1")
+    assert put.digest == IMAGE_DIGEST
+    # held only under sha512 (pushed by that digest): the tag points there
+    assert p.digest_pushed_under(put, IMAGE_BYTES, lambda d: d == d512).digest == d512
+    # held under the canonical digest, or not at all: unchanged
+    assert p.digest_pushed_under(put, IMAGE_BYTES, lambda d: True) is put
+    assert p.digest_pushed_under(put, IMAGE_BYTES, lambda d: False) is put
+    by_digest = p.check_manifest_put(mt.OCI_MANIFEST, IMAGE_BYTES, str(IMAGE_DIGEST))
+    assert p.digest_pushed_under(by_digest, IMAGE_BYTES, lambda d: d == d512) is by_digest
+
+
 def test_manifest_digest_is_of_the_bytes_as_sent() -> None:
     spaced = json.dumps(IMAGE.to_json(), indent=3).encode()
     put = p.check_manifest_put(None, spaced, "t")

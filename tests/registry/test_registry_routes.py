@@ -220,8 +220,26 @@ def test_blob_digest_without_algorithm() -> None:
 
 @pytest.mark.parametrize("tag", ["-a", ".a", "a" * 129, "a+b", "ä"])
 def test_invalid_tags(tag: str) -> None:
-    err = _refused("GET", f"/v2/x/manifests/{tag}")
+    err = _refused("PUT", f"/v2/x/manifests/{tag}")
     assert (err.code, err.status) == ("MANIFEST_INVALID", 400)
+    # A read or delete of it names nothing: a Route the handler answers 404 for, with
+    # no tag that could reach a storage path.
+    for method, endpoint in (
+        ("GET", r.MANIFEST),
+        ("HEAD", r.MANIFEST),
+        ("DELETE", r.MANIFEST_DELETE),
+    ):
+        route = match(method, f"/v2/x/manifests/{tag}")
+        assert (route.endpoint, route.tag, route.digest) == (endpoint, None, None)
+        assert route.unknown_tag == tag and route.reference == tag
+
+
+def test_manifest_put_options() -> None:
+    route = match("PUT", "/v2/x/manifests/v1", "digest-algorithm=sha512&tag=a&tag=a&tag=b")
+    assert (route.algorithm, route.algorithm_given, route.tags) == ("sha512", True, ("a", "b"))
+    route = match("PUT", "/v2/x/manifests/" + D256)
+    assert (route.algorithm, route.algorithm_given) == ("sha256", False)
+    assert _refused("PUT", "/v2/x/manifests/v1", "digest-algorithm=md5").code == "DIGEST_INVALID"
 
 
 def test_tag_of_128_characters() -> None:

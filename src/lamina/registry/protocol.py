@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 from lamina.errors import InvalidArgument, Unsafe, Unsupported
@@ -17,7 +17,7 @@ from lamina.oci import mediatypes as mt
 from lamina.oci.artifact import referrer_descriptor, referrers_index
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES
 from lamina.oci.descriptor import Descriptor
-from lamina.oci.digest import Digest
+from lamina.oci.digest import ALGORITHMS, Digest
 from lamina.oci.manifest import Index, Manifest, parse_document
 from lamina.registry.challenges import (
     Challenge,
@@ -77,6 +77,7 @@ __all__ = [
     "check_name",
     "check_received",
     "content_range",
+    "digest_pushed_under",
     "error_body",
     "finish",
     "is_stale",
@@ -169,14 +170,17 @@ def _bare_media_type(header: str | None) -> str | None:
     return bare or None
 
 
-def check_manifest_put(media_type_header: str | None, body: bytes, reference: str) -> ManifestPut:
+def check_manifest_put(
+    media_type_header: str | None, body: bytes, reference: str, algorithm: str = "sha256"
+) -> ManifestPut:
     """Validate a manifest PUT (end-7) before anything is stored.
 
     Refuses (RegistryError): bodies over 4 MiB (SIZE_INVALID, 413), a Content-Type
     that is not a manifest or index type, or disagrees with the body's ``mediaType``,
     or a body that does not parse (MANIFEST_INVALID); a PUT by digest whose bytes have
     another digest (DIGEST_INVALID). The digest is of the bytes as sent, never of a
-    re-serialisation, so clients can verify it.
+    re-serialisation, so clients can verify it; a PUT by tag hashes with ``algorithm``
+    (``?digest-algorithm=``, sha256 by default), a PUT by digest with the digest's own.
     """
     if len(body) > MANIFEST_MAX:
         raise RegistryError(
@@ -206,7 +210,8 @@ def check_manifest_put(media_type_header: str | None, body: bytes, reference: st
         raise RegistryError(
             "MANIFEST_INVALID", f"manifest invalid: {exc.message}", detail={"reason": exc.message}
         ) from exc
-    algorithm = by_digest.algorithm if by_digest is not None else "sha256"
+    if by_digest is not None:
+        algorithm = by_digest.algorithm
     digest = Digest.from_bytes(body, algorithm)
     if by_digest is not None and digest != by_digest:
         raise RegistryError(
@@ -216,6 +221,29 @@ def check_manifest_put(media_type_header: str | None, body: bytes, reference: st
         )
     subject = doc.subject.digest if doc.subject is not None else None
     return ManifestPut(doc, digest, doc.media_type, tag, subject)
+
+
+def digest_pushed_under(
+    put: ManifestPut, body: bytes, held: Callable[[Digest], bool]
+) -> ManifestPut:
+    """The digest a PUT by tag (without ``?digest-algorithm=``) names.
+
+    Content pushed by a sha512 digest and then tagged by a plain PUT of the same bytes
+    must keep answering the digest it was pushed under (conformance ``tag-param-sha512``;
+    distribution-spec "Content Digests": the registry answers the digest of the content
+    it holds). So when the repository ``held`` these bytes under another algorithm's
+    digest and not under the canonical one, the tag points there; otherwise ``put`` is
+    returned unchanged.
+    """
+    if put.tag is None or held(put.digest):
+        return put
+    for algorithm in ALGORITHMS:
+        if algorithm == put.digest.algorithm:
+            continue
+        other = Digest.from_bytes(body, algorithm)
+        if held(other):
+            return replace(put, digest=other)
+    return put
 
 
 def missing_blobs(doc: Manifest | Index, known: Callable[[Digest], bool]) -> list[Digest]:

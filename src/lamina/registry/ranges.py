@@ -1,9 +1,12 @@
 """HTTP ``Range`` for blob GET (RFC 9110 section 14; distribution-spec "Pulling blobs").
 
 One range only: a multi-range request is answered with the whole blob, which RFC 9110
-section 14.2 allows (a server MAY ignore Range). A Range that does not parse is
-ignored too; one that parses but selects nothing is a 416 with ``Content-Range:
-bytes */<size>``.
+section 14.2 allows (a server MAY ignore Range). A Range that does not parse (another
+unit, no digits) is ignored too. One that parses but selects nothing is a 416 with
+``Content-Range: bytes */<size>``: a first byte at or past the end, a zero-length
+suffix, and a last byte before the first (``bytes=500-0``; RFC 9110 calls that
+invalid, and the distribution-spec conformance suite, like distribution itself, wants
+416 rather than the whole blob, so a client never mistakes it for a 200 of its range).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     start = int(first)
     end = int(last) if last else size - 1
     if last and end < start:
-        return None  # RFC 9110 14.1.1: last-pos < first-pos is invalid, so ignored
+        raise unsatisfiable(size)
     if start >= size:
         raise unsatisfiable(size)
     return start, min(end, size - 1)

@@ -75,17 +75,24 @@ class Route:
     uuid: str | None = None
     mount: Digest | None = None
     mount_from: str | None = None
-    algorithm: str = "sha256"  # ?digest-algorithm= of an upload start
+    algorithm: str = "sha256"  # ?digest-algorithm= of an upload start or a manifest PUT
     n: int | None = None
     last: str | None = None
     artifact_type: str | None = None
-    tags: tuple[str, ...] = ()  # PUT manifest by digest ?tag=a&tag=b (spec main)
+    tags: tuple[str, ...] = ()  # PUT manifest ?tag=a&tag=b (spec main), no repeats
+    # A GET/HEAD/DELETE reference that is neither a digest nor a valid tag: it names
+    # nothing, so the handler answers 404 MANIFEST_UNKNOWN (after auth, like any miss).
+    # Never a path or key: ``tag`` stays None.
+    unknown_tag: str | None = None
+    algorithm_given: bool = False  # ?digest-algorithm= was sent (manifest PUT by tag)
 
     @property
     def reference(self) -> str | None:
         """The manifest reference as sent: the tag, else the digest."""
         if self.tag is not None:
             return self.tag
+        if self.unknown_tag is not None:
+            return self.unknown_tag
         return None if self.digest is None else str(self.digest)
 
 
@@ -127,17 +134,25 @@ def parse_digest(text: str) -> Digest:
         ) from exc
 
 
-def _reference(ref: str) -> tuple[str | None, Digest | None]:
-    if ":" in ref:
-        return None, parse_digest(ref)
-    if not is_valid_tag(ref):
+def _invalid_tag(tag: str) -> RegistryError:
+    return RegistryError(
+        "MANIFEST_INVALID",
+        f"invalid tag {tag[:200]!r}",
+        detail={"tag": tag[:200]},
+        hint="tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+    )
+
+
+def _algorithm(q: dict[str, list[str]]) -> str | None:
+    algorithm = _one(q, "digest-algorithm")
+    if algorithm is not None and algorithm not in ALGORITHMS:
         raise RegistryError(
-            "MANIFEST_INVALID",
-            f"invalid tag {ref[:200]!r}",
-            detail={"tag": ref[:200]},
-            hint="tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}",
+            "DIGEST_INVALID",
+            f"unsupported digest algorithm {algorithm[:40]!r}",
+            detail={"digest-algorithm": algorithm[:40]},
+            hint="use sha256 or sha512",
         )
-    return ref, None
+    return algorithm
 
 
 def _query(query: str) -> dict[str, list[str]]:
@@ -186,7 +201,8 @@ def match(method: str, path: str, query: str = "") -> Route:
 
     Raises RegistryError: 404 UNSUPPORTED for an unknown path, 405 for a known path with
     the wrong method (with ``Allow``), NAME_INVALID, DIGEST_INVALID, MANIFEST_INVALID
-    (bad tag), BLOB_UPLOAD_UNKNOWN (malformed upload id).
+    (bad tag in a PUT; other methods get a Route with ``unknown_tag``),
+    BLOB_UPLOAD_UNKNOWN (malformed upload id).
     """
     method = method.upper()
     if path in ("/v2", "/v2/"):
@@ -236,15 +252,36 @@ def match(method: str, path: str, query: str = "") -> Route:
 def _manifests(method: str, name: str, ref: str, q: dict[str, list[str]]) -> Route:
     if method not in _METHODS["manifests"]:
         raise _not_allowed(method, "manifests")
-    tag, digest = _reference(ref)
+    tag: str | None = None
+    digest: Digest | None = None
+    if ":" in ref:
+        digest = parse_digest(ref)
+    elif is_valid_tag(ref):
+        tag = ref
+    elif method != "PUT":
+        # distribution-spec "Pulling manifests": a manifest the repository does not hold
+        # is a 404; a reference outside the tag grammar can hold nothing (the v1.1
+        # conformance suite asks for .INVALID_MANIFEST_NAME).
+        endpoint = MANIFEST_DELETE if method == "DELETE" else MANIFEST
+        return Route(endpoint, method, name, unknown_tag=ref[:200])
+    else:
+        raise _invalid_tag(ref)
     if method == "PUT":
-        extra = tuple(q.get("tag", ()))
+        extra = tuple(dict.fromkeys(q.get("tag", ())))
         for t in extra:
             if not is_valid_tag(t):
-                raise RegistryError(
-                    "MANIFEST_INVALID", f"invalid tag {t[:200]!r}", detail={"tag": t[:200]}
-                )
-        return Route(MANIFEST_PUT, method, name, tag=tag, digest=digest, tags=extra)
+                raise _invalid_tag(t)
+        algorithm = _algorithm(q)
+        return Route(
+            MANIFEST_PUT,
+            method,
+            name,
+            tag=tag,
+            digest=digest,
+            tags=extra,
+            algorithm=algorithm or (digest.algorithm if digest is not None else "sha256"),
+            algorithm_given=algorithm is not None,
+        )
     endpoint = MANIFEST_DELETE if method == "DELETE" else MANIFEST
     return Route(endpoint, method, name, tag=tag, digest=digest)
 
@@ -253,14 +290,7 @@ def _uploads(method: str, name: str, uuid: str, q: dict[str, list[str]]) -> Rout
     if uuid == "":
         if method not in _METHODS["uploads_root"]:
             raise _not_allowed(method, "uploads_root")
-        algorithm = _one(q, "digest-algorithm") or "sha256"
-        if algorithm not in ALGORITHMS:
-            raise RegistryError(
-                "DIGEST_INVALID",
-                f"unsupported digest algorithm {algorithm[:40]!r}",
-                detail={"digest-algorithm": algorithm[:40]},
-                hint="use sha256 or sha512",
-            )
+        algorithm = _algorithm(q) or "sha256"
         mount = _one(q, "mount")
         if mount is not None:
             source = _one(q, "from")

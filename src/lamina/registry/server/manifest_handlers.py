@@ -39,6 +39,8 @@ def _lookup(storage: RegistryStorage, name: str, route: p.Route) -> tuple[Digest
 
 async def manifest_get(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
     assert route.name is not None
+    if route.unknown_tag is not None:
+        raise _manifest_unknown(route.name, route.unknown_tag)
     try:
         digest, media_type, data = await ctx.quick(_lookup, ctx.storage, route.name, route)
     except NotFound as exc:
@@ -79,7 +81,13 @@ def _too_big(size: int, cap: int) -> p.RegistryError:
     )
 
 
-def _store_manifest(storage: RegistryStorage, name: str, put: p.ManifestPut, data: bytes) -> None:
+def _store_manifest(
+    storage: RegistryStorage, name: str, put: p.ManifestPut, data: bytes, pick: bool
+) -> p.ManifestPut:
+    """Store the manifest; returns ``put`` with the digest it is stored and tagged under
+    (``pick``: a PUT by tag may reuse the digest the bytes were pushed under)."""
+    if pick:
+        put = p.digest_pushed_under(put, data, lambda d: storage.has_manifest(name, d))
     if isinstance(put.doc, Index):
 
         def known(d: Digest) -> bool:
@@ -93,6 +101,7 @@ def _store_manifest(storage: RegistryStorage, name: str, put: p.ManifestPut, dat
     if missing:
         raise p.manifest_blob_unknown(missing)
     storage.put_manifest(name, put.digest, put.media_type, data)
+    return put
 
 
 def _tag_all(storage: RegistryStorage, name: str, digest: Digest, tags: list[str]) -> None:
@@ -103,9 +112,12 @@ def _tag_all(storage: RegistryStorage, name: str, digest: Digest, tags: list[str
 async def manifest_put(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
     assert route.name is not None and route.reference is not None
     data = await _read_capped(request, p.MANIFEST_MAX)
-    put = p.check_manifest_put(request.headers.get("Content-Type"), data, route.reference)
-    await ctx.call(_store_manifest, ctx.storage, route.name, put, data)
-    tags = ([put.tag] if put.tag is not None else []) + list(route.tags)
+    put = p.check_manifest_put(
+        request.headers.get("Content-Type"), data, route.reference, route.algorithm
+    )
+    pick = put.tag is not None and not route.algorithm_given
+    put = await ctx.call(_store_manifest, ctx.storage, route.name, put, data, pick)
+    tags = list(dict.fromkeys(([put.tag] if put.tag is not None else []) + list(route.tags)))
     if tags:
         await ctx.call(_tag_all, ctx.storage, route.name, put.digest, tags)
     headers = {
@@ -114,11 +126,18 @@ async def manifest_put(ctx: Context, request: web.Request, route: p.Route) -> we
         "Location": f"/v2/{route.name}/manifests/{put.digest}",
         "Content-Length": "0",
     }
-    return web.Response(status=201, headers=headers)
+    resp = web.Response(status=201, headers=headers)
+    # distribution-spec (main) "Pushing Manifests with Tags": one OCI-Tag per tag the
+    # registry applied, so a client knows the ?tag= parameters were understood.
+    for tag in tags:
+        resp.headers.add("OCI-Tag", tag)
+    return resp
 
 
 async def manifest_delete(ctx: Context, request: web.Request, route: p.Route) -> web.StreamResponse:
     assert route.name is not None
+    if route.unknown_tag is not None:
+        raise _manifest_unknown(route.name, route.unknown_tag)
     try:
         if route.tag is not None:
             # distribution-spec v1.1 "Deleting tags": DELETE by tag removes only the tag.
