@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from lamina.errors import LaminaError
 from lamina.registry import protocol as p
@@ -60,6 +61,35 @@ HANDLERS: dict[str, Handler] = {
 
 # Metric label of a request that matched no route (bounded: never the raw path).
 _UNMATCHED = "unmatched"
+_REASON_MAX = 200
+
+
+def _one_line(text: str) -> str:
+    """A parser message as one bounded line (aiohttp's spans lines, with a caret line)."""
+    parts = [line.strip() for line in text.splitlines()]
+    line = " ".join(part for part in parts if part and set(part) != {"^"})
+    return line[:_REASON_MAX]
+
+
+class _BadRequestLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's connection logger, minus tracebacks for requests that do not parse.
+
+    aiohttp logs every malformed request (bad method, bad header, bad URL, TLS on the
+    plain port) with ``logger.exception``: a traceback per scanner probe. Those become
+    one warning line naming the peer and the reason; anything else (a handler bug) keeps
+    its traceback.
+    """
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            peer = args[0] if args else None
+            log.warning("bad request from %s: %s", peer or "?", _one_line(exc.message))
+            return
+        super().log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
+
+
+_SERVER_LOG = _BadRequestLog(logging.getLogger("aiohttp.server"), {})
 
 
 def _make_dispatch(ctx: Context) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -71,7 +101,19 @@ def _make_dispatch(ctx: Context) -> Callable[[web.Request], Awaitable[web.Stream
         started = time.perf_counter()
         route: p.Route | None = None
         try:
-            route = p.match(request.method, request.path, request.query_string)
+            try:
+                route = p.match(request.method, request.path, request.query_string)
+            except p.RegistryError as exc:
+                # A path no endpoint takes, or a bad name/digest in it: one line, so a
+                # scan shows in the log without a traceback.
+                log.warning(
+                    "refused %s %s from %s: %s",
+                    request.method,
+                    request.path[:_REASON_MAX],
+                    request.remote,
+                    exc.code,
+                )
+                raise
             if authenticator is not None:
                 await ctx.call(
                     authenticator.authenticate,
@@ -124,8 +166,26 @@ def _issuer_handler(
     return token
 
 
-def _metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+# /metrics tells how busy every endpoint is: with auth on it needs what the catalog
+# needs (registry-wide read, ``registry:catalog:*``), the same credentials as /v2.
+METRICS_SCOPES = (p.Scope("catalog", ("*",), "registry"),)
+
+
+def _metrics_handler(ctx: Context) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    metrics = ctx.metrics
+    authenticator = ctx.authenticator
+    assert metrics is not None
+
     async def render(request: web.Request) -> web.StreamResponse:
+        if authenticator is not None:
+            try:
+                await ctx.call(
+                    authenticator.authenticate,
+                    request.headers.get("Authorization"),
+                    METRICS_SCOPES,
+                )
+            except p.RegistryError as exc:
+                return error_response(exc)
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     return render
@@ -156,19 +216,21 @@ def make_app(
 
     ``authenticator`` (see ``lamina.registry.authn``) is asked before every /v2 request;
     its token issuer, if any, is served at ``issuer.path``. ``metrics`` serves
-    Prometheus text at ``/metrics``. Upload sessions idle for ``upload_ttl`` seconds are
-    cancelled by a sweep every ``expiry_interval`` seconds (default: a quarter of the
-    TTL, at most an hour). ``chunk_min_length`` is announced as ``OCI-Chunk-Min-Length``.
+    Prometheus text at ``/metrics``, behind the authenticator when there is one
+    (scope ``registry:catalog:*``, like the catalog). Upload sessions idle for
+    ``upload_ttl`` seconds are cancelled by a sweep every ``expiry_interval`` seconds
+    (default: a quarter of the TTL, at most an hour). ``chunk_min_length`` is
+    announced as ``OCI-Chunk-Min-Length``.
     """
     ctx = Context(
         storage, authenticator, Metrics() if metrics else None, upload_ttl, chunk_min_length
     )
     # Upload bodies stream through the handlers; this only caps what aiohttp itself
     # would buffer (it never reads a body we do not ask for).
-    app = web.Application(client_max_size=p.MANIFEST_MAX + 1)
+    app = web.Application(client_max_size=p.MANIFEST_MAX + 1, handler_args={"logger": _SERVER_LOG})
     app[CONTEXT_KEY] = ctx
     if ctx.metrics is not None:
-        app.router.add_get("/metrics", _metrics_handler(ctx.metrics))
+        app.router.add_get("/metrics", _metrics_handler(ctx))
     if authenticator is not None and authenticator.issuer is not None:
         app.router.add_get(authenticator.issuer.path, _issuer_handler(authenticator.issuer, ctx))
     app.router.add_route("*", "/{tail:.*}", _make_dispatch(ctx))
