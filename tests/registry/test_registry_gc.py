@@ -304,3 +304,19 @@ def test_gc_spares_blobs_of_a_manifest_put_during_the_collection(
     assert report.deleted_blobs == (other,)
     assert intact(storage, Digest.parse(str(layer["digest"])))
     assert intact(storage, Digest.parse(str(config["digest"])))
+
+
+def test_gc_sweeps_stale_temporaries_of_killed_writers(tmp_path: Path) -> None:
+    store = tmp_path / "registry"
+    s = open_storage(str(store))
+    d = push_image(s, "a", [b"layer"], tag="v1")
+    tmp = store / "blobs" / "sha256" / f".{d.encoded}.{os.urandom(6).hex()}.tmp"
+    tmp.write_bytes(b"half")
+    past = time.time() - 7200
+    os.utime(tmp, (past, past))
+    dry = collect(s, dry_run=True)
+    assert dry.swept_temporaries == (str(tmp.relative_to(store)),) and tmp.exists()
+    assert dry.to_json()["swept_temporaries"] == [str(tmp.relative_to(store))]
+    report = collect(s)
+    assert report.swept_temporaries == dry.swept_temporaries and not tmp.exists()
+    assert collect(s).swept_temporaries == ()

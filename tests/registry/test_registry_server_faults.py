@@ -5,6 +5,7 @@ the process's own start-up and clean exit."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -331,3 +332,88 @@ def test_serve_with_token_auth(tmp_path: Path, serve: Callable[..., Serve]) -> N
     bearer = Client(server.port, auth="Bearer " + json.loads(body)["token"])
     digest = bearer.push_blob("a", b"with a token")
     assert bearer.request("GET", f"/v2/a/blobs/{digest}")[2] == b"with a token"
+
+
+def _plant_temporary(beside: Path, age: float) -> Path:
+    """A write_atomic temp file as a writer killed between create and rename leaves it
+    (the kill cannot be aimed at that instant, so the leftover is made by hand)."""
+    tmp = beside.parent / f".{beside.name}.{os.urandom(6).hex()}.tmp"
+    tmp.write_bytes(b"half")
+    past = time.time() - age
+    os.utime(tmp, (past, past))
+    return tmp
+
+
+def test_sigkill_mid_upload_leaves_no_temporaries_after_restart_and_gc(
+    tmp_path: Path, serve: Callable[..., Serve]
+) -> None:
+    store = tmp_path / "store"
+    server = serve(store)
+    client = Client(server.port)
+    tagged = client.push_blob("r", b"already here")
+    # An upload in flight: one chunk in, the next one half sent when the server dies.
+    data = os.urandom(3 * 1024 * 1024)
+    status, headers, _ = client.request("POST", "/v2/r/blobs/uploads/", b"")
+    assert status == 202
+    loc = headers["Location"]
+    first = 1024 * 1024
+    status, _, _ = client.request("PATCH", loc, data[:first], {"Content-Range": f"0-{first - 1}"})
+    assert status == 202
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(
+        f"PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Range: {first}-{len(data) - 1}\r\n"
+        f"Content-Length: {len(data) - first}\r\n\r\n".encode()
+        + data[first : first + 512 * 1024]
+    )
+    time.sleep(0.3)
+    server.stop(signal.SIGKILL)
+    sock.close()
+    link = store / "repositories" / "r" / "_layers" / "sha256" / tagged.split(":")[1]
+    old = _plant_temporary(link, age=2 * 3600)
+    fresh = _plant_temporary(link, age=0)  # another server's write, maybe: kept
+    blob_tmp = _plant_temporary(store / "blobs" / "sha256" / tagged.split(":")[1], 2 * 3600)
+    staging = store / "_uploads" / f".{os.urandom(8).hex()}.new"
+    staging.mkdir()
+    os.utime(staging, (time.time() - 2 * 3600,) * 2)
+    sessions = [u.uuid for u in FilesystemStorage(store).iter_uploads()]
+    assert len(sessions) == 1
+
+    # restart: the stale temporaries go, the killed upload's session (resumable) stays
+    server = serve(store)
+    client = Client(server.port)
+    assert client.request("GET", "/v2/")[0] == 200
+    assert not old.exists() and not blob_tmp.exists() and not staging.exists()
+    assert fresh.exists()
+    status, headers, _ = client.request("GET", loc)
+    assert status == 204
+    held = int(headers["Range"].split("-")[1]) + 1
+    assert held >= first
+
+    # gc while an upload is live: every temporary past the grace goes, the live
+    # session's bytes stay, and both uploads still finish
+    late = _plant_temporary(link, age=10)
+    other = os.urandom(4096)
+    status, headers, _ = client.request("POST", "/v2/r/blobs/uploads/", b"")
+    live = headers["Location"]
+    assert client.request("PATCH", live, other[:1000], {"Content-Range": "0-999"})[0] == 202
+    out = subprocess.run(
+        [*LAMINA, "registry", "gc", "--storage", str(store), "--grace", "5", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(out.stdout)
+    assert any(p.endswith(late.name) for p in report["swept_temporaries"])
+    assert not late.exists() and fresh.exists()
+    assert len(list(FilesystemStorage(store).iter_uploads())) == 2
+    status, _, _ = client.request(
+        "PUT", f"{live}?digest={sha256(other)}", other[1000:], {"Content-Range": "1000-4095"}
+    )
+    assert status == 201
+    rest = {"Content-Range": f"{held}-{len(data) - 1}"}
+    status, _, _ = client.request("PUT", f"{loc}?digest={sha256(data)}", data[held:], rest)
+    assert status == 201
+    assert client.request("GET", f"/v2/r/blobs/{sha256(data)}")[2] == data
+    assert_store_intact(store)
+    assert server.stop() == 0

@@ -11,7 +11,14 @@ if TYPE_CHECKING:
 def add_parsers(sub: Parsers) -> None:
     p = sub.add_parser("registry", help="run an OCI registry, or collect its garbage")
     actions = p.add_subparsers(dest="registry_action", metavar="ACTION", required=True)
-    s = actions.add_parser("serve", help="serve the OCI Distribution API")
+    s = actions.add_parser(
+        "serve",
+        help="serve the OCI Distribution API",
+        description="Serve the OCI Distribution API at /v2/ and Prometheus metrics at "
+        "/metrics. With auth on (--htpasswd, --token-key) /metrics asks for credentials "
+        "like the catalog does (token scope registry:catalog:*). At start-up, temporary "
+        "files older than an hour that a killed server left are removed.",
+    )
     s.add_argument("--addr", default="127.0.0.1:5000", help="HOST:PORT to listen on")
     s.add_argument("--storage", default=None, help="DIR or s3://BUCKET/PREFIX?endpoint=URL")
     s.add_argument("--htpasswd", default=None, help="htpasswd file (bcrypt) for basic auth")
@@ -22,7 +29,12 @@ def add_parsers(sub: Parsers) -> None:
     s.add_argument("--service", default="lamina-registry", help="token auth service name")
     s.add_argument("--acl", default=None, help="JSON access policy file")
     s.add_argument("--anonymous-pull", action="store_true", help="let anyone pull")
-    s.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    s.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="do not serve /metrics (Prometheus text; with auth on it needs the same "
+        "credentials as the catalog, scope registry:catalog:*)",
+    )
     s.add_argument(
         "--upload-ttl",
         type=float,
@@ -34,14 +46,18 @@ def add_parsers(sub: Parsers) -> None:
     w.add_argument("user", metavar="USER")
     w.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     w.add_argument("-D", "--delete", action="store_true", help="remove the user")
-    g = actions.add_parser("gc", help="delete blobs no manifest or tag needs")
+    g = actions.add_parser(
+        "gc",
+        help="delete blobs no manifest or tag needs, and temporaries killed writers left",
+    )
     g.add_argument("--storage", default=None, help="DIR or s3://BUCKET/PREFIX?endpoint=URL")
     g.add_argument("--dry-run", action="store_true", help="report only")
     g.add_argument(
         "--grace",
         type=float,
         default=3600.0,
-        help="keep unreferenced blobs younger than this many seconds (default: an hour)",
+        help="keep unreferenced blobs and temporary files younger than this many seconds "
+        "(default: an hour)",
     )
     g.add_argument(
         "--delete-untagged",

@@ -125,5 +125,8 @@ def _gc(args: argparse.Namespace) -> int:
     )
     if report.deleted_manifests:
         line += f"; {verb} {len(report.deleted_manifests)} untagged manifest(s)"
+    if report.swept_temporaries:
+        swept = "would remove" if args.dry_run else "removed"
+        line += f"; {swept} {len(report.swept_temporaries)} stale temporary file(s)"
     sys.stdout.write(line + "\n")
     return 0

@@ -39,7 +39,7 @@ from lamina.oci.canonical import MAX_DOCUMENT_BYTES
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import parse_document, referenced_descriptors
-from lamina.registry.storage.api import RegistryStorage
+from lamina.registry.storage.api import RegistryStorage, SweepsTemporaries
 
 DEFAULT_GRACE = 3600.0
 # Blobs deleted between two re-listings of the manifests: bounds how long a manifest put
@@ -67,6 +67,7 @@ class GcReport:
     deleted_manifests: tuple[tuple[str, Digest], ...] = ()
     missing_blobs: tuple[Digest, ...] = field(default=())  # marked but not stored
     expired_uploads: tuple[str, ...] = ()  # upload ids cancelled for their age
+    swept_temporaries: tuple[str, ...] = ()  # what killed writers left (see the driver)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +82,7 @@ class GcReport:
             ],
             "missing_blobs": [str(d) for d in self.missing_blobs],
             "expired_uploads": list(self.expired_uploads),
+            "swept_temporaries": list(self.swept_temporaries),
         }
 
 
@@ -255,8 +257,13 @@ def collect(
     (see the module docstring); with ``dry_run`` only report what would go. With
     ``upload_max_age`` (seconds), upload sessions started longer ago than that are
     cancelled too (a client that has not finished in that time never will). ``now``
-    (seconds since the epoch) is the clock the ages are measured against."""
+    (seconds since the epoch) is the clock the ages are measured against. Temporaries a
+    killed writer left (``SweepsTemporaries`` drivers) older than the grace period are
+    removed too; a dry run only lists those."""
     started = time.time() if now is None else now
+    swept: list[str] = []
+    if isinstance(storage, SweepsTemporaries):
+        swept = storage.sweep_temporaries(max(0.0, grace_seconds), now=started, dry_run=dry_run)
     expired: list[str] = []
     if upload_max_age is not None:
         for info in list(storage.iter_uploads()):
@@ -307,4 +314,5 @@ def collect(
         deleted_manifests=tuple(deleted_manifests),
         missing_blobs=tuple(sorted(c.graph.missing & marked)),
         expired_uploads=tuple(expired),
+        swept_temporaries=tuple(swept),
     )

@@ -106,3 +106,62 @@ def test_a_session_without_its_name_is_expired_by_its_empty_name(tmp_path: Path)
     assert any(u.uuid == live for u in s.iter_uploads())
     s.cancel_upload("", uuid)
     assert not any(u.uuid == uuid for u in s.iter_uploads())
+
+
+def test_sweep_temporaries_takes_only_old_leftovers_never_a_session(tmp_path: Path) -> None:
+    from lamina.atomic import write_atomic
+
+    s = FilesystemStorage(tmp_path)
+    data = b"a layer"
+    uuid = s.start_upload("lib/a")
+    s.append_upload("lib/a", uuid, [data])
+    d = s.finish_upload("lib/a", uuid, _digest(data))
+    s.put_manifest("lib/a", d, "application/octet-stream", data)
+    s.tag("lib/a", "v1", d)
+    live = s.start_upload("lib/a")
+    s.append_upload("lib/a", live, [b"half a blob"])
+    old = time.time() - 7200
+
+    def leftover(target: Path) -> Path:
+        tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.tmp"
+        tmp.write_bytes(b"x")
+        os.utime(tmp, (old, old))
+        return tmp
+
+    repo = tmp_path / "repositories" / "lib" / "a"
+    stale = [
+        leftover(tmp_path / "blobs" / "sha256" / d.encoded),
+        leftover(repo / "_layers" / "sha256" / d.encoded),
+        leftover(repo / "_manifests" / "revisions" / "sha256" / d.encoded),
+        leftover(repo / "_manifests" / "tags" / "v1"),
+    ]
+    fresh = tmp_path / "blobs" / "sha256" / f".{d.encoded}.{os.urandom(6).hex()}.tmp"
+    fresh.write_bytes(b"being written")
+    staging = tmp_path / "_uploads" / ".dead.new"
+    staging.mkdir()
+    (staging / "data").write_bytes(b"x")
+    os.utime(staging, (old, old))
+    session = tmp_path / "_uploads" / live
+    os.utime(session, (old, old))  # an old live session is the TTL's business, not this
+    for path in session.iterdir():
+        os.utime(path, (old, old))
+    # names that only look alike stay
+    lookalike = tmp_path / "blobs" / "sha256" / "notes.tmp"
+    lookalike.write_bytes(b"x")
+    os.utime(lookalike, (old, old))
+
+    listed = s.sweep_temporaries(3600, dry_run=True)
+    assert all(p.exists() for p in stale) and staging.exists()
+    swept = s.sweep_temporaries(3600)
+    assert swept == listed
+    assert sorted(swept) == sorted(
+        [str(p.relative_to(tmp_path)) for p in stale] + ["_uploads/.dead.new"]
+    )
+    assert not any(p.exists() for p in stale) and not staging.exists()
+    assert fresh.exists() and lookalike.exists()
+    assert s.upload_size("lib/a", live) == len(b"half a blob")
+    assert s.resolve_tag("lib/a", "v1") == d and s.has_link("lib/a", d)
+    # write_atomic leaves nothing once done; with no age at all only ``fresh`` goes
+    write_atomic(str(tmp_path / "repositories" / "probe"), b"x")
+    assert s.sweep_temporaries(0.0, now=time.time() + 1) == [str(fresh.relative_to(tmp_path))]
+    assert s.sweep_temporaries(0.0, now=time.time() + 1) == []

@@ -30,12 +30,15 @@ from lamina.registry.server.context import (
     internal_error,
 )
 from lamina.registry.server.metrics import CONTENT_TYPE, Metrics
-from lamina.registry.storage.api import RegistryStorage
+from lamina.registry.storage.api import RegistryStorage, SweepsTemporaries
 
 log = logging.getLogger("lamina.registry.server")
 
 # distribution expires uploads a week old; a day is plenty for any real push.
 UPLOAD_TTL = 24 * 3600.0
+# Temporaries older than this are a killed writer's (a live write_atomic takes
+# milliseconds); younger ones may belong to another server sharing the store.
+TEMPORARY_AGE = 3600.0
 CONTEXT_KEY = web.AppKey("lamina_registry_context", Context)
 
 Handler = Callable[[Context, web.Request, p.Route], Awaitable[web.StreamResponse]]
@@ -191,6 +194,19 @@ def _metrics_handler(ctx: Context) -> Callable[[web.Request], Awaitable[web.Stre
     return render
 
 
+def _startup_sweep(ctx: Context, temporary_age: float) -> None:
+    """What a server killed with SIGKILL left: stale temporaries, and sessions idle past
+    the TTL (the periodic expiry would only get to them a quarter TTL later)."""
+    storage = ctx.storage
+    if isinstance(storage, SweepsTemporaries):
+        swept = storage.sweep_temporaries(temporary_age)
+        if swept:
+            log.info("removed %d stale temporary file(s) a killed writer left", len(swept))
+    count = upload_handlers.expire(ctx, time.time())
+    if count:
+        log.info("expired %d stale upload session(s)", count)
+
+
 async def _expiry_loop(ctx: Context, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
@@ -211,6 +227,7 @@ def make_app(
     upload_ttl: float = UPLOAD_TTL,
     expiry_interval: float | None = None,
     chunk_min_length: int = 0,
+    temporary_age: float = TEMPORARY_AGE,
 ) -> web.Application:
     """The registry as an aiohttp application over ``storage``.
 
@@ -220,7 +237,8 @@ def make_app(
     (scope ``registry:catalog:*``, like the catalog). Upload sessions idle for
     ``upload_ttl`` seconds are cancelled by a sweep every ``expiry_interval`` seconds
     (default: a quarter of the TTL, at most an hour). ``chunk_min_length`` is
-    announced as ``OCI-Chunk-Min-Length``.
+    announced as ``OCI-Chunk-Min-Length``. At start-up, temporaries older than
+    ``temporary_age`` seconds that killed writers left are swept (never a live upload).
     """
     ctx = Context(
         storage, authenticator, Metrics() if metrics else None, upload_ttl, chunk_min_length
@@ -237,6 +255,10 @@ def make_app(
     interval = expiry_interval if expiry_interval is not None else min(upload_ttl / 4, 3600.0)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
+        try:
+            await ctx.call(_startup_sweep, ctx, temporary_age)
+        except (LaminaError, OSError) as exc:
+            log.warning("start-up sweep failed: %s", exc)
         task = asyncio.create_task(_expiry_loop(ctx, max(interval, 0.05)))
         yield
         task.cancel()

@@ -216,3 +216,21 @@ class RegistryStorage(Protocol):
     def list_repositories(self) -> list[str]:
         """Names of repositories holding a link or a manifest, sorted by code point."""
         ...
+
+
+@runtime_checkable
+class SweepsTemporaries(Protocol):
+    """A driver whose writers can leave temporaries behind when killed (the filesystem
+    driver: write_atomic temp files, half-built upload directories). Remote drivers
+    write nothing locally that outlives a process, so they do not implement it.
+
+    :meth:`sweep_temporaries` removes those older than ``older_than`` seconds and returns
+    them (``dry_run``: lists only); it never touches a live upload session or anything
+    a running write may still rename (those are younger than any sensible age). Server
+    start-up and ``lamina registry gc`` call it; it is idempotent and safe beside other
+    processes.
+    """
+
+    def sweep_temporaries(
+        self, older_than: float, *, now: float | None = None, dry_run: bool = False
+    ) -> list[str]: ...

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import stat
 import time
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -40,6 +42,9 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 # start or cancel takes anywhere near this long.
 GARBAGE_AGE = 3600.0
 _NEW_UPLOAD = "start a new upload"  # the hint of every unknown-upload NotFound
+# lamina.atomic.write_atomic's temp files: ".<name>.<12 hex>.tmp" beside their target. A
+# writer killed between create and rename (kill -9, power cut) leaves one behind.
+_TEMP_RE = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 
 
 def _check_uuid(uuid: str) -> str:
@@ -379,6 +384,45 @@ class FilesystemStorage:
             except OSError:
                 continue  # removed while we looked
             yield UploadInfo(name, entry, started, size)
+
+    def sweep_temporaries(
+        self, older_than: float, *, now: float | None = None, dry_run: bool = False
+    ) -> list[str]:
+        """Remove what killed writers left, and return it (paths relative to the root):
+        write_atomic temp files anywhere under ``blobs/`` and ``repositories/``, and the
+        dot-named staging or removal directories of ``_uploads/``, whose mtime is more
+        than ``older_than`` seconds before ``now``. A live write finishes in far less
+        than any sensible age, and a live upload session (``_uploads/<uuid>/``, never
+        dot-named) is not entered at all, so neither is ever touched."""
+        cutoff = (time.time() if now is None else now) - older_than
+        removed: list[str] = []
+        for top in ("blobs", "repositories"):
+            for dirpath, _dirs, files in os.walk(os.path.join(self.root, top)):
+                for entry in files:
+                    if _TEMP_RE.fullmatch(entry) is None:
+                        continue
+                    path = os.path.join(dirpath, entry)
+                    with contextlib.suppress(FileNotFoundError):
+                        st = os.lstat(path)
+                        if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                            if not dry_run:
+                                os.unlink(path)
+                            removed.append(os.path.relpath(path, self.root))
+        base = os.path.join(self.root, "_uploads")
+        for entry in os.listdir(base):
+            if not entry.startswith("."):
+                continue  # a session: expiry (TTL) decides, never this sweep
+            path = os.path.join(base, entry)
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(path).st_mtime < cutoff:
+                    if dry_run:
+                        pass
+                    elif os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.unlink(path)
+                    removed.append(os.path.relpath(path, self.root))
+        return sorted(removed)
 
     # -- manifests and tags ------------------------------------------------------------
     def put_manifest(self, name: str, digest: Digest, media_type: str, data: bytes) -> None:
