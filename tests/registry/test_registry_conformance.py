@@ -5,6 +5,7 @@ filesystem driver; each test names the spec section (or suite case) it stands fo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -84,6 +85,8 @@ class Pusher:
         assert status == 201, answer
         assert headers["Docker-Content-Digest"] == digest
         assert headers["Location"]
+        if "subject" in doc:  # spec "Pushing Manifests with Subject"
+            assert headers["OCI-Subject"] == doc["subject"]["digest"]
         return digest
 
     def descriptor(self, doc: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -125,6 +128,24 @@ def test_manifest_by_invalid_tag_is_unknown(client: Client, method: str, tag: st
     assert status == 404
     if method != "HEAD":
         assert errors_of(body) == ["MANIFEST_UNKNOWN"]
+
+
+def test_invalid_tag_is_answered_after_auth(tmp_path: Path) -> None:
+    # The 404 comes from the handler, after the authenticator: an anonymous client
+    # learns nothing from it that a valid tag would not tell.
+    from lamina.registry.authn import open_authenticator, write_htpasswd
+
+    write_htpasswd(str(tmp_path / "htpasswd"), {"alice": "wonderland"}, cost=4)
+    auth = open_authenticator(
+        htpasswd=str(tmp_path / "htpasswd"), token_key=None, realm="lamina", service="s"
+    )
+    storage = FilesystemStorage(tmp_path / "registry")
+    with Server(make_app(storage, authenticator=auth)) as server:
+        path = "/v2/lib/app/manifests/.INVALID_MANIFEST_NAME"
+        assert Client(server.port).request("GET", path)[0] == 401
+        alice = "Basic " + base64.b64encode(b"alice:wonderland").decode()
+        status, _, body = Client(server.port, auth=alice).request("GET", path)
+        assert status == 404 and errors_of(body) == ["MANIFEST_UNKNOWN"]
 
 
 def test_manifest_put_by_invalid_tag_is_still_refused(client: Client) -> None:
@@ -496,7 +517,7 @@ def test_content_kinds_push_pull_list_delete(client: Client, algorithm: str) -> 
             "layers": [
                 {
                     **p.blob(layer),
-                    "data": __import__("base64").b64encode(layer).decode(),  # data-field
+                    "data": base64.b64encode(layer).decode(),  # data-field
                 }
             ],
         },
