@@ -242,6 +242,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def _container_parsers(sub: _Subcommands) -> None:
     import argparse
 
+    from lamina.cli import security_args
+
     p = sub.add_parser("run", help="run a command in a new container")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
@@ -257,6 +259,7 @@ def _container_parsers(sub: _Subcommands) -> None:
     p.add_argument("--read-only", action="store_true", help="mount the root read-only")
     p.add_argument("--name", default=None, help="container name")
     p.add_argument("--runtime", choices=["runc", "crun"], default="runc")
+    security_args.add_run_arguments(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -287,6 +290,7 @@ def _container_parsers(sub: _Subcommands) -> None:
     p.add_argument("-e", "--env", action="append", default=[])
     p.add_argument("-u", "--user", default=None)
     p.add_argument("-w", "--workdir", default=None)
+    security_args.add_exec_arguments(p)
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 

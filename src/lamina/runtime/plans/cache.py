@@ -12,10 +12,10 @@ the init files, the runtime's argv.
 A plan is used only while it provably still holds; else the full path runs and writes
 a new one. It is keyed by the image reference as typed and is void when
 ``refs.json`` changed (a tag moved, an image was removed or added), when the host's
-``/etc/hosts``/``/etc/resolv.conf``/host name/RLIMIT_NOFILE changed (the init files and
-spec depend on them), when the runtime binary is gone, or when the snapshot chain in the
-metadata differs (checked under the metadata lock before mounting). Light imports only,
-as the replay's.
+``/etc/hosts``/``/etc/resolv.conf``/seccomp profile/host name/kernel/RLIMIT_NOFILE
+changed (the init files and spec depend on them), when the runtime binary is gone, or
+when the snapshot chain in the metadata differs (checked under the metadata lock
+before mounting). Light imports only, as the replay's.
 """
 
 from __future__ import annotations
@@ -32,10 +32,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 # Bump when what the full path puts in a spec changes, so older plans are not replayed.
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 # The container id written into a plan's spec in place of the real one.
 SENTINEL = "0" * 64
-HOST_FILES = ("/etc/hosts", "/etc/resolv.conf")
+# The host's files the init files and the spec come from; the last is the default
+# seccomp profile (lamina.runtime.bundle.seccomp.DEFAULT_PROFILE: not imported, as it
+# pulls in json).
+HOST_FILES = ("/etc/hosts", "/etc/resolv.conf", "/usr/share/containers/seccomp.json")
 _MAX_PLAN = 4 << 20
 
 
@@ -71,8 +74,11 @@ def _nofile_hard() -> int:
 
 def host_facts() -> dict[str, Any]:
     """What the init files and the spec of a default run depend on, besides the image."""
+    uname = os.uname()
     return {
-        "nodename": os.uname().nodename,
+        "nodename": uname.nodename,
+        # the seccomp profile's rules depend on the kernel version (minKernel)
+        "kernel": uname.release,
         "files": {p: _stat_key(p) for p in HOST_FILES},
         "nofile": _nofile_hard(),
     }
