@@ -232,13 +232,19 @@ def native_arch(machine: str | None = None) -> tuple[str, str]:
 
 
 def kernel_version(release: str | None = None) -> tuple[int, int]:
-    """``6.18.0-1-amd64`` -> (6, 18)."""
+    """``6.18.0-1-amd64`` -> (6, 18); the leading digits of each part count."""
     release = release or os.uname().release
+
+    def lead(part: str) -> int:
+        digits = ""
+        for c in part:
+            if not c.isdigit():
+                break
+            digits += c
+        return int(digits or 0)
+
     parts = release.split(".")
-    try:
-        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return (0, 0)
+    return lead(parts[0]), lead(parts[1]) if len(parts) > 1 else 0
 
 
 def translate(
