@@ -320,7 +320,8 @@ def _load(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _fast_run(argv: Sequence[str]) -> int | None:
-    """``lamina run [--rm] [--name N] IMAGE [CMD...]`` from a cached run plan (see
+    """``lamina run [--rm] [--name N] [--security-opt seccomp=unconfined] IMAGE [CMD...]``
+    from a cached run plan (see
     lamina.runtime.plans.replay), without argparse or the full run path; None when the
     command line asks for more, or no valid plan exists."""
     root = None
@@ -335,10 +336,14 @@ def _fast_run(argv: Sequence[str]) -> int | None:
     if i >= len(argv) or argv[i] != "run":
         return None
     i += 1
-    rm, name = False, None
+    rm, name, variant = False, None, ""
     while i < len(argv) and argv[i].startswith("-"):
         if argv[i] == "--rm" and not rm:
             rm, i = True, i + 1
+        elif argv[i] == "--security-opt" and i + 1 < len(argv) and not variant:
+            if argv[i + 1] != "seccomp=unconfined":
+                return None
+            variant, i = "unconfined", i + 2
         elif argv[i] == "--name" and name is None and i + 1 < len(argv):
             name, i = argv[i + 1], i + 2
         elif argv[i].startswith("--name=") and name is None:
@@ -350,7 +355,9 @@ def _fast_run(argv: Sequence[str]) -> int | None:
     from lamina.runtime.plans.replay import try_run
     from lamina.sysinfo import default_root
 
-    return try_run(root or default_root(), argv[i], argv[i + 1 :], rm=rm, name=name)
+    return try_run(
+        root or default_root(), argv[i], argv[i + 1 :], rm=rm, name=name, variant=variant
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,13 +42,19 @@ HOST_FILES = ("/etc/hosts", "/etc/resolv.conf", "/usr/share/containers/seccomp.j
 _MAX_PLAN = 4 << 20
 
 
-def plan_path(root: str, image: str) -> str | None:
-    """Where the plan for ``image`` (as typed) lives; None when the name is too long
-    to be a file name."""
+# The option sets a plan may be made for besides the defaults: the name of each is
+# part of the plan's file name (``lamina run --security-opt seccomp=unconfined``).
+VARIANTS = ("", "unconfined")
+
+
+def plan_path(root: str, image: str, variant: str = "") -> str | None:
+    """Where the plan for ``image`` (as typed) and ``variant`` (one of
+    :data:`VARIANTS`) lives; None when the name is too long to be a file name."""
     name = image.encode().hex()
-    if len(name) > 200:
+    if len(name) > 200 or variant not in VARIANTS:
         return None
-    return os.path.join(run_plans_dir(root), name + ".json")
+    suffix = f".{variant}" if variant else ""
+    return os.path.join(run_plans_dir(root), name + suffix + ".json")
 
 
 def _stat_key(path: str) -> list[int] | None:
@@ -98,6 +104,7 @@ def make_plan(
     cmd: Sequence[str],
     init_files: dict[str, str],
     host: dict[str, Any],
+    variant: str = "",
 ) -> dict[str, Any] | None:
     """The plan of a finished full-path run of ``image`` (its container ``container_id``
     prepared with default options), or None when it cannot be replayed."""
@@ -110,6 +117,7 @@ def make_plan(
     return {
         "version": PLAN_VERSION,
         "image": image,
+        "variant": variant,
         "refs": refs_key,
         "host": host,
         "record": record,
@@ -124,7 +132,7 @@ def make_plan(
 
 
 def save_plan(root: str, plan: dict[str, Any]) -> None:
-    path = plan_path(root, plan["image"])
+    path = plan_path(root, plan["image"], plan.get("variant", ""))
     if path is None:
         return
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -132,9 +140,10 @@ def save_plan(root: str, plan: dict[str, Any]) -> None:
     write_file_atomic(path, dumps(plan).encode(), durable=False)
 
 
-def load_plan(root: str, image: str) -> dict[str, Any] | None:
-    """The plan for ``image`` if there is one and it still holds (see the module doc)."""
-    path = plan_path(root, image)
+def load_plan(root: str, image: str, variant: str = "") -> dict[str, Any] | None:
+    """The plan for ``image`` and ``variant`` if there is one and it still holds (see
+    the module doc)."""
+    path = plan_path(root, image, variant)
     if path is None:
         return None
     try:
@@ -145,7 +154,9 @@ def load_plan(root: str, image: str) -> dict[str, Any] | None:
         return None
     if not isinstance(plan, dict) or plan.get("version") != PLAN_VERSION:
         return None
-    if plan.get("image") != image or plan.get("refs") != refs_key(root):
+    if plan.get("image") != image or plan.get("variant") != variant:
+        return None
+    if plan.get("refs") != refs_key(root):
         return None
     if plan.get("host") != host_facts():
         return None
