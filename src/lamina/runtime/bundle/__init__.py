@@ -6,6 +6,11 @@
   ``/etc/passwd`` and ``/etc/group`` (read inside the root, capped), WORKDIR creation.
 - :mod:`~lamina.runtime.bundle.initlayer`: ``/etc/hosts``, ``/etc/resolv.conf``,
   ``/etc/hostname`` and the mount-point placeholders of the init layer.
+- :mod:`~lamina.runtime.bundle.security`: what confines the container (seccomp,
+  capabilities, no-new-privileges, devices, ``--privileged``), over
+  :mod:`~lamina.runtime.bundle.seccomp` (containers-common's profile plus Docker's
+  rules, translated with their conditions), :mod:`~lamina.runtime.bundle.capabilities`
+  and :mod:`~lamina.runtime.bundle.devices`.
 - :mod:`~lamina.runtime.bundle.writer`: all of it written for a mounted root, the one
   bundle writer of ``lamina run`` and the builder's RUN steps.
 """
@@ -16,10 +21,16 @@ from lamina.exports import lazy_exports
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
+    from lamina.runtime.bundle.devices import (
+        DeviceRequest,
+    )
     from lamina.runtime.bundle.initlayer import (
         PLACEHOLDERS,
         make_placeholders,
         write_init_files,
+    )
+    from lamina.runtime.bundle.security import (
+        SecurityOptions,
     )
     from lamina.runtime.bundle.spec import (
         INIT_FILES,
@@ -47,8 +58,10 @@ __all__ = [
     "INIT_FILES",
     "NOFILE_LIMIT",
     "PLACEHOLDERS",
+    "DeviceRequest",
     "ResolvedUser",
     "RunOptions",
+    "SecurityOptions",
     "Volume",
     "build_spec",
     "exec_process",
@@ -83,6 +96,8 @@ _HOME = {
     "write_init_files": "initlayer",
     "nofile_limit": "writer",
     "write_bundle": "writer",
+    "DeviceRequest": "devices",
+    "SecurityOptions": "security",
 }
 
 
