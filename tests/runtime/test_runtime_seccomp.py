@@ -11,8 +11,8 @@ import pytest
 
 from lamina.errors import InvalidArgument, InvalidFormat, NotFound, Unsupported
 from lamina.oci.config import ContainerConfig
-from lamina.runtime.bundle import seccomp
-from lamina.runtime.bundle.capabilities import (
+from lamina.runtime.bundle.security import seccomp
+from lamina.runtime.bundle.security.capabilities import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
     effective_set,
@@ -20,8 +20,8 @@ from lamina.runtime.bundle.capabilities import (
     host_bounding_set,
     normalize,
 )
-from lamina.runtime.bundle.devices import Device, DeviceRequest
-from lamina.runtime.bundle.security import HostSecurity, SecurityOptions
+from lamina.runtime.bundle.security.devices import Device, DeviceRequest
+from lamina.runtime.bundle.security.options import HostSecurity, SecurityOptions
 from lamina.runtime.bundle.spec import RunOptions, build_spec, exec_process
 from lamina.runtime.bundle.users import ResolvedUser
 from lamina.runtime.plans.cache import HOST_FILES

@@ -16,8 +16,8 @@ from runtime_support import Runner
 from helpers.probes import build_probe, parse, status
 from lamina.errors import InvalidArgument, NotFound
 from lamina.oci.config import ContainerConfig
-from lamina.runtime.bundle.devices import DeviceRequest, resolve
-from lamina.runtime.bundle.security import SecurityOptions
+from lamina.runtime.bundle.security.devices import DeviceRequest, resolve
+from lamina.runtime.bundle.security.options import SecurityOptions
 from lamina.runtime.bundle.spec import RunOptions
 from lamina.runtime.driver.runc import find_binary, select_runtime
 from lamina.runtime.lifecycle import exec_in, prepare_bundle, remove, start_detached

@@ -8,7 +8,7 @@ import pytest
 
 from lamina.errors import InvalidArgument
 from lamina.oci.config import ContainerConfig
-from lamina.runtime.bundle.capabilities import DEFAULT_CAPABILITIES
+from lamina.runtime.bundle.security.capabilities import DEFAULT_CAPABILITIES
 from lamina.runtime.bundle.spec import (
     DEFAULT_PATH,
     MASKED_PATHS,

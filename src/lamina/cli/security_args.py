@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import argparse
 
     from lamina.cli.main import _Arguments
-    from lamina.runtime.bundle.security import SecurityOptions
+    from lamina.runtime.bundle.security.options import SecurityOptions
 
 
 def add_run_arguments(p: _Arguments) -> None:
@@ -50,8 +50,8 @@ def add_exec_arguments(p: _Arguments) -> None:
 
 
 def security_options(args: argparse.Namespace) -> SecurityOptions:
-    from lamina.runtime.bundle.devices import DeviceRequest
-    from lamina.runtime.bundle.security import SecurityOptions
+    from lamina.runtime.bundle.security.devices import DeviceRequest
+    from lamina.runtime.bundle.security.options import SecurityOptions
 
     base = SecurityOptions(
         cap_add=tuple(args.cap_add),

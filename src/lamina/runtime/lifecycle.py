@@ -358,7 +358,7 @@ def exec_in(
     c = refresh(store, c)
     if c.status != "running":
         raise Conflict(f"container {c.name} is not running", hint="start it with lamina run")
-    from lamina.runtime.bundle.capabilities import host_bounding_set
+    from lamina.runtime.bundle.security.capabilities import host_bounding_set
     from lamina.runtime.bundle.spec import exec_process
     from lamina.runtime.bundle.users import resolve_user
 

@@ -196,7 +196,7 @@ def _plan_variant(request: RunRequest, snap: Snapshotter, runtime: OCIRuntime) -
     """The plan variant (lamina.runtime.plans.cache.VARIANTS) of this run if it used only
     what the fast path replays: the default options (or the defaults but seccomp
     unconfined), the overlay snapshotter and plain runc; else None."""
-    from lamina.runtime.bundle.security import UNCONFINED, SecurityOptions
+    from lamina.runtime.bundle.security.options import UNCONFINED, SecurityOptions
     from lamina.snapshot.overlay import OverlaySnapshotter
 
     if request.detach or not isinstance(snap, OverlaySnapshotter):

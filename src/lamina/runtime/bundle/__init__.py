@@ -6,11 +6,8 @@
   ``/etc/passwd`` and ``/etc/group`` (read inside the root, capped), WORKDIR creation.
 - :mod:`~lamina.runtime.bundle.initlayer`: ``/etc/hosts``, ``/etc/resolv.conf``,
   ``/etc/hostname`` and the mount-point placeholders of the init layer.
-- :mod:`~lamina.runtime.bundle.security`: what confines the container (seccomp,
-  capabilities, no-new-privileges, devices, ``--privileged``), over
-  :mod:`~lamina.runtime.bundle.seccomp` (containers-common's profile plus Docker's
-  rules, translated with their conditions), :mod:`~lamina.runtime.bundle.capabilities`
-  and :mod:`~lamina.runtime.bundle.devices`.
+- :mod:`~lamina.runtime.bundle.security` (a package): what confines the container
+  (seccomp, capabilities, no-new-privileges, devices, ``--privileged``).
 - :mod:`~lamina.runtime.bundle.writer`: all of it written for a mounted root, the one
   bundle writer of ``lamina run`` and the builder's RUN steps.
 """
@@ -21,15 +18,15 @@ from lamina.exports import lazy_exports
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
-    from lamina.runtime.bundle.devices import (
-        DeviceRequest,
-    )
     from lamina.runtime.bundle.initlayer import (
         PLACEHOLDERS,
         make_placeholders,
         write_init_files,
     )
-    from lamina.runtime.bundle.security import (
+    from lamina.runtime.bundle.security.devices import (
+        DeviceRequest,
+    )
+    from lamina.runtime.bundle.security.options import (
         SecurityOptions,
     )
     from lamina.runtime.bundle.spec import (
@@ -96,8 +93,8 @@ _HOME = {
     "write_init_files": "initlayer",
     "nofile_limit": "writer",
     "write_bundle": "writer",
-    "DeviceRequest": "devices",
-    "SecurityOptions": "security",
+    "DeviceRequest": "security.devices",
+    "SecurityOptions": "security.options",
 }
 
 

@@ -13,7 +13,7 @@ does so that images behave as their authors expect:
 - mounts, namespaces, masked and read-only paths and rlimits as in Docker's default
   spec (moby ``oci/defaults.go``) on top of the runtime-spec's ``config-linux.md``;
   capabilities, seccomp, devices and ``--privileged`` from
-  :mod:`lamina.runtime.bundle.security`.
+  :mod:`lamina.runtime.bundle.security.options`.
 
 No function here touches the filesystem: paths that must exist (volume sources, the
 init files, the WORKDIR) are checked or made by :mod:`lamina.runtime.lifecycle`.
@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import InvalidArgument
-from lamina.runtime.bundle.capabilities import (
+from lamina.runtime.bundle.security.capabilities import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
     process_capabilities,
 )
-from lamina.runtime.bundle.security import HostSecurity, SecurityOptions
-from lamina.runtime.bundle.security import apply as apply_security
+from lamina.runtime.bundle.security.options import HostSecurity, SecurityOptions
+from lamina.runtime.bundle.security.options import apply as apply_security
 
 if TYPE_CHECKING:
     from lamina.oci.config import ContainerConfig

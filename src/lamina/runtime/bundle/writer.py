@@ -56,7 +56,7 @@ def write_bundle(
     are runtime-spec mount objects added after the default and init-file mounts.
     """
     from lamina.runtime.bundle.initlayer import write_init_files
-    from lamina.runtime.bundle.security import gather
+    from lamina.runtime.bundle.security.options import gather
     from lamina.runtime.bundle.spec import build_spec
     from lamina.runtime.bundle.users import prepare_workdir, resolve_user
 

@@ -36,7 +36,7 @@ PLAN_VERSION = 3
 # The container id written into a plan's spec in place of the real one.
 SENTINEL = "0" * 64
 # The host's files the init files and the spec come from; the last is the default
-# seccomp profile (lamina.runtime.bundle.seccomp.DEFAULT_PROFILE: not imported, as it
+# seccomp profile (lamina.runtime.bundle.security.seccomp.DEFAULT_PROFILE: not imported, as it
 # pulls in json).
 HOST_FILES = ("/etc/hosts", "/etc/resolv.conf", "/usr/share/containers/seccomp.json")
 _MAX_PLAN = 4 << 20

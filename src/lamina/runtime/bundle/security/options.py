@@ -6,7 +6,7 @@
 construction; :func:`gather` reads what the host contributes (the seccomp profile,
 device nodes, lamina's own bounding set) into a :class:`HostSecurity`;
 :func:`apply` puts both into a runtime spec, purely. The defaults are Docker's:
-its capability set, its seccomp policy (:mod:`lamina.runtime.bundle.seccomp`),
+its capability set, its seccomp policy (:mod:`lamina.runtime.bundle.security.seccomp`),
 privileges may be gained through setuid files, no host devices.
 
 ``--privileged`` follows moby's ``daemon/oci_linux.go``: every capability, no seccomp,
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.errors import InvalidArgument, Unsupported
-from lamina.runtime.bundle import capabilities as caps_mod
-from lamina.runtime.bundle.devices import Device, DeviceRequest
+from lamina.runtime.bundle.security import capabilities as caps_mod
+from lamina.runtime.bundle.security.devices import Device, DeviceRequest
 
 DEFAULT = "default"
 UNCONFINED = "unconfined"
@@ -117,7 +117,7 @@ class HostSecurity:
 
 def gather(options: SecurityOptions) -> HostSecurity:
     """Read what ``options`` need from the host (see :class:`HostSecurity`)."""
-    from lamina.runtime.bundle import devices, seccomp
+    from lamina.runtime.bundle.security import devices, seccomp
 
     profile: dict[str, Any] | None = None
     if not options.privileged and options.seccomp != UNCONFINED:
@@ -155,7 +155,7 @@ def apply(spec: dict[str, Any], options: SecurityOptions, host: HostSecurity, *,
     devices and, for ``--privileged``, the unmasked paths and writable ``/sys`` in
     ``spec`` (a runtime spec as :func:`lamina.runtime.bundle.spec.build_spec` makes
     it)."""
-    from lamina.runtime.bundle.seccomp import translate
+    from lamina.runtime.bundle.security.seccomp import translate
 
     caps = bounding_set(options, host)
     process = spec["process"]
