@@ -103,6 +103,24 @@ def test_conditions_on_caps_arches_and_kernel() -> None:
     assert ["cacheflush"] in names_of(arm) and ["odd"] in names_of(arm)
 
 
+def test_architectures_the_kernel_cannot_run_are_left_out() -> None:
+    profile = {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "archMap": [
+            {
+                "architecture": "SCMP_ARCH_X86_64",
+                "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            }
+        ],
+    }
+    out = translate(profile, skip_arches=("SCMP_ARCH_X32",))
+    assert out and out["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    # this host: x32 is in the filter exactly when the kernel runs x32 code
+    expected = () if seccomp.kernel_runs_x32() else ("SCMP_ARCH_X32",)
+    assert seccomp.foreign_arches("SCMP_ARCH_X86_64") == expected
+    assert seccomp.foreign_arches("SCMP_ARCH_AARCH64") == ()
+
+
 def test_includes_need_every_cap_excludes_drop_on_any() -> None:
     profile = {
         "defaultAction": "SCMP_ACT_ERRNO",

@@ -113,6 +113,7 @@ class HostSecurity:
     arch: str = "amd64"
     seccomp_arch: str = "SCMP_ARCH_X86_64"
     kernel: tuple[int, int] = (0, 0)
+    foreign_arches: tuple[str, ...] = ()  # sub-architectures the kernel cannot run
 
 
 def gather(options: SecurityOptions) -> HostSecurity:
@@ -138,6 +139,7 @@ def gather(options: SecurityOptions) -> HostSecurity:
         arch=arch,
         seccomp_arch=seccomp_arch,
         kernel=seccomp.kernel_version(),
+        foreign_arches=seccomp.foreign_arches(seccomp_arch) if profile is not None else (),
     )
 
 
@@ -169,6 +171,7 @@ def apply(spec: dict[str, Any], options: SecurityOptions, host: HostSecurity, *,
             arch=host.arch,
             seccomp_arch=host.seccomp_arch,
             kernel=host.kernel,
+            skip_arches=host.foreign_arches,
         )
         if seccomp is not None:
             linux["seccomp"] = seccomp
