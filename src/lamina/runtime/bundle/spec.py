@@ -261,11 +261,6 @@ def working_dir(config: ContainerConfig, options: RunOptions) -> str:
     return posixpath.normpath(posixpath.join("/", path))
 
 
-def capabilities(uid: int) -> dict[str, list[str]]:
-    """Docker's default capabilities for a process running as ``uid``."""
-    return process_capabilities(DEFAULT_CAPABILITIES, uid)
-
-
 # ---------------------------------------------------------------------- mounts
 
 
@@ -390,9 +385,8 @@ def build_spec(
         "args": process_args(config, options),
         "env": process_env(config, options, hostname=hostname, home=user.home),
         "cwd": cwd if cwd is not None else working_dir(config, options),
-        "capabilities": capabilities(user.uid),
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
-        "noNewPrivileges": False,
+        # capabilities and noNewPrivileges: apply_security below
     }
     linux: dict[str, Any] = {
         "namespaces": namespaces(options),
