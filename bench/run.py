@@ -1,6 +1,8 @@
 """Container start latency and first run of a fresh image, against runc and podman.
 
 warm:  lamina run --rm IMG /bin/true    vs  runc run on a ready bundle  vs  podman run --rm
+       (lamina and the bundle with the default seccomp filter and without it, so the
+       cost of seccomp shows on its own: most of it is runc compiling the filter)
 cold:  lamina load + run of a ~200 MB Debian image (unpack included)  vs  podman load + run
 podman runs as root with its overlay driver, `--network none` (its bridge network
 rewrites the host firewall) and the ulimits this machine needs.
@@ -107,28 +109,34 @@ def _warm(work: Path, has_podman: bool) -> bool:
     spec["process"]["args"] = ["/bin/true"]
     spec["process"]["terminal"] = False
     (bundle / "config.json").write_text(json.dumps(spec))
+    # the same bundle with the filter lamina's default run gets (from its run plan)
+    filtered = work / "bundle-seccomp"
+    filtered.mkdir()
+    spec["root"]["path"] = str(bundle / "rootfs")
+    spec["linux"]["seccomp"] = _plan_seccomp(root)
+    (filtered / "config.json").write_text(json.dumps(spec))
+    unconfined = ("--security-opt", "seccomp=unconfined")
+    _lamina(root, "run", "--rm", *unconfined, "bench-bb", "/bin/true")  # its own plan
     runc_root = work / "runc-state"
     archive = work / "bb.tar"
     _lamina(root, "save", "bench-bb", "-o", str(archive))
-    # the first run above cached the run plan; `require` fails loudly if a run would
+    # the first runs above cached the run plans; `require` fails loudly if a run would
     # not take the fast path (the number would then measure something else)
-    fast = ["env", "LAMINA_FASTRUN=require", *LAMINA]
+    fast = ["env", "LAMINA_FASTRUN=require", *LAMINA, "--root", str(root), "run", "--rm"]
+
+    def runc(directory: Path) -> Sample:
+        name = f"b{uuid.uuid4().hex[:12]}"
+        return run_timed(
+            ["runc", "--root", str(runc_root), "run", "-b", str(directory), name], rss=False
+        )
+
     contenders = {
-        "lamina run --rm": lambda: run_timed(
-            [*fast, "--root", str(root), "run", "--rm", "bench-bb", "/bin/true"], rss=False
+        "lamina run --rm": lambda: run_timed([*fast, "bench-bb", "/bin/true"], rss=False),
+        "lamina run --rm (seccomp=unconfined)": lambda: run_timed(
+            [*fast, *unconfined, "bench-bb", "/bin/true"], rss=False
         ),
-        "runc run (ready bundle)": lambda: run_timed(
-            [
-                "runc",
-                "--root",
-                str(runc_root),
-                "run",
-                "-b",
-                str(bundle),
-                f"b{uuid.uuid4().hex[:12]}",
-            ],
-            rss=False,
-        ),
+        "runc run (ready bundle)": lambda: runc(bundle),
+        "runc run (ready bundle + seccomp)": lambda: runc(filtered),
     }
     has_podman = has_podman and _podman_works(archive)
     if has_podman:
@@ -136,19 +144,42 @@ def _warm(work: Path, has_podman: bool) -> bool:
             [*PODMAN, *PODMAN_RUN, "docker.io/library/bench-bb:latest", "/bin/true"], rss=False
         )
     results = interleave(ROUNDS, contenders)
+    plain = [*LAMINA, "--root", str(root), "run", "--rm"]
+    _peak(results["lamina run --rm"], [*plain, "bench-bb", "/bin/true"])
     _peak(
-        results["lamina run --rm"],
-        [*LAMINA, "--root", str(root), "run", "--rm", "bench-bb", "/bin/true"],
+        results["lamina run --rm (seccomp=unconfined)"],
+        [*plain, *unconfined, "bench-bb", "/bin/true"],
     )
-    lamina_ms = results["lamina run --rm"].median * 1000
-    runc_ms = results["runc run (ready bundle)"].median * 1000
+
+    def ms(name: str) -> float:
+        return results[name].median * 1000
+
     report(
         "run-latency",
         results,
         "runc run (ready bundle)",
-        {"lamina_overhead_ms": round(lamina_ms - runc_ms, 1), "rounds": ROUNDS},
+        {
+            "lamina_overhead_ms": round(ms("lamina run --rm") - ms("runc run (ready bundle)"), 1),
+            "seccomp_cost_ms": round(
+                ms("lamina run --rm") - ms("lamina run --rm (seccomp=unconfined)"), 1
+            ),
+            "seccomp_cost_in_runc_ms": round(
+                ms("runc run (ready bundle + seccomp)") - ms("runc run (ready bundle)"), 1
+            ),
+            "rounds": ROUNDS,
+        },
     )
     return has_podman
+
+
+def _plan_seccomp(root: Path) -> dict[str, object]:
+    """The ``linux.seccomp`` of the run plan lamina's default run cached."""
+    for path in (root / "cache" / "run").glob("*.json"):
+        plan = json.loads(path.read_text())
+        if not plan.get("variant"):
+            seccomp: dict[str, object] = plan["spec"]["linux"]["seccomp"]
+            return seccomp
+    raise SystemExit("no run plan of a default run: cannot read its seccomp filter")
 
 
 def _peak(contender: Contender, cmd: list[str]) -> None:

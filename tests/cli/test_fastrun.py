@@ -137,6 +137,24 @@ def test_options_beyond_the_plan_take_the_full_path(bb: Lamina) -> None:
     assert out.stdout == "1\n"  # -e is not replayable: the full path ran (no error)
 
 
+def test_seccomp_unconfined_has_its_own_plan(bb: Lamina) -> None:
+    root = _root(bb)
+    unconfined = ("--security-opt", "seccomp=unconfined")
+    status = ("grep", "Seccomp:", "/proc/self/status")
+    bb("run", "--rm", "bb", "true")
+    missing = bb("run", "--rm", *unconfined, "bb", "true", env=FAST, check=False)
+    assert missing.returncode != 0 and "no valid run plan" in missing.stderr
+    assert bb("run", "--rm", *unconfined, "bb", *status).stdout.split() == ["Seccomp:", "0"]
+    assert len(_plans(root)) == 2
+    assert bb("run", "--rm", *unconfined, "bb", *status, env=FAST).stdout.split()[1] == "0"
+    assert bb("run", "--rm", "bb", *status, env=FAST).stdout.split()[1] == "2"
+    # other security options are not replayed: the full path runs them
+    out = bb(
+        "run", "--rm", "--cap-drop", "ALL", "bb", "grep", "CapEff", "/proc/self/status", env=FAST
+    )
+    assert out.stdout.split()[1] == "0" * 16
+
+
 def test_signals_are_forwarded(bb: Lamina) -> None:
     bb("run", "--rm", "bb", "true")
     env = {**os.environ, **FAST}

@@ -37,10 +37,13 @@ def _root(lamina: Lamina) -> Path:
     return Path(lamina.root)  # type: ignore[attr-defined]
 
 
-def _run_kept(lamina: Lamina, env: dict[str, str], *args: str) -> str:
-    """Run ``bb args`` without --rm and return the new container's id."""
+def _run_kept(
+    lamina: Lamina, env: dict[str, str], *args: str, options: tuple[str, ...] = ()
+) -> str:
+    """Run ``bb args`` (after the run ``options``) without --rm and return the new
+    container's id."""
     before = {c["id"] for c in json.loads(lamina("ps", "-a", "--json").stdout)}
-    lamina("run", "bb", *args, env=env, check=False)
+    lamina("run", *options, "bb", *args, env=env, check=False)
     [cid] = {c["id"] for c in json.loads(lamina("ps", "-a", "--json").stdout)} - before
     return str(cid)
 
@@ -82,13 +85,16 @@ def _record(doc: dict[str, Any], cid: str) -> dict[str, Any]:
     }
 
 
-def test_the_fast_path_makes_what_the_full_path_makes(lamina: Lamina) -> None:
+@pytest.mark.parametrize("options", [(), ("--security-opt", "seccomp=unconfined")])
+def test_the_fast_path_makes_what_the_full_path_makes(
+    lamina: Lamina, options: tuple[str, ...]
+) -> None:
     lamina("bootstrap", "busybox", "-t", "bb")
     root = _root(lamina)
-    lamina("run", "--rm", "bb", "true", env=FULL)  # the full path writes the plan
+    lamina("run", "--rm", *options, "bb", "true", env=FULL)  # the full path writes the plan
     command = ("sh", "-c", "echo out; exit 3")
-    full = _run_kept(lamina, FULL, *command)
-    fast = _run_kept(lamina, FAST, *command)
+    full = _run_kept(lamina, FULL, *command, options=options)
+    fast = _run_kept(lamina, FAST, *command, options=options)
     try:
         # the bundle, the init files, the exit file: byte for byte but the id (the
         # formats may differ: compared as JSON where they are JSON)
@@ -112,6 +118,8 @@ def test_the_fast_path_makes_what_the_full_path_makes(lamina: Lamina) -> None:
                 assert _same_but_id(data, full) == _same_but_id(qdata, fast), rel
         config = json.loads((fdir / "bundle" / "config.json").read_text())
         assert config["process"]["args"] == list(command)
+        # each option set replays its own plan: the default filter, or none
+        assert ("seccomp" in config["linux"]) == (not options)
 
         # the snapshot records: an active snapshot on the image's init snapshot each
         snaps = snapshots_dir(str(root))

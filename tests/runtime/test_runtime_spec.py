@@ -8,8 +8,8 @@ import pytest
 
 from lamina.errors import InvalidArgument
 from lamina.oci.config import ContainerConfig
+from lamina.runtime.bundle.security.capabilities import DEFAULT_CAPABILITIES
 from lamina.runtime.bundle.spec import (
-    DEFAULT_CAPABILITIES,
     DEFAULT_PATH,
     MASKED_PATHS,
     READONLY_PATHS,

@@ -78,6 +78,7 @@ class _StoreImages:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lamina.cli.output import open_store
+    from lamina.cli.security_args import security_options
     from lamina.runtime.bundle.spec import RunOptions, Volume, parse_env_option
     from lamina.runtime.run import RunRequest, run_container
 
@@ -101,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tty=args.tty,
             interactive=args.interactive,
             volumes=tuple(Volume.parse(v) for v in args.volume),
+            security=security_options(args),
         ),
         name=args.name,
         detach=args.detach,
@@ -212,6 +214,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
         interactive=args.interactive,
         user=args.user,
         workdir=args.workdir,
+        privileged=args.privileged,
     )
     return result.exit_code
 

@@ -242,6 +242,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def _container_parsers(sub: _Subcommands) -> None:
     import argparse
 
+    from lamina.cli import security_args
+
     p = sub.add_parser("run", help="run a command in a new container")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
@@ -257,6 +259,7 @@ def _container_parsers(sub: _Subcommands) -> None:
     p.add_argument("--read-only", action="store_true", help="mount the root read-only")
     p.add_argument("--name", default=None, help="container name")
     p.add_argument("--runtime", choices=["runc", "crun"], default="runc")
+    security_args.add_run_arguments(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -287,6 +290,7 @@ def _container_parsers(sub: _Subcommands) -> None:
     p.add_argument("-e", "--env", action="append", default=[])
     p.add_argument("-u", "--user", default=None)
     p.add_argument("-w", "--workdir", default=None)
+    security_args.add_exec_arguments(p)
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -316,7 +320,8 @@ def _load(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _fast_run(argv: Sequence[str]) -> int | None:
-    """``lamina run [--rm] [--name N] IMAGE [CMD...]`` from a cached run plan (see
+    """``lamina run [--rm] [--name N] [--security-opt seccomp=unconfined] IMAGE [CMD...]``
+    from a cached run plan (see
     lamina.runtime.plans.replay), without argparse or the full run path; None when the
     command line asks for more, or no valid plan exists."""
     root = None
@@ -331,10 +336,14 @@ def _fast_run(argv: Sequence[str]) -> int | None:
     if i >= len(argv) or argv[i] != "run":
         return None
     i += 1
-    rm, name = False, None
+    rm, name, variant = False, None, ""
     while i < len(argv) and argv[i].startswith("-"):
         if argv[i] == "--rm" and not rm:
             rm, i = True, i + 1
+        elif argv[i] == "--security-opt" and i + 1 < len(argv) and not variant:
+            if argv[i + 1] != "seccomp=unconfined":
+                return None
+            variant, i = "unconfined", i + 2
         elif argv[i] == "--name" and name is None and i + 1 < len(argv):
             name, i = argv[i + 1], i + 2
         elif argv[i].startswith("--name=") and name is None:
@@ -346,7 +355,9 @@ def _fast_run(argv: Sequence[str]) -> int | None:
     from lamina.runtime.plans.replay import try_run
     from lamina.sysinfo import default_root
 
-    return try_run(root or default_root(), argv[i], argv[i + 1 :], rm=rm, name=name)
+    return try_run(
+        root or default_root(), argv[i], argv[i + 1 :], rm=rm, name=name, variant=variant
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

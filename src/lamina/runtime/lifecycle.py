@@ -344,24 +344,37 @@ def exec_in(
     interactive: bool = False,
     user: str | None = None,
     workdir: str | None = None,
+    privileged: bool = False,
     stdout: int | None = None,
     stderr: int | None = None,
 ) -> RunResult:
     """``lamina exec``: run ``args`` in the running container, in the foreground.
 
     ``env`` items (NAME=value) add to the container's environment; ``user`` is resolved
-    in the container's root like ``-u`` of run; ``workdir`` must exist there.
+    in the container's root like ``-u`` of run; ``workdir`` must exist there;
+    ``privileged`` gives the process every capability (the container's seccomp filter
+    still applies).
     """
     c = refresh(store, c)
     if c.status != "running":
         raise Conflict(f"container {c.name} is not running", hint="start it with lamina run")
+    from lamina.runtime.bundle.security.capabilities import host_bounding_set
     from lamina.runtime.bundle.spec import exec_process
     from lamina.runtime.bundle.users import resolve_user
 
     own_group = _terminal_checks(tty, interactive)
     spec = _load_spec(store, c)
     resolved = resolve_user(c.rootfs, user, primary_in_groups=True) if user is not None else None
-    process = exec_process(spec, args, env=env, tty=tty, cwd=workdir, user=resolved)
+    process = exec_process(
+        spec,
+        args,
+        env=env,
+        tty=tty,
+        cwd=workdir,
+        user=resolved,
+        privileged=privileged,
+        all_capabilities=host_bounding_set(),
+    )
     path = os.path.join(store.bundle_dir(c), f"exec-{os.urandom(6).hex()}.json")
     _write_json(path, process)
     try:

@@ -117,7 +117,8 @@ def run_container(
         c = cstore.update(c.id, snapshot_key=key)
         mount_all(mounts, c.rootfs)
         spec = lifecycle.prepare_bundle(cstore, c, image.config, options)
-        if _plannable(request, snapshotter, runtime):
+        variant = _plan_variant(request, snapshotter, runtime)
+        if variant is not None:
             _save_plan(
                 request.image,
                 cstore,
@@ -129,6 +130,7 @@ def run_container(
                 image=image,
                 runtime=runtime,
                 refs_key=plan_refs,
+                variant=variant,
             )
     except BaseException:
         lifecycle.remove(cstore, c, force=True, remove_snapshot=remove_snapshot)
@@ -190,19 +192,22 @@ def _volatile(mount: Mount) -> Mount:
     return replace(mount, options=(*mount.options, "volatile"))
 
 
-def _plannable(request: RunRequest, snap: Snapshotter, runtime: OCIRuntime) -> bool:
-    """Whether this run used only what the fast path replays: the default options, the
-    overlay snapshotter and plain runc."""
+def _plan_variant(request: RunRequest, snap: Snapshotter, runtime: OCIRuntime) -> str | None:
+    """The plan variant (lamina.runtime.plans.cache.VARIANTS) of this run if it used only
+    what the fast path replays: the default options (or the defaults but seccomp
+    unconfined), the overlay snapshotter and plain runc; else None."""
+    from lamina.runtime.bundle.security.options import UNCONFINED, SecurityOptions
     from lamina.snapshot.overlay import OverlaySnapshotter
 
+    if request.detach or not isinstance(snap, OverlaySnapshotter):
+        return None
+    if runtime.name != "runc" or runtime.wrap:
+        return None
     options = request.options
-    defaults = not request.detach and options == RunOptions(args=options.args)
-    return (
-        defaults
-        and isinstance(snap, OverlaySnapshotter)
-        and runtime.name == "runc"
-        and not runtime.wrap
-    )
+    if options == RunOptions(args=options.args):
+        return ""
+    unconfined = RunOptions(args=options.args, security=SecurityOptions(seccomp=UNCONFINED))
+    return "unconfined" if options == unconfined else None
 
 
 def _save_plan(
@@ -217,6 +222,7 @@ def _save_plan(
     image: RunImage,
     runtime: OCIRuntime,
     refs_key: list[int] | None,
+    variant: str = "",
 ) -> None:
     """Cache what the next plain run of ``image_ref`` can replay; skipped when this run
     changed the container's root (a WORKDIR made), which a replay would not redo."""
@@ -257,6 +263,7 @@ def _save_plan(
         cmd=config.cmd or (),
         init_files=init_files,
         host=cache.host_facts(),
+        variant=variant,
     )
     if plan is not None:
         cache.save_plan(cstore.root, plan)

@@ -6,6 +6,8 @@
   ``/etc/passwd`` and ``/etc/group`` (read inside the root, capped), WORKDIR creation.
 - :mod:`~lamina.runtime.bundle.initlayer`: ``/etc/hosts``, ``/etc/resolv.conf``,
   ``/etc/hostname`` and the mount-point placeholders of the init layer.
+- :mod:`~lamina.runtime.bundle.security` (a package): what confines the container
+  (seccomp, capabilities, no-new-privileges, devices, ``--privileged``).
 - :mod:`~lamina.runtime.bundle.writer`: all of it written for a mounted root, the one
   bundle writer of ``lamina run`` and the builder's RUN steps.
 """
@@ -20,6 +22,12 @@ if TYPE_CHECKING:
         PLACEHOLDERS,
         make_placeholders,
         write_init_files,
+    )
+    from lamina.runtime.bundle.security.devices import (
+        DeviceRequest,
+    )
+    from lamina.runtime.bundle.security.options import (
+        SecurityOptions,
     )
     from lamina.runtime.bundle.spec import (
         INIT_FILES,
@@ -47,8 +55,10 @@ __all__ = [
     "INIT_FILES",
     "NOFILE_LIMIT",
     "PLACEHOLDERS",
+    "DeviceRequest",
     "ResolvedUser",
     "RunOptions",
+    "SecurityOptions",
     "Volume",
     "build_spec",
     "exec_process",
@@ -83,6 +93,8 @@ _HOME = {
     "write_init_files": "initlayer",
     "nofile_limit": "writer",
     "write_bundle": "writer",
+    "DeviceRequest": "security.devices",
+    "SecurityOptions": "security.options",
 }
 
 

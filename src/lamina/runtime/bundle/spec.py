@@ -10,9 +10,10 @@ does so that images behave as their authors expect:
 - ``process.env``: ``PATH`` (default when the image has none), ``HOSTNAME``, ``TERM``
   with a tty, then the image's ``Env``, then ``-e`` (each replacing an earlier value of
   the same name in place), ``HOME`` from the user's passwd entry when still unset.
-- mounts, namespaces, capabilities, masked and read-only paths and rlimits as in
-  Docker's default spec (moby ``oci/defaults.go``) on top of the runtime-spec's
-  ``config-linux.md``.
+- mounts, namespaces, masked and read-only paths and rlimits as in Docker's default
+  spec (moby ``oci/defaults.go``) on top of the runtime-spec's ``config-linux.md``;
+  capabilities, seccomp, devices and ``--privileged`` from
+  :mod:`lamina.runtime.bundle.security.options`.
 
 No function here touches the filesystem: paths that must exist (volume sources, the
 init files, the WORKDIR) are checked or made by :mod:`lamina.runtime.lifecycle`.
@@ -27,6 +28,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import InvalidArgument
+from lamina.runtime.bundle.security.capabilities import (
+    ALL_CAPABILITIES,
+    DEFAULT_CAPABILITIES,
+    process_capabilities,
+)
+from lamina.runtime.bundle.security.options import HostSecurity, SecurityOptions
+from lamina.runtime.bundle.security.options import apply as apply_security
 
 if TYPE_CHECKING:
     from lamina.oci.config import ContainerConfig
@@ -36,24 +44,6 @@ OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("host", "none")
 NOFILE_LIMIT = 1048576  # what dockerd's containers get (containerd's unit sets it)
-
-# Docker's default capability set (moby oci/caps/defaults.go).
-DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
 
 # moby oci/defaults.go: paths the container must not read (kernel memory, keys,
 # timers leaking host activity) and kernel knobs it must not write.
@@ -144,6 +134,7 @@ class RunOptions:
     ``env``: ``NAME=value`` items (the CLI resolves a bare ``-e NAME`` with
     :func:`parse_env_option`). ``workdir`` must be absolute. ``user`` is the raw
     ``-u`` text (resolved by :func:`lamina.runtime.bundle.users.resolve_user`).
+    ``security``: seccomp, capabilities, devices, ``--privileged``.
     """
 
     args: tuple[str, ...] = ()
@@ -157,6 +148,7 @@ class RunOptions:
     tty: bool = False
     interactive: bool = False
     volumes: tuple[Volume, ...] = field(default=())
+    security: SecurityOptions = field(default_factory=SecurityOptions)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "args", tuple(self.args))
@@ -269,16 +261,6 @@ def working_dir(config: ContainerConfig, options: RunOptions) -> str:
     return posixpath.normpath(posixpath.join("/", path))
 
 
-def capabilities(uid: int) -> dict[str, list[str]]:
-    caps = list(DEFAULT_CAPABILITIES)
-    if uid == 0:
-        return {"bounding": caps, "effective": caps, "permitted": list(caps)}
-    # A non-root process gets no effective or permitted capabilities, as an execve by
-    # a non-root user would give it; inheritable stays empty everywhere
-    # (CVE-2022-24769).
-    return {"bounding": caps}
-
-
 # ---------------------------------------------------------------------- mounts
 
 
@@ -375,6 +357,7 @@ def build_spec(
     cwd: str | None = None,
     cgroups_path: str | None = None,
     nofile: int = NOFILE_LIMIT,
+    host_security: HostSecurity | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` of the bundle (runtime-spec 1.0.2, config.md/config-linux.md).
 
@@ -383,7 +366,9 @@ def build_spec(
     the root (default: :func:`working_dir`); ``init_files`` maps container paths to the
     host files to bind there (see :data:`INIT_FILES`). ``nofile`` is RLIMIT_NOFILE
     (soft = hard); a runtime cannot raise it above its own hard limit, so callers pass
-    at most theirs.
+    at most theirs. ``host_security`` is what
+    :func:`lamina.runtime.bundle.security.gather` read for ``options.security``: the
+    seccomp profile above all; without it the spec has no seccomp filter.
     """
     if not rootfs.startswith("/"):
         raise InvalidArgument(f"rootfs {rootfs!r} must be an absolute path")
@@ -400,9 +385,8 @@ def build_spec(
         "args": process_args(config, options),
         "env": process_env(config, options, hostname=hostname, home=user.home),
         "cwd": cwd if cwd is not None else working_dir(config, options),
-        "capabilities": capabilities(user.uid),
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
-        "noNewPrivileges": False,
+        # capabilities and noNewPrivileges: apply_security below
     }
     linux: dict[str, Any] = {
         "namespaces": namespaces(options),
@@ -415,7 +399,7 @@ def build_spec(
     }
     if cgroups_path is not None:
         linux["cgroupsPath"] = cgroups_path
-    return {
+    spec = {
         "ociVersion": OCI_VERSION,
         "process": process,
         "root": {"path": rootfs, "readonly": options.read_only},
@@ -423,6 +407,8 @@ def build_spec(
         "mounts": mounts(options, init_files),
         "linux": linux,
     }
+    apply_security(spec, options.security, host_security or HostSecurity(), uid=user.uid)
+    return spec
 
 
 def exec_process(
@@ -433,11 +419,16 @@ def exec_process(
     tty: bool = False,
     cwd: str | None = None,
     user: ResolvedUser | None = None,
+    privileged: bool = False,
+    all_capabilities: Sequence[str] = ALL_CAPABILITIES,
 ) -> dict[str, Any]:
     """The ``process.json`` of ``runc exec``: the container's process with new args.
 
     ``env`` items replace or extend the container's environment; ``user`` (resolved in
-    the container's root) replaces its user and capabilities.
+    the container's root) replaces its user, with the container's capabilities as a
+    process of that user gets them; ``privileged`` gives it ``all_capabilities``
+    (``docker exec --privileged``). The container's
+    seccomp filter applies all the same: runc and crun take it from the container.
     """
     if not args:
         raise InvalidArgument("no command given to exec", hint="lamina exec CONTAINER CMD...")
@@ -463,5 +454,12 @@ def exec_process(
         if user.additional_gids:
             proc_user["additionalGids"] = list(user.additional_gids)
         process["user"] = proc_user
-        process["capabilities"] = capabilities(user.uid)
+    base_caps = base.get("capabilities") or {}
+    bounding = base_caps.get("bounding") if isinstance(base_caps, dict) else None
+    caps = list(bounding) if isinstance(bounding, list) else list(DEFAULT_CAPABILITIES)
+    if privileged:
+        caps = list(all_capabilities)
+    if user is not None or privileged:
+        uid = user.uid if user is not None else int((base.get("user") or {}).get("uid", 0))
+        process["capabilities"] = process_capabilities(caps, uid)
     return process

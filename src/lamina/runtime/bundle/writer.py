@@ -5,7 +5,8 @@ place: the one implementation behind ``lamina run``
 
 In order: resolve the user in the root's own ``/etc/passwd`` and ``/etc/group``, make
 the working directory inside the root, write the init files (``hosts``,
-``resolv.conf``, ``hostname``) into a directory of lamina's, build ``config.json``
+``resolv.conf``, ``hostname``) into a directory of lamina's, read the seccomp profile
+and devices the options ask for, build ``config.json``
 (:func:`lamina.runtime.bundle.spec.build_spec`), append the caller's extra mounts and
 write it, crash-safely, into the bundle directory.
 """
@@ -55,6 +56,7 @@ def write_bundle(
     are runtime-spec mount objects added after the default and init-file mounts.
     """
     from lamina.runtime.bundle.initlayer import write_init_files
+    from lamina.runtime.bundle.security.options import gather
     from lamina.runtime.bundle.spec import build_spec
     from lamina.runtime.bundle.users import prepare_workdir, resolve_user
 
@@ -71,6 +73,7 @@ def write_bundle(
         hostname=hostname,
         cwd=cwd,
         nofile=nofile_limit(),
+        host_security=gather(options.security),
     )
     spec["mounts"].extend(dict(m) for m in extra_mounts)
     path = os.path.join(bundle, CONFIG_FILE)

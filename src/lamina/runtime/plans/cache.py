@@ -12,10 +12,10 @@ the init files, the runtime's argv.
 A plan is used only while it provably still holds; else the full path runs and writes
 a new one. It is keyed by the image reference as typed and is void when
 ``refs.json`` changed (a tag moved, an image was removed or added), when the host's
-``/etc/hosts``/``/etc/resolv.conf``/host name/RLIMIT_NOFILE changed (the init files and
-spec depend on them), when the runtime binary is gone, or when the snapshot chain in the
-metadata differs (checked under the metadata lock before mounting). Light imports only,
-as the replay's.
+``/etc/hosts``/``/etc/resolv.conf``/seccomp profile/host name/kernel/RLIMIT_NOFILE
+changed (the init files and spec depend on them), when the runtime binary is gone, or
+when the snapshot chain in the metadata differs (checked under the metadata lock
+before mounting). Light imports only, as the replay's.
 """
 
 from __future__ import annotations
@@ -32,20 +32,29 @@ if TYPE_CHECKING:
     from typing import Any
 
 # Bump when what the full path puts in a spec changes, so older plans are not replayed.
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 # The container id written into a plan's spec in place of the real one.
 SENTINEL = "0" * 64
-HOST_FILES = ("/etc/hosts", "/etc/resolv.conf")
+# The host's files the init files and the spec come from; the last is the default
+# seccomp profile (lamina.runtime.bundle.security.seccomp.DEFAULT_PROFILE: not imported, as it
+# pulls in json).
+HOST_FILES = ("/etc/hosts", "/etc/resolv.conf", "/usr/share/containers/seccomp.json")
 _MAX_PLAN = 4 << 20
 
 
-def plan_path(root: str, image: str) -> str | None:
-    """Where the plan for ``image`` (as typed) lives; None when the name is too long
-    to be a file name."""
+# The option sets a plan may be made for besides the defaults: the name of each is
+# part of the plan's file name (``lamina run --security-opt seccomp=unconfined``).
+VARIANTS = ("", "unconfined")
+
+
+def plan_path(root: str, image: str, variant: str = "") -> str | None:
+    """Where the plan for ``image`` (as typed) and ``variant`` (one of
+    :data:`VARIANTS`) lives; None when the name is too long to be a file name."""
     name = image.encode().hex()
-    if len(name) > 200:
+    if len(name) > 200 or variant not in VARIANTS:
         return None
-    return os.path.join(run_plans_dir(root), name + ".json")
+    suffix = f".{variant}" if variant else ""
+    return os.path.join(run_plans_dir(root), name + suffix + ".json")
 
 
 def _stat_key(path: str) -> list[int] | None:
@@ -71,8 +80,11 @@ def _nofile_hard() -> int:
 
 def host_facts() -> dict[str, Any]:
     """What the init files and the spec of a default run depend on, besides the image."""
+    uname = os.uname()
     return {
-        "nodename": os.uname().nodename,
+        "nodename": uname.nodename,
+        # the seccomp profile's rules depend on the kernel version (minKernel)
+        "kernel": uname.release,
         "files": {p: _stat_key(p) for p in HOST_FILES},
         "nofile": _nofile_hard(),
     }
@@ -92,6 +104,7 @@ def make_plan(
     cmd: Sequence[str],
     init_files: dict[str, str],
     host: dict[str, Any],
+    variant: str = "",
 ) -> dict[str, Any] | None:
     """The plan of a finished full-path run of ``image`` (its container ``container_id``
     prepared with default options), or None when it cannot be replayed."""
@@ -104,6 +117,7 @@ def make_plan(
     return {
         "version": PLAN_VERSION,
         "image": image,
+        "variant": variant,
         "refs": refs_key,
         "host": host,
         "record": record,
@@ -118,7 +132,7 @@ def make_plan(
 
 
 def save_plan(root: str, plan: dict[str, Any]) -> None:
-    path = plan_path(root, plan["image"])
+    path = plan_path(root, plan["image"], plan.get("variant", ""))
     if path is None:
         return
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -126,9 +140,10 @@ def save_plan(root: str, plan: dict[str, Any]) -> None:
     write_file_atomic(path, dumps(plan).encode(), durable=False)
 
 
-def load_plan(root: str, image: str) -> dict[str, Any] | None:
-    """The plan for ``image`` if there is one and it still holds (see the module doc)."""
-    path = plan_path(root, image)
+def load_plan(root: str, image: str, variant: str = "") -> dict[str, Any] | None:
+    """The plan for ``image`` and ``variant`` if there is one and it still holds (see
+    the module doc)."""
+    path = plan_path(root, image, variant)
     if path is None:
         return None
     try:
@@ -139,7 +154,9 @@ def load_plan(root: str, image: str) -> dict[str, Any] | None:
         return None
     if not isinstance(plan, dict) or plan.get("version") != PLAN_VERSION:
         return None
-    if plan.get("image") != image or plan.get("refs") != refs_key(root):
+    if plan.get("image") != image or plan.get("variant") != variant:
+        return None
+    if plan.get("refs") != refs_key(root):
         return None
     if plan.get("host") != host_facts():
         return None
