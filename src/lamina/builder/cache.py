@@ -16,10 +16,11 @@ same image ID). Records live in ``<root>/cache/build/<key>.json``, each written
 atomically (temp, fsync, rename), so a build killed at any point leaves whole records or
 none. A record points at a blob, and the records are gc roots: ``lamina prune`` keeps the
 layers the cache names (as ``docker image prune`` keeps the build cache) and drops only
-records whose blob is gone. ``lamina prune --build-cache`` and ``lamina builder prune``
-drop the records (:meth:`BuildCache.plan_prune`, then :meth:`BuildCache.apply_prune`:
-one code path for the dry run and the real one), and the blobs only they named go in
-the same collection. :meth:`BuildCache.get` still checks that the layer blob exists
+records whose blob is gone. ``lamina prune --build-cache`` also drops the records whose
+layer nothing else needs, with those layers (records of layers images still hold cost
+nothing and stay); ``lamina builder prune`` drops every record, and the blobs only they
+named. Both plan, then apply (:meth:`BuildCache.plan_prune`,
+:meth:`BuildCache.apply_prune`): one code path for the dry run and the real one. :meth:`BuildCache.get` still checks that the layer blob exists
 (another tool may have removed it) and treats a record whose blob is gone as a miss
 (and deletes it). :meth:`BuildCache.prune` drops every record.
 """
@@ -142,9 +143,16 @@ class BuildCache:
         except (ValueError, LaminaError):
             return None
 
-    def plan_prune(self, store: Provider, *, everything: bool) -> CachePrunePlan:
-        """Plan dropping every record (``everything``) or only the dead ones (damaged,
-        or naming a blob that is gone); removes nothing."""
+    def plan_prune(
+        self,
+        store: Provider,
+        *,
+        everything: bool = False,
+        reclaim: frozenset[Digest] = frozenset(),
+    ) -> CachePrunePlan:
+        """Plan dropping the dead records (damaged, or naming a blob that is gone), those
+        whose layer is in ``reclaim`` (blobs a gc will take unless the cache keeps them),
+        or every record (``everything``); removes nothing."""
         drop: list[str] = []
         dropped: set[Digest] = set()
         keep: dict[Digest, str] = {}
@@ -153,7 +161,7 @@ class BuildCache:
             record = self.read(key)
             layer = None if record is None else record.layer
             dead = record is None or (layer is not None and not store.has(layer.digest))
-            if dead or everything:
+            if dead or everything or (layer is not None and layer.digest in reclaim):
                 drop.append(key)
                 if layer is not None:
                     dropped.add(layer.digest)

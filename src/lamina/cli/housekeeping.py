@@ -214,8 +214,8 @@ def prune(
 ) -> PruneReport:
     """``lamina prune``: blobs no name, container, build cache record (unless
     ``build_cache``) or lease needs; unpacked layers no image or container needs, and
-    what killed unpacks and builds left; dead build cache records (all with
-    ``build_cache``)."""
+    what killed unpacks and builds left; dead build cache records (with
+    ``build_cache`` also those whose layer goes)."""
     from lamina.builder.cache import BuildCache
     from lamina.builder.sandbox.workbench import LABEL_OWNER as BUILD_OWNER
     from lamina.builder.sandbox.workbench import Workbench
@@ -231,7 +231,14 @@ def prune(
         users = containers_by_image(store.root)
         in_use = {digest: _why(cs) for digest, cs in users.items()}
         snap = _snapshotter(store.root)
-        cache_plan = cache.plan_prune(store, everything=build_cache)
+        if build_cache:
+            # The cache's layers go when nothing else needs them, and their records too.
+            gc_plan = store.plan_gc(GCRoots(image_ids=in_use))
+            reclaim = frozenset(b.digest for b in gc_plan.blobs)
+            cache_plan = cache.plan_prune(store, reclaim=reclaim)
+        else:
+            cache_plan = cache.plan_prune(store)
+            gc_plan = store.plan_gc(GCRoots(image_ids=in_use, blobs=cache_plan.keep_layers))
         snap_plan = SnapshotPrunePlan()
         if snap is not None:
             snap_plan = plan_snapshot_prune(
@@ -240,7 +247,6 @@ def prune(
                 configs=_configs(store, in_use),
                 owner_labels=(LABEL_OWNER, BUILD_OWNER),
             )
-        gc_plan = store.plan_gc(GCRoots(image_ids=in_use, blobs=cache_plan.keep_layers))
         containers = sum(len(cs) for cs in users.values())
         if dry_run:
             return PruneReport(
