@@ -22,7 +22,8 @@ nothing and stay); ``lamina builder prune`` drops every record, and the blobs on
 named. Both plan, then apply (:meth:`BuildCache.plan_prune`,
 :meth:`BuildCache.apply_prune`): one code path for the dry run and the real one.
 :meth:`BuildCache.get` still checks that the layer blob exists (another tool may have
-removed it) and treats a record whose blob is gone as a miss (and deletes it). :meth:`BuildCache.prune` drops every record.
+removed it) and treats a record whose blob is gone as a miss (and deletes it).
+:meth:`BuildCache.prune` drops every record.
 """
 
 from __future__ import annotations
