@@ -100,6 +100,14 @@ def test_rmi_refuses_an_image_a_stopped_or_running_container_uses(bb: Lamina) ->
         bb("rm", "-f", "running")
 
 
+def test_rmi_of_a_name_whose_image_is_damaged_still_untags(bb: Lamina) -> None:
+    manifest = json.loads(bb("inspect", "bb").stdout)[0]["ManifestDigest"]
+    bb("tag", "bb", "broken")
+    bb("rmi", "bb")
+    (_root(bb) / "blobs" / "sha256" / manifest.split(":")[1]).unlink()
+    assert bb("rmi", "broken").stdout == "Untagged: broken:latest\n"
+
+
 def test_forced_rmi_then_prune_keeps_what_the_container_needs(bb: Lamina) -> None:
     needed = _image_blobs(bb, "bb")
     bb("run", "--name", "holder", "bb", "sh", "-c", "echo changed > /file")

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lamina.errors import Conflict, InUse, InvalidReference, LaminaError, NotFound
+from lamina.errors import Conflict, InUse, InvalidReference, LaminaError
 from lamina.image import images as img
 from lamina.oci.digest import Digest
 from lamina.store.api import BlobInfo, GCRoots
@@ -119,10 +119,10 @@ def plan_rmi(store: LocalStore, refs: list[str], *, force: bool) -> list[Untag]:
         image: img.Image | None
         try:
             image = img.resolve(store, text)
-        except NotFound:
+        except LaminaError:
             if key is None or key not in remaining:
                 raise
-            image = None  # a name whose image cannot be read: nothing can run it
+            image = None  # a name whose image cannot be read (no container can run it)
         if key is not None and key in remaining:
             names: tuple[str, ...] = (key,)
         else:
