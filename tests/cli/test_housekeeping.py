@@ -179,8 +179,12 @@ def test_dry_run_reports_exactly_what_prune_removes(bb: Lamina, tmp_path: Path) 
         else:
             assert (dry["removed_blobs"], dry["removed_build_cache_records"]) == (1, 1)
     # human output: the same numbers, in words
-    again = bb("prune", "--dry-run").stdout
-    assert again.startswith("Would reclaim: 0B (0 blobs, 0 unpacked layers")
+    assert bb("prune", "--dry-run").stdout.startswith("Would reclaim: 0B (0 blobs, 0 unpacked")
+    bb("run", "--rm", "bb", "true")
+    bb("rmi", "bb")
+    words = bb("prune", "--dry-run").stdout.removeprefix("Would reclaim: ")
+    assert " (3 blobs, 2 unpacked layers, 0 build cache records)" in words
+    assert bb("prune").stdout.removeprefix("Total reclaimed space: ") == words
 
 
 # --------------------------------------------------------------------------- build cache
