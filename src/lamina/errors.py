@@ -20,6 +20,7 @@ class's ``exit_code``.
     │   └── LimitExceeded        a cap on size, count or ratio was hit (bombs, huge headers)
     ├── Unsupported              valid, but lamina does not do it (yet)
     ├── Conflict                 state that forbids the operation (in use, locked)
+    │   └── InUse                something still needs it (an image a container uses)
     └── ToolError                an external program (runc, umoci, ...) failed
 
 Errors carry a one-line ``message`` and an optional ``hint`` that says what to do next.
@@ -88,6 +89,10 @@ class Unsupported(LaminaError):
 
 class Conflict(LaminaError):
     exit_code = 8
+
+
+class InUse(Conflict):
+    exit_code = 10
 
 
 class ToolError(LaminaError):

@@ -169,7 +169,10 @@ def test_prune_drops_what_only_the_cache_needed(lamina: Lamina, tmp_path: Path) 
         "FROM busybox\nCOPY --from=builder /made /made\n",
     )
     build(lamina, ctx, "-t", "kept")
-    lamina("prune")  # the builder stage's layer is named by no image: it goes
+    lamina("prune")  # the build cache stays: every step is still cached
+    assert set(build(lamina, ctx, "-t", "kept")["steps"].values()) == {"cached"}
+    # the builder stage's layer is named by no image: with the cache, it goes
+    lamina("prune", "--build-cache")
     again = build(lamina, ctx, "-t", "kept")
     assert again["steps"] == {
         "COPY --from=builder /made /made": "cached",

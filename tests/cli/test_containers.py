@@ -301,9 +301,10 @@ def test_prune_removes_unpacked_layers_of_removed_images(bb: Lamina) -> None:
     kept = json.loads(bb("prune", "--json").stdout)
     assert kept["removed_snapshots"] == 0  # the image still needs them
     bb("run", "--name", "holder", "bb", "true")
-    bb("rmi", "bb")
+    bb("rmi", "-f", "bb")  # a container uses it: untagging takes -f
     held = json.loads(bb("prune", "--json").stdout)
     assert held["removed_snapshots"] == 0  # a container still stands on them
+    assert held["removed_blobs"] == 0  # ...and on the image's blobs
     bb("rm", "holder")
     pruned = json.loads(bb("prune", "--json").stdout)
     assert pruned["removed_snapshots"] == 2  # the busybox layer and its init snapshot

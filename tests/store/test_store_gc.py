@@ -26,7 +26,7 @@ from lamina.oci.canonical import canonical_json
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.platform import Platform
-from lamina.store import GCResult, LocalStore
+from lamina.store import GCResult, GCRoots, LocalStore
 
 Proc = subprocess.Popen[str]
 Spawn = Callable[..., Proc]
@@ -336,3 +336,88 @@ def test_running_gc_blocks_new_leases_writers_and_ref_updates(
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.close(fd)
+
+
+# -- roots beyond the refs (containers, the build cache) -----------------------------------
+
+
+def test_gc_keeps_an_image_in_use_that_no_ref_names(store: LocalStore) -> None:
+    """A container records only its image ID (the config digest): gc finds the
+    manifests that name that config among the unnamed blobs and keeps them whole."""
+    used, used_children = _manifest(store, b"used")
+    other, other_children = _manifest(store, b"other")
+    config = used_children[0].digest
+    # the same config under a second manifest (another compression): kept too
+    twin = _put_json(
+        store,
+        {"schemaVersion": 2, "config": used_children[0].to_json(), "layers": []},
+        "application/octet-stream",
+    )
+    roots = GCRoots(image_ids={config: "container abc"})
+    with store.gc_lock():
+        plan = store.plan_gc(roots)
+    gone = {b.digest for b in plan.blobs}
+    assert gone == {other.digest, *(d.digest for d in other_children)}
+    kept = {used.digest, twin.digest, *(d.digest for d in used_children)}
+    assert kept <= _digests(store)
+    assert store.gc(roots=roots) == plan.result()
+    assert _digests(store) == kept
+    # a config with no manifest left is kept alone; an unknown ID keeps nothing
+    store.delete_blob(used.digest)
+    store.delete_blob(twin.digest)
+    ghost = GCRoots(image_ids={config: "c", Digest.from_bytes(b"none"): "d"})
+    assert store.gc(roots=ghost).removed_blobs == len(used_children) - 1
+    assert _digests(store) == {config}
+
+
+def test_gc_keeps_documents_and_blobs_given_as_roots(store: LocalStore) -> None:
+    manifest, children = _manifest(store, b"m")
+    layer = _put(store, b"cached layer", mt.OCI_LAYER_GZIP)
+    loose = _put(store, b"loose", mt.OCI_LAYER_GZIP)
+    roots = GCRoots(documents={"a build": manifest}, blobs={layer.digest: "cache record"})
+    assert store.gc(roots=roots).removed_blobs == 1
+    assert loose.digest not in _digests(store)
+    assert {manifest.digest, layer.digest, *(d.digest for d in children)} == _digests(store)
+
+
+def test_plan_gc_only_sweeps_the_candidates(store: LocalStore) -> None:
+    a = _put(store, b"a", mt.OCI_LAYER_GZIP)
+    b = _put(store, b"b", mt.OCI_LAYER_GZIP)
+    with store.gc_lock():
+        plan = store.plan_gc(only=frozenset({a.digest}))
+        assert [info.digest for info in plan.blobs] == [a.digest]
+        assert plan.kept_blobs == 1
+        assert store.apply_gc(plan).removed_blobs == 1
+    assert _digests(store) == {b.digest}
+
+
+def test_plan_and_apply_need_the_gc_lock(store: LocalStore) -> None:
+    with pytest.raises(Conflict, match="gc_lock"):
+        store.plan_gc()
+    with store.gc_lock():
+        plan = store.plan_gc()
+        with store.gc_lock():  # re-entrant in its thread
+            assert store.gc(dry_run=True) == plan.result()
+    with pytest.raises(Conflict, match="gc_lock"):
+        store.apply_gc(plan)
+    with store.lease(), pytest.raises(Conflict, match="holds a store lease"):
+        store.gc_lock().__enter__()
+
+
+def test_gc_lock_waits_for_leases_of_other_processes(store: LocalStore, spawn: Spawn) -> None:
+    holder = spawn(
+        """
+        import sys
+        from lamina.store.local import LocalStore
+        with LocalStore(sys.argv[1]).lease():
+            print("held", flush=True)
+            sys.stdin.read()
+        """,
+        store.root,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    with pytest.raises(Conflict, match="timed out"), store.gc_lock(timeout=0.3):
+        pass
+    holder.communicate(input="", timeout=30)
+    with store.gc_lock(timeout=5):
+        assert store.plan_gc().blobs == ()

@@ -14,10 +14,16 @@ A **record** is small JSON: the layer descriptor and diff_id the step made (or
 entry), and when it was made (the history's ``created``, so a cached rebuild gives the
 same image ID). Records live in ``<root>/cache/build/<key>.json``, each written
 atomically (temp, fsync, rename), so a build killed at any point leaves whole records or
-none. A record points at blobs; blobs are kept alive by the images that name them, and
-``lamina prune`` (store gc) removes those only the cache names: :meth:`BuildCache.get`
-therefore checks that the layer blob still exists and treats a record whose blob is gone
-as a miss (and deletes it). :meth:`BuildCache.prune` drops every record.
+none. A record points at a blob, and the records are gc roots: ``lamina prune`` keeps the
+layers the cache names (as ``docker image prune`` keeps the build cache) and drops only
+records whose blob is gone. ``lamina prune --build-cache`` also drops the records whose
+layer nothing else needs, with those layers (records of layers images still hold cost
+nothing and stay); ``lamina builder prune`` drops every record, and the blobs only they
+named. Both plan, then apply (:meth:`BuildCache.plan_prune`,
+:meth:`BuildCache.apply_prune`): one code path for the dry run and the real one.
+:meth:`BuildCache.get` still checks that the layer blob exists (another tool may have
+removed it) and treats a record whose blob is gone as a miss (and deletes it).
+:meth:`BuildCache.prune` drops every record.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from lamina.atomic import write_atomic
@@ -79,6 +85,18 @@ class CacheRecord:
         return cls(Descriptor.from_json(layer_doc), Digest.parse(diff_id), created)
 
 
+@dataclass(frozen=True, slots=True)
+class CachePrunePlan:
+    """What a build cache prune drops: record keys (sorted) and the layer digests they
+    name; ``keep_layers`` are the layers of the records that stay (gc roots, digest ->
+    why), ``kept`` how many records stay."""
+
+    drop: tuple[str, ...] = ()
+    dropped_layers: frozenset[Digest] = frozenset()
+    keep_layers: Mapping[Digest, str] = field(default_factory=dict)
+    kept: int = 0
+
+
 class BuildCache:
     """The records under ``<root>/cache/build``. Safe for concurrent builds: a record is
     only ever replaced whole, and two builds of one step write equivalent records."""
@@ -110,6 +128,60 @@ class BuildCache:
             self._drop(path)  # its blob was pruned
             return None
         return record
+
+    def read(self, key: str) -> CacheRecord | None:
+        """The record of ``key`` as stored (None if absent or damaged); changes nothing."""
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_MAX_RECORD + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LaminaError(f"cannot read the build cache record {path}: {exc}") from exc
+        try:
+            return CacheRecord.from_json(json.loads(data))
+        except (ValueError, LaminaError):
+            return None
+
+    def plan_prune(
+        self,
+        store: Provider,
+        *,
+        everything: bool = False,
+        reclaim: frozenset[Digest] = frozenset(),
+    ) -> CachePrunePlan:
+        """Plan dropping the dead records (damaged, or naming a blob that is gone), those
+        whose layer is in ``reclaim`` (blobs a gc will take unless the cache keeps them),
+        or every record (``everything``); removes nothing."""
+        drop: list[str] = []
+        dropped: set[Digest] = set()
+        keep: dict[Digest, str] = {}
+        keys = self.keys()
+        for key in keys:
+            record = self.read(key)
+            layer = None if record is None else record.layer
+            dead = record is None or (layer is not None and not store.has(layer.digest))
+            if dead or everything or (layer is not None and layer.digest in reclaim):
+                drop.append(key)
+                if layer is not None:
+                    dropped.add(layer.digest)
+            elif layer is not None:
+                keep.setdefault(layer.digest, f"build cache record {key[:12]}")
+        # A layer both a dropped and a kept record name stays named.
+        return CachePrunePlan(
+            tuple(drop), frozenset(dropped - set(keep)), keep, len(keys) - len(drop)
+        )
+
+    def apply_prune(self, plan: CachePrunePlan) -> int:
+        """Drop the records ``plan`` lists; returns how many were there."""
+        removed = 0
+        for key in plan.drop:
+            path = self._path(key)
+            if os.path.lexists(path):
+                self._drop(path)
+                removed += 1
+        return removed
 
     def put(self, key: str, record: CacheRecord) -> None:
         path = self._path(key)

@@ -1,4 +1,4 @@
-"""Image commands: import, images, inspect, history, tag, rmi, prune."""
+"""Image commands: import, images, inspect, history, tag, rmi, prune, builder prune."""
 
 from __future__ import annotations
 
@@ -187,67 +187,53 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_rmi(args: argparse.Namespace) -> int:
+    from contextlib import suppress
+
+    from lamina.cli.housekeeping import plan_rmi
+    from lamina.errors import NotFound
+
     store = open_store(args)
-    removed: list[str] = []
-    for text in args.refs:
-        for name in img.untag(store, text, force=args.force):
-            removed.append(name)
+    # Every REF is checked first: a refused rmi (an image a container uses) untags nothing.
+    plan = plan_rmi(store, list(args.refs), force=args.force)
+    for step in plan:
+        for name in step.names:
+            with suppress(NotFound):  # removed meanwhile by another lamina
+                store.delete_ref(name)
             if not args.json:
                 shown = name if img.is_dangling(name) else Reference.parse(name).familiar()
                 print(f"Untagged: {shown}")
     if args.json:
-        print_json({"untagged": removed})
+        print_json(
+            {
+                "untagged": [name for step in plan for name in step.names],
+                "images": [step.to_json() for step in plan],
+            }
+        )
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    snapshots = cache_records = 0
-    if not args.dry_run:
-        from lamina.builder.cache import BuildCache
-        from lamina.builder.sandbox.workbench import Workbench
+    from lamina.cli.housekeeping import prune
 
-        # What killed builds left goes first, so the snapshots and blobs it held are
-        # free for the sweeps. Build cache records are no gc roots (a prune may take
-        # the layers only the cache named); the records of layers gone are dropped.
-        Workbench(store).remove_stale()
-        snapshots = _prune_snapshots(args, store)
-    result = store.gc(dry_run=args.dry_run)
-    if not args.dry_run:
-        cache = BuildCache(store.root)
-        keys = cache.keys()
-        cache_records = sum(cache.get(key, store) is None for key in keys)
+    report = prune(open_store(args), dry_run=args.dry_run, build_cache=args.build_cache)
+    return _print_prune(args, report)
+
+
+def cmd_builder(args: argparse.Namespace) -> int:
+    from lamina.cli.housekeeping import builder_prune
+
+    report = builder_prune(open_store(args), dry_run=args.dry_run)
+    return _print_prune(args, report)
+
+
+def _print_prune(args: argparse.Namespace, report: Any) -> int:
     if args.json:
-        print_json(
-            {
-                "removed_blobs": result.removed_blobs,
-                "removed_bytes": result.removed_bytes,
-                "kept_blobs": result.kept_blobs,
-                "dry_run": args.dry_run,
-                "removed_snapshots": snapshots,
-                "removed_build_cache_records": cache_records,
-            }
-        )
-    else:
-        verb = "Would reclaim" if args.dry_run else "Total reclaimed space"
-        print(
-            f"{verb}: {human_size(result.removed_bytes)} ({result.removed_blobs} blobs, "
-            f"{snapshots} unpacked layers, {cache_records} build cache records dropped)"
-        )
-    return 0
-
-
-def _prune_snapshots(args: argparse.Namespace, store: Any) -> int:
-    """Unpacked layers no image needs any more, and leftovers of killed unpacks."""
-    from lamina.stateroot import snapshots_dir
-
-    root = snapshots_dir(store.root)
-    if not os.path.isdir(root):
+        print_json(report.to_json())
         return 0
-    from lamina.image.snapshots import prune_snapshots, remove_stale_extractions
-    from lamina.snapshot.overlay import OverlaySnapshotter
-
-    snap = OverlaySnapshotter(store.root)
-    snap.cleanup()
-    remove_stale_extractions(snap)
-    return prune_snapshots(store, snap)
+    verb = "Would reclaim" if report.dry_run else "Total reclaimed space"
+    print(
+        f"{verb}: {human_size(report.reclaimed_bytes)} ({len(report.blobs)} blobs, "
+        f"{len(report.snapshots)} unpacked layers, "
+        f"{len(report.cache_records)} build cache records)"
+    )
+    return 0

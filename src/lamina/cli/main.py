@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tag": ("images_cmd", "cmd_tag"),
     "rmi": ("images_cmd", "cmd_rmi"),
     "prune": ("images_cmd", "cmd_prune"),
+    "builder": ("images_cmd", "cmd_builder"),
     "save": ("transfer_cmd", "cmd_save"),
     "load": ("transfer_cmd", "cmd_load"),
     "unpack": ("transfer_cmd", "cmd_unpack"),
@@ -185,12 +186,26 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("rmi", help="remove image names (and blobs no name needs, with prune)")
     p.add_argument("refs", nargs="+", metavar="REF")
-    p.add_argument("-f", "--force", action="store_true", help="remove every name of an image ID")
+    p.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="remove every name of an image ID; untag an image containers use",
+    )
     _add_json(p)
 
-    p = sub.add_parser("prune", help="delete blobs that no image needs")
+    p = sub.add_parser("prune", help="delete what no image, container or build needs")
     p.add_argument("--dry-run", action="store_true", help="report only")
+    p.add_argument(
+        "--build-cache", action="store_true", help="drop the build cache too (default: keep it)"
+    )
     _add_json(p)
+
+    builder: Any = sub.add_parser("builder", help="manage the build cache")
+    actions = builder.add_subparsers(dest="builder_action", metavar="ACTION", required=True)
+    b = actions.add_parser("prune", help="drop the build cache and the blobs only it names")
+    b.add_argument("--dry-run", action="store_true", help="report only")
+    _add_json(b)
 
     p = sub.add_parser("save", help="write images to an OCI layout or a docker-archive tar")
     p.add_argument("refs", nargs="+", metavar="REF")

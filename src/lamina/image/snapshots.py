@@ -12,16 +12,22 @@ A process killed mid-unpack leaves its active ``extract-*`` snapshot behind (the
 snapshotter cannot know it is dead: containers own active snapshots too). Each carries
 an owner label (boot id, pid, process start time); :func:`remove_stale_extractions`
 removes those whose owner is gone.
+
+Pruning is planned, then applied (:func:`plan_snapshot_prune`,
+:func:`apply_snapshot_prune`), so ``lamina prune --dry-run`` reports what ``lamina
+prune`` removes. What containers need comes from the caller (images sit below the
+runtime): their images' configs, and their active snapshots, which keep their parents.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from lamina.errors import AlreadyExists, InvalidFormat, LaminaError, NotFound
+from lamina.errors import AlreadyExists, Conflict, InvalidFormat, LaminaError, NotFound
 from lamina.oci.ids import chain_ids
 from lamina.snapshot.api import Kind, Snapshotter
 from lamina.sysinfo import owner_alive, owner_label
@@ -29,6 +35,7 @@ from lamina.sysinfo import owner_alive, owner_label
 if TYPE_CHECKING:
     from lamina.image.images import Image
     from lamina.layers.api import Limits
+    from lamina.oci.config import ImageConfig
     from lamina.store.api import Store
 
 Progress = Callable[..., None]
@@ -137,30 +144,99 @@ def remove_stale_extractions(snapshotter: Snapshotter) -> int:
     return removed
 
 
-def prune_snapshots(store: Store, snapshotter: Snapshotter) -> int:
-    """Remove committed snapshots that no image in the store needs (layers of images
-    that are gone, and their init snapshots) and that nothing is stacked on; returns
-    how many. Snapshots of running or stopped containers keep their parents."""
+@dataclass(frozen=True, slots=True)
+class SnapshotPrunePlan:
+    """What a snapshot prune removes, in order: ``stale`` (active snapshots of unpacks
+    and builds whose process is gone), then ``committed`` (layers and init snapshots
+    nothing needs, children before parents); ``usage`` the disk use of each, in bytes."""
+
+    stale: tuple[str, ...] = ()
+    committed: tuple[str, ...] = ()
+    usage: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.stale + self.committed
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.usage.get(name, 0) for name in self.names)
+
+
+def plan_snapshot_prune(
+    store: Store,
+    snapshotter: Snapshotter,
+    *,
+    configs: Iterable[ImageConfig] = (),
+    owner_labels: Iterable[str] = (LABEL_OWNER,),
+) -> SnapshotPrunePlan:
+    """Plan the removal of committed snapshots that no image in the store and none of
+    ``configs`` (images in use: the CLI passes the images of containers) needs and that
+    nothing kept is stacked on, and of active snapshots carrying one of
+    ``owner_labels`` whose owner process is gone. Removes nothing.
+
+    Active snapshots and views of live owners (containers, running builds and unpacks)
+    keep their whole parent chain.
+    """
     from lamina.image.images import list_images
 
     needed: set[str] = set()
-    for _, image in list_images(store):
-        for chain in chain_ids(image.config.diff_ids):
-            needed.add(str(chain))
-        if image.config.diff_ids:
-            needed.add(f"{chain_ids(image.config.diff_ids)[-1]}-init")
-    removed = 0
-    while True:
-        infos = list(snapshotter.walk())
-        parents = {info.parent for info in infos if info.parent}
-        victims = [
-            info.name
-            for info in infos
-            if info.kind is Kind.COMMITTED and info.name not in needed and info.name not in parents
-        ]
-        if not victims:
-            return removed
-        for name in victims:
-            with suppress(NotFound):
-                snapshotter.remove(name)
-                removed += 1
+    for config in (*(image.config for _, image in list_images(store)), *configs):
+        chains = chain_ids(config.diff_ids)
+        needed.update(str(chain) for chain in chains)
+        if chains:
+            needed.add(f"{chains[-1]}-init")
+    labels = tuple(owner_labels)
+    infos = {info.name: info for info in snapshotter.walk()}
+    stale = sorted(
+        info.name
+        for info in infos.values()
+        if info.kind is not Kind.COMMITTED and _owner_gone(info.labels, labels)
+    )
+    keep = {name for name in needed if name in infos}
+    keep.update(n for n, i in infos.items() if i.kind is not Kind.COMMITTED and n not in stale)
+    for name in list(keep):
+        parent = infos[name].parent
+        while parent is not None and parent in infos and parent not in keep:
+            keep.add(parent)
+            parent = infos[parent].parent
+        # (a parent already kept has its own chain kept: the loop stops there)
+
+    def depth(name: str) -> int:
+        n, parent = 0, infos[name].parent
+        while parent is not None and parent in infos:
+            n, parent = n + 1, infos[parent].parent
+        return n
+
+    committed = sorted(
+        (n for n, i in infos.items() if i.kind is Kind.COMMITTED and n not in keep),
+        key=lambda n: (-depth(n), n),
+    )
+    usage: dict[str, int] = {}
+    for name in (*stale, *committed):
+        with suppress(NotFound):
+            usage[name] = snapshotter.usage(name).size
+    return SnapshotPrunePlan(tuple(stale), tuple(committed), usage)
+
+
+def _owner_gone(labels: Mapping[str, str], keys: tuple[str, ...]) -> bool:
+    owners = [labels[key] for key in keys if key in labels]
+    return bool(owners) and not any(owner_alive(owner) for owner in owners)
+
+
+def apply_snapshot_prune(snapshotter: Snapshotter, plan: SnapshotPrunePlan) -> tuple[str, ...]:
+    """Remove what ``plan`` lists (those gone already are skipped); returns the names
+    removed. A snapshot that gained a child since the plan stays (Conflict)."""
+    removed: list[str] = []
+    for name in plan.names:
+        with suppress(NotFound, Conflict):
+            snapshotter.remove(name)
+            removed.append(name)
+    return tuple(removed)
+
+
+def prune_snapshots(store: Store, snapshotter: Snapshotter) -> int:
+    """Remove committed snapshots that no image in the store needs (layers of images
+    that are gone, and their init snapshots) and that nothing is stacked on, and stale
+    unpacks; returns how many (:func:`plan_snapshot_prune`, then apply)."""
+    return len(apply_snapshot_prune(snapshotter, plan_snapshot_prune(store, snapshotter)))

@@ -11,14 +11,24 @@ from typing import TYPE_CHECKING
 from lamina.exports import lazy_exports
 
 if TYPE_CHECKING:
-    from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, BlobWriter, GCResult, Store
+    from lamina.store.api import (
+        MAX_METADATA_BYTES,
+        BlobInfo,
+        BlobWriter,
+        GCPlan,
+        GCResult,
+        GCRoots,
+        Store,
+    )
     from lamina.store.local import LocalStore, default_root
 
 __all__ = [
     "MAX_METADATA_BYTES",
     "BlobInfo",
     "BlobWriter",
+    "GCPlan",
     "GCResult",
+    "GCRoots",
     "LocalStore",
     "Store",
     "default_root",
@@ -28,7 +38,9 @@ _HOME = {
     "MAX_METADATA_BYTES": "api",
     "BlobInfo": "api",
     "BlobWriter": "api",
+    "GCPlan": "api",
     "GCResult": "api",
+    "GCRoots": "api",
     "Store": "api",
     "LocalStore": "local",
     "default_root": "local",

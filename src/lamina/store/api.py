@@ -17,18 +17,25 @@ Roles, in containerd's words:
   several ``lamina`` processes may tag and untag at once.
 - :class:`Store` is all three plus leases and garbage collection. ``gc`` marks from
   every ref (walking manifests, indexes and their configs, layers and ``subject``) and
-  sweeps the rest. It takes the store's exclusive lock; every writer holds a
-  :meth:`Store.lease` (the shared side of that lock) from its first blob to its last ref
-  update, so gc never removes a blob that an import in another process is about to name.
+  from the caller's :class:`GCRoots` (what containers and the build cache still need:
+  the store cannot see them, they live in rows above) and sweeps the rest. It takes the
+  store's exclusive lock; every writer holds a :meth:`Store.lease` (the shared side of
+  that lock) from its first blob to its last ref update, so gc never removes a blob that
+  an import, a pull or a build in another process is about to name.
+- Collection is one code path in two steps: :meth:`Store.plan_gc` says what would go
+  (a :class:`GCPlan`), :meth:`Store.apply_gc` removes exactly that. Both run inside
+  :meth:`Store.gc_lock`, so a dry run reports what a real run removes, and callers
+  that sweep more than blobs (``lamina prune``: snapshots, build cache records) hold
+  the one lock across all their plans.
 
 All methods are synchronous and thread-safe; async callers use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from lamina.oci.descriptor import Descriptor
@@ -55,6 +62,45 @@ class GCResult:
     kept_blobs: int
     # temp files of dead writers (killed ingests) swept from the ingest area
     removed_temp_files: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GCRoots:
+    """What gc keeps besides the refs (each value says why, for messages).
+
+    - ``documents``: manifests or indexes walked like refs (their configs, layers,
+      children and subjects are kept too);
+    - ``image_ids``: config digests of images in use (a container's image): the config is
+      kept, and so is every manifest in the store whose config it is, with its layers.
+      Found by sniffing small unmarked blobs, so a container keeps its image after the
+      image lost its last name (``rmi -f``, a tag moved by pull or build);
+    - ``blobs``: single blobs to keep (layers the build cache names).
+
+    Digests that are not in the store are ignored.
+    """
+
+    documents: Mapping[str, Descriptor] = field(default_factory=dict)
+    image_ids: Mapping[Digest, str] = field(default_factory=dict)
+    blobs: Mapping[Digest, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GCPlan:
+    """What a collection removes: blobs (sorted by digest), the temp files of dead
+    writers (paths), and how many blobs stay. Made by :meth:`Store.plan_gc`, carried out
+    by :meth:`Store.apply_gc`, reported by dry runs as is."""
+
+    blobs: tuple[BlobInfo, ...] = ()
+    temp_files: tuple[str, ...] = ()
+    kept_blobs: int = 0
+
+    @property
+    def removed_bytes(self) -> int:
+        return sum(info.size for info in self.blobs)
+
+    def result(self) -> GCResult:
+        """The plan as the result of a run that removed all of it (a dry run's answer)."""
+        return GCResult(len(self.blobs), self.removed_bytes, self.kept_blobs, len(self.temp_files))
 
 
 class BlobWriter(Protocol):
@@ -137,7 +183,29 @@ class Store(Provider, Ingester, RefStore, Protocol):
         """Hold while creating blobs that refs will name; blocks only during gc."""
         ...
 
-    def gc(self, dry_run: bool = False) -> GCResult: ...
+    def gc_lock(self, timeout: float | None = None) -> AbstractContextManager[None]:
+        """Hold the exclusive side of the lease lock: waits until no lease is held in
+        any process (Conflict after ``timeout`` seconds) and keeps new ones waiting.
+        :meth:`plan_gc` and :meth:`apply_gc` are called inside it."""
+        ...
+
+    def plan_gc(
+        self, roots: GCRoots | None = None, *, only: frozenset[Digest] | None = None
+    ) -> GCPlan:
+        """What gc would remove: every blob neither a ref nor ``roots`` reaches (only
+        those in ``only`` when given: ``lamina builder prune`` sweeps just what the
+        build cache named), and temp files of dead writers (not with ``only``).
+        Conflict unless called inside :meth:`gc_lock`; removes nothing."""
+        ...
+
+    def apply_gc(self, plan: GCPlan) -> GCResult:
+        """Remove what ``plan`` lists (inside the same :meth:`gc_lock` that made it);
+        returns what was removed."""
+        ...
+
+    def gc(self, dry_run: bool = False, roots: GCRoots | None = None) -> GCResult:
+        """``plan_gc`` then (unless ``dry_run``) ``apply_gc``, under :meth:`gc_lock`."""
+        ...
 
     def iter_blobs(self) -> Iterator[BlobInfo]: ...
 

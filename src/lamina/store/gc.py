@@ -9,19 +9,30 @@ manifests and subject). Rules:
   malformed) stops the collection: its children are unknown, and sweeping could delete
   what it names. The error names the ref it was reached from;
 - a blob of another non-layer, non-config type is sniffed when small (an artifact
-  manifest typed only in its own JSON); if it cannot be read it is a leaf.
+  manifest typed only in its own JSON); if it cannot be read it is a leaf;
+- an image in use that no ref reaches any more is known only by its image ID (a
+  container records the config digest): :func:`manifests_naming` finds the manifests
+  whose config it is among the unmarked blobs, reading only small ones that start
+  like JSON (a layer is gzip, zstd or tar, and is skipped after one byte).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from lamina.errors import IntegrityError, InvalidFormat, LimitExceeded, NotFound, SizeMismatch
+from lamina.errors import (
+    IntegrityError,
+    InvalidArgument,
+    InvalidFormat,
+    LimitExceeded,
+    NotFound,
+    SizeMismatch,
+)
 from lamina.oci import mediatypes as mt
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
-from lamina.oci.manifest import referenced_descriptors
-from lamina.store.api import MAX_METADATA_BYTES, Provider
+from lamina.oci.manifest import Manifest, parse_document, referenced_descriptors
+from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, Provider
 
 
 def _is_document_type(media_type: str) -> bool:
@@ -72,3 +83,28 @@ def reachable(provider: Provider, refs: Mapping[str, Descriptor]) -> set[Digest]
         marked.add(desc.digest)
         stack.extend((ref, child) for child in children(provider, desc, ref))
     return marked
+
+
+def manifests_naming(
+    provider: Provider, blobs: Iterable[BlobInfo], configs: Mapping[Digest, str]
+) -> dict[str, Descriptor]:
+    """Descriptors of the image manifests among ``blobs`` whose config is one of
+    ``configs`` (digest -> why it is kept), keyed by that reason and the manifest digest,
+    ready to be walked as roots."""
+    found: dict[str, Descriptor] = {}
+    for info in blobs:
+        if info.size > MAX_METADATA_BYTES or info.size < 2:
+            continue
+        try:
+            with provider.open_blob(info.digest) as reader:
+                if reader.read(1) not in (b"{", b" ", b"\n", b"\t", b"\r"):
+                    continue
+            doc = parse_document(provider.read_blob(info.digest, MAX_METADATA_BYTES))
+        except (NotFound, IntegrityError, LimitExceeded, InvalidArgument):
+            continue  # not a manifest (or not one lamina can read): a leaf
+        if isinstance(doc, Manifest) and doc.config.digest in configs:
+            why = configs[doc.config.digest]
+            found[f"{why} (manifest {info.digest})"] = Descriptor(
+                doc.media_type, info.digest, info.size
+            )
+    return found

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -37,7 +38,7 @@ from lamina.errors import (
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import ALGORITHMS, Digest, Digester
 from lamina.stateroot import GC_LOCK, REFS_LOCK, blobs_dir, ingest_dir, locks_dir
-from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, GCResult
+from lamina.store.api import MAX_METADATA_BYTES, BlobInfo, GCPlan, GCResult, GCRoots
 from lamina.store.locks import SharedLease, exclusive, shared_lease
 from lamina.store.refs import RefFile, check_ref_name
 from lamina.store.verify import CHUNK, DAMAGED_HINT, VerifyingReader
@@ -213,6 +214,7 @@ class LocalStore:
                 hint="pass a writable directory with --root or LAMINA_ROOT",
             ) from exc
         self._refs = RefFile(self.root, os.path.join(self._locks_dir, REFS_LOCK))
+        self._gc_holder: int | None = None  # the thread inside gc_lock, if any
 
     def __repr__(self) -> str:
         return f"LocalStore({self.root!r})"
@@ -364,14 +366,18 @@ class LocalStore:
         """
         return _leased(self._lease_lock(), timeout)
 
-    def gc(self, dry_run: bool = False, *, timeout: float | None = None) -> GCResult:
-        """Remove blobs no ref reaches, and temp files of dead writers.
+    @contextmanager
+    def gc_lock(self, timeout: float | None = None) -> Iterator[None]:
+        """The exclusive side of the lease lock, for :meth:`plan_gc` and :meth:`apply_gc`.
 
         Waits for every lease in every process (at most ``timeout`` seconds, then
         Conflict). Raises Conflict at once if the calling thread holds a lease itself.
+        Re-entrant in the thread that holds it (a second flock would wait on itself).
         """
-        from lamina.store.gc import reachable  # the manifest model: not for a plain read
-
+        me = threading.get_ident()
+        if self._gc_holder == me:
+            yield
+            return
         if self._lease_lock().held_by_current_thread():
             raise Conflict(
                 "gc cannot run while this thread holds a store lease",
@@ -381,47 +387,111 @@ class LocalStore:
             self._gc_lock,
             timeout,
             what="the store's gc lock (other lamina processes hold leases)",
-            hint="wait for running imports and pulls to finish, then try again",
+            hint="wait for running imports, pulls and builds to finish, then try again",
         ):
-            marked = reachable(self, self.list_refs())
-            removed = removed_bytes = kept = 0
-            for algorithm in ALGORITHMS:
-                directory = os.path.join(self._blobs_dir, algorithm)
-                swept = False
-                for info in self._iter_algorithm(algorithm):
-                    if info.digest in marked:
-                        kept += 1
-                        continue
-                    if not dry_run:
-                        _unlink_quietly(self._path(info.digest))
-                        swept = True
-                    removed += 1
-                    removed_bytes += info.size
-                if swept:
-                    fsync_dir(directory)
-            temps = self._sweep_temps(dry_run)
-        return GCResult(removed, removed_bytes, kept, removed_temp_files=temps)
-
-    def _sweep_temps(self, dry_run: bool) -> int:
-        count = 0
-        for entry in os.scandir(self._ingest_dir):
-            if not entry.name.endswith(TEMP_SUFFIX) or not entry.is_file(follow_symlinks=False):
-                continue
+            self._gc_holder = me
             try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                yield
+            finally:
+                self._gc_holder = None
+
+    def _check_gc_lock(self, what: str) -> None:
+        if self._gc_holder != threading.get_ident():
+            raise Conflict(
+                f"{what} must run inside store.gc_lock()",
+                hint="wrap the plan and its apply in `with store.gc_lock():`",
+            )
+
+    def plan_gc(
+        self, roots: GCRoots | None = None, *, only: frozenset[Digest] | None = None
+    ) -> GCPlan:
+        """What gc removes (see :meth:`lamina.store.api.Store.plan_gc`)."""
+        from lamina.store.gc import manifests_naming, reachable  # the manifest model
+
+        self._check_gc_lock("plan_gc")
+        roots = roots or GCRoots()
+        start = {**roots.documents, **self.list_refs()}
+        marked = reachable(self, start)
+        marked.update(roots.blobs)
+        lost = {d: why for d, why in roots.image_ids.items() if d not in marked}
+        if lost:
+            # Images in use that no ref reaches: find their manifests among the rest.
+            unmarked = (info for info in self.iter_blobs() if info.digest not in marked)
+            found = manifests_naming(self, unmarked, lost)
+            marked.update(reachable(self, found))
+            marked.update(lost)  # a config whose manifest is gone still stays
+        victims: list[BlobInfo] = []
+        kept = 0
+        for info in self.iter_blobs():
+            if info.digest in marked or (only is not None and info.digest not in only):
+                kept += 1
+            else:
+                victims.append(info)
+        temps = () if only is not None else tuple(self._dead_temps())
+        return GCPlan(tuple(victims), temps, kept)
+
+    def apply_gc(self, plan: GCPlan) -> GCResult:
+        """Remove what ``plan`` lists; counts only what was there to remove."""
+        self._check_gc_lock("apply_gc")
+        removed = removed_bytes = 0
+        swept: set[str] = set()
+        for info in plan.blobs:
+            path = self._path(info.digest)
+            try:
+                os.unlink(path)
             except FileNotFoundError:
                 continue
+            removed += 1
+            removed_bytes += info.size
+            swept.add(os.path.dirname(path))
+        for directory in sorted(swept):
+            fsync_dir(directory)
+        temps = sum(self._remove_dead_temp(path) for path in plan.temp_files)
+        return GCResult(removed, removed_bytes, plan.kept_blobs, removed_temp_files=temps)
+
+    def gc(
+        self,
+        dry_run: bool = False,
+        roots: GCRoots | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> GCResult:
+        """Remove blobs neither the refs nor ``roots`` reach, and temp files of dead
+        writers: :meth:`plan_gc` then :meth:`apply_gc` under :meth:`gc_lock`
+        (``timeout`` as there). A dry run answers the plan."""
+        with self.gc_lock(timeout):
+            plan = self.plan_gc(roots)
+            return plan.result() if dry_run else self.apply_gc(plan)
+
+    def _dead_temps(self) -> Iterator[str]:
+        """Temp files in the ingest area that no live writer holds (flock free)."""
+        for entry in sorted(os.scandir(self._ingest_dir), key=lambda e: e.name):
+            if not entry.name.endswith(TEMP_SUFFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            if self._temp_is_dead(entry.path, remove=False):
+                yield entry.path
+
+    def _remove_dead_temp(self, path: str) -> int:
+        return int(self._temp_is_dead(path, remove=True))
+
+    @staticmethod
+    def _temp_is_dead(path: str, *, remove: bool) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        try:
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live writer holds it
-                count += 1
-                if not dry_run:
-                    _unlink_quietly(entry.path)
-            finally:
-                os.close(fd)
-        return count
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a live writer holds it
+            if remove:
+                # Unlink while we hold the flock: a writer's open-then-flock retries
+                # when it finds its file unlinked (LocalBlobWriter._create_temp).
+                _unlink_quietly(path)
+            return True
+        finally:
+            os.close(fd)
 
     def _iter_algorithm(self, algorithm: str) -> Iterator[BlobInfo]:
         directory = os.path.join(self._blobs_dir, algorithm)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from lamina.runtime.records.containers import (
         Container,
         ContainerStore,
+        containers_by_image,
         parse_time,
         status_text,
     )
@@ -30,6 +31,7 @@ __all__ = [
     "Container",
     "ContainerStore",
     "check_name",
+    "containers_by_image",
     "is_id",
     "now",
     "parse_time",
@@ -41,6 +43,7 @@ __all__ = [
 _HOME = {
     "Container": "containers",
     "ContainerStore": "containers",
+    "containers_by_image": "containers",
     "parse_time": "containers",
     "status_text": "containers",
     "check_name": "fields",

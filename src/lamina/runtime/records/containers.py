@@ -70,6 +70,7 @@ __all__ = [
     "Container",
     "ContainerStore",
     "check_name",
+    "containers_by_image",
     "human_duration",
     "now",
     "parse_time",
@@ -392,3 +393,16 @@ class ContainerStore:
                 raise _os_error("remove the directory", directory, exc) from exc
             finally:
                 os.close(parent)
+
+
+def containers_by_image(root: str) -> dict[str, list[Container]]:
+    """Every container record under the lamina root ``root`` (running, stopped or just
+    created), grouped by image ID (the config digest, as text). Reads only: no
+    directory is made when there are no containers. For ``rmi`` and ``prune``, which
+    must not take an image a container still uses."""
+    out: dict[str, list[Container]] = {}
+    if not os.path.isdir(containers_dir(os.path.abspath(root))):
+        return out
+    for container in ContainerStore(root).list():
+        out.setdefault(container.image_id, []).append(container)
+    return out
