@@ -38,14 +38,14 @@ import hashlib
 import json
 import os
 import posixpath
-import re
 import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lamina.atomic import write_atomic
-from lamina.builder.files.ignore import IgnoreMatcher, glob_regex, has_magic
+from lamina.builder.files.ignore import IgnoreMatcher, has_magic
+from lamina.builder.files.pathglob import compile_name
 from lamina.errors import Conflict, InvalidArgument, LaminaError, NotFound, Unsafe, Unsupported
 from lamina.layers import fsops
 
@@ -207,13 +207,13 @@ class _Selector:
         return st
 
     def _match(self, resolved: str, pattern: str) -> list[str]:
-        rx = re.compile(glob_regex(pattern), re.DOTALL)
+        glob = compile_name(pattern)  # an automaton: "*a*a*a*b" cannot backtrack
         path = os.path.join(self.root, resolved) if resolved else self.root
         try:
             names = sorted(os.listdir(path))
         except OSError as exc:
             raise fsops.os_error("list", resolved or ".", exc) from exc
-        return [n for n in names if rx.fullmatch(n)]
+        return [n for n in names if glob.fullmatch(n)]
 
     # ------------------------------------------------------------------ emitting
 
