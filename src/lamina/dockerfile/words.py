@@ -87,8 +87,22 @@ def _strip_suffix(value: str, pattern: str, longest: bool) -> str:
 
 def _too_long() -> LimitExceeded:
     return LimitExceeded(
-        f"variable substitution would produce more than {MAX_EXPANSION} characters"
+        f"variable substitution would produce more than {MAX_EXPANSION} characters",
+        hint=LIMIT_HINT,
     )
+
+
+LIMIT_HINT = (
+    "an image config holds at most 4 MiB (registries refuse bigger ones); keep ARG, "
+    "ENV and LABEL values small and pass big data as files (COPY)"
+)
+
+
+def limit_at(location: Location, exc: LimitExceeded) -> LimitExceeded:
+    """``exc`` again, its message starting with the instruction's ``file:line:col``."""
+    if exc.message.startswith(f"{location}: "):
+        return exc
+    return LimitExceeded(f"{location}: {exc.message}", hint=exc.hint)
 
 
 def _replace(value: str, pattern: str, replacement: str, every: bool) -> str:
@@ -377,8 +391,11 @@ def expand_pairs(
 
 def expand_at(location: Location, word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
     """:func:`expand`, with errors (``${X:?unset}``, a missing ``}``) raised as a
-    :class:`ParseError` pointing at the instruction."""
+    :class:`ParseError` pointing at the instruction (and a :class:`LimitExceeded`
+    naming it too)."""
     try:
         return expand(word, env, escape=escape)
     except InvalidArgument as exc:
         raise ParseError(location, exc.message) from exc
+    except LimitExceeded as exc:
+        raise limit_at(location, exc) from exc
