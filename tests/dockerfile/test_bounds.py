@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
+import subprocess
+import time
+
 import pytest
 
 from lamina.dockerfile import parse
 from lamina.dockerfile.config_changes import apply, apply_changes
 from lamina.dockerfile.instructions import Arg, Location
 from lamina.dockerfile.scope import MAX_STAGE_BYTES, StageScope, global_scope
-from lamina.dockerfile.words import MAX_EXPANSION, expand_at
+from lamina.dockerfile.words import MAX_EXPANSION, expand, expand_at
 from lamina.errors import LimitExceeded
 from lamina.oci.canonical import MAX_DOCUMENT_BYTES
 from lamina.oci.config import ImageConfig
@@ -93,3 +97,34 @@ def test_changes_are_bounded() -> None:
     config = config.with_config(config.config.with_env("a", half))
     with pytest.raises(LimitExceeded, match=r"^--change:\d+:1: "):
         apply_changes(config, [f"LABEL b{i}=$a" for i in range(20)])
+
+
+# ---------------------------------------------------------------- pattern modifiers
+
+HOSTILE_WORDS = ["${a#*b}", "${a##*b}", "${a%%b*}", "${a/*b/x}", "${a//a*a*a*a*b/x}", "${a//a/}"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("word", HOSTILE_WORDS)
+def test_pattern_modifiers_are_linear(word: str) -> None:
+    """A fullmatch per prefix, or a backtracking regex, takes hours on a value of the
+    largest size a word may reach; the automaton takes well under a second."""
+    value = "a" * MAX_EXPANSION
+    started = time.monotonic()
+    out = expand(word, {"a": value})
+    assert time.monotonic() - started < 5.0
+    assert out == ("" if word == "${a//a/}" else value)
+
+
+def test_pattern_modifiers_match_bash_on_random_words() -> None:
+    rng = random.Random(11)
+    cases = []
+    for _ in range(150):
+        value = "".join(rng.choice("ab.") for _ in range(rng.randint(0, 6)))
+        pattern = "".join(rng.choice("ab.*?") for _ in range(rng.randint(1, 4)))
+        op = rng.choice(["#", "##", "%", "%%", "/", "//"])
+        cases.append((value, "${v" + op + pattern + ("/R" if "/" in op else "") + "}"))
+    script = "".join(f"v='{v}'; printf '%s\\0' \"{w}\"\n" for v, w in cases)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    want = out.stdout.split("\0")[:-1]
+    assert [expand(w, {"v": v}) for v, w in cases] == want
