@@ -52,8 +52,8 @@ from lamina.dockerfile.instructions import (
 )
 from lamina.dockerfile.parser import parse_changes
 from lamina.dockerfile.scope import StageScope
-from lamina.dockerfile.words import expand_at, expand_pairs, expand_words
-from lamina.errors import InvalidArgument
+from lamina.dockerfile.words import expand_at, expand_pairs, expand_words, limit_at
+from lamina.errors import InvalidArgument, LimitExceeded
 from lamina.oci import config as oc
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
@@ -168,7 +168,27 @@ def apply(
 
     ``scope`` gives the words their values (ENV is applied to it too); ``cmd_set``
     says a CMD came earlier in this stage or batch, which an ENTRYPOINT then keeps.
-    Errors are :class:`ParseError` at the instruction."""
+    Errors are :class:`ParseError` at the instruction; what the instruction adds to
+    the config is charged to ``scope`` (:data:`~lamina.dockerfile.scope.MAX_STAGE_BYTES`),
+    a :class:`LimitExceeded` at the instruction past it."""
+    try:
+        new, created_by = _apply(node, image, scope, escape=escape, cmd_set=cmd_set)
+    except LimitExceeded as exc:
+        raise limit_at(node.location, exc) from exc
+    if not isinstance(node, Env):  # StageScope.apply charged ENV, values and history
+        # a LABEL's values are in the config twice: the labels and the history line
+        scope.charge(node.location, len(created_by) * (2 if isinstance(node, Label) else 1))
+    return new, created_by
+
+
+def _apply(
+    node: Instruction,
+    image: oc.ImageConfig,
+    scope: StageScope,
+    *,
+    escape: str,
+    cmd_set: bool,
+) -> tuple[oc.ImageConfig, str]:
     config = image.config
     variables = scope.variables()
     loc = node.location

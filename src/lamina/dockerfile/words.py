@@ -11,6 +11,9 @@ nothing.
 Expansion is bounded: one call may produce at most :data:`MAX_EXPANSION` characters by
 substitution (``ENV A=$A$A`` ten times over would otherwise double a value each line
 and ``${A//?/$A}`` square it); past that it raises :class:`~lamina.errors.LimitExceeded`.
+The pattern modifiers match as bash does (shortest/longest; leftmost, then longest)
+and take time linear in the value: a glob with a star runs as an automaton
+(:class:`_Glob`), one without is a fixed-length regex.
 
 The escape character is a parameter (``# escape=`` may make it a backtick). One lexer
 serves the builder and ``--change`` (:mod:`lamina.dockerfile.config_changes`), which
@@ -38,6 +41,11 @@ _MODIFIERS = (":-", "-", ":+", "+", ":?", "?")
 
 def glob_regex(pattern: str) -> str:
     """A shell glob (``*``, ``?``, ``[...]``, ``\\x``) as a regular expression."""
+    return "".join(_glob_pieces(pattern))
+
+
+def _glob_pieces(pattern: str) -> list[str]:
+    """The glob as regex pieces, one per glob token (``.*`` for a star)."""
     out: list[str] = []
     i = 0
     while i < len(pattern):
@@ -64,47 +72,178 @@ def glob_regex(pattern: str) -> str:
             i = end + 1
         else:
             out.append(re.escape(ch))
-    return "".join(out)
+    return out
+
+
+class _Glob:
+    """A shell glob run as an NFA over the value, state sets cached as a lazy DFA.
+
+    A backtracking regex (or a fullmatch per prefix) is quadratic or worse on a value of
+    MAX_EXPANSION characters (``${A%%*x}``, ``${A//a*a*a*b/}``); this is linear in the
+    value times the pattern. Positions 0..m; a star (None) loops and may be skipped.
+    """
+
+    __slots__ = ("_accept", "_cache", "_closure", "_tokens")
+
+    def __init__(self, tokens: list[re.Pattern[str] | None]) -> None:
+        self._tokens = tokens
+        m = len(tokens)
+        closure = [0] * (m + 1)
+        closure[m] = 1 << m
+        for i in range(m - 1, -1, -1):
+            closure[i] = (1 << i) | (closure[i + 1] if tokens[i] is None else 0)
+        self._closure, self._accept = closure, 1 << m
+        self._cache: dict[tuple[int, str], int] = {}
+
+    @classmethod
+    def compile(cls, pattern: str, *, reverse: bool = False, anywhere: bool = False) -> _Glob:
+        """``reverse``: the glob of the reversed strings; ``anywhere``: a leading star."""
+        pieces = _glob_pieces(pattern)
+        tokens: list[re.Pattern[str] | None] = [
+            None if p == ".*" else re.compile(p, re.DOTALL) for p in pieces
+        ]
+        if reverse:
+            tokens.reverse()
+        return cls([None, *tokens] if anywhere else tokens)
+
+    def _step(self, state: int, c: str) -> int:
+        nxt = self._cache.get((state, c))
+        if nxt is None:
+            nxt, rest = 0, state
+            while rest:
+                low = rest & -rest
+                rest ^= low
+                i = low.bit_length() - 1
+                if i == len(self._tokens):
+                    continue
+                token = self._tokens[i]
+                if token is None:
+                    nxt |= self._closure[i]
+                elif token.fullmatch(c):
+                    nxt |= self._closure[i + 1]
+            if len(self._cache) > 1 << 14:
+                self._cache.clear()
+            self._cache[(state, c)] = nxt
+        return nxt
+
+    def ends(self, text: str, start: int = 0) -> tuple[int, int] | None:
+        """The first and the last ``end`` such that ``text[start:end]`` matches."""
+        state, first, last = self._closure[0], -1, -1
+        if state & self._accept:
+            first = last = start
+        for i in range(start, len(text)):
+            state = self._step(state, text[i])
+            if not state:
+                break
+            if state & self._accept:
+                last = i + 1
+                first = last if first < 0 else first
+        return None if first < 0 else (first, last)
+
+    def starts(self, text: str) -> bytearray:
+        """For a glob compiled ``reverse`` and ``anywhere``: flags, ``[s]`` set when a
+        match of the forward glob starts at ``s`` of ``text``."""
+        n = len(text)
+        flags = bytearray(n + 1)
+        state = self._closure[0]
+        flags[n] = bool(state & self._accept)
+        for j in range(n):
+            state = self._step(state, text[n - 1 - j])
+            if state & self._accept:
+                flags[n - 1 - j] = 1
+        return flags
+
+
+def _fixed(pattern: str) -> re.Pattern[str] | None:
+    """The regex of a glob without a star: every match has the same length, so a
+    regex finds bash's matches, fast and without backtracking."""
+    pieces = _glob_pieces(pattern)
+    return None if ".*" in pieces else re.compile("".join(pieces), re.DOTALL)
 
 
 def _strip_prefix(value: str, pattern: str, longest: bool) -> str:
-    rx = re.compile(glob_regex(pattern), re.DOTALL)
-    ends = range(len(value), -1, -1) if longest else range(len(value) + 1)
-    for end in ends:
-        if rx.fullmatch(value[:end]):
-            return value[end:]
-    return value
+    fixed = _fixed(pattern)
+    if fixed is not None:
+        found = fixed.match(value)
+        return value[found.end() :] if found else value
+    ends = _Glob.compile(pattern).ends(value)
+    if ends is None:
+        return value
+    return value[ends[1] if longest else ends[0] :]
 
 
 def _strip_suffix(value: str, pattern: str, longest: bool) -> str:
-    rx = re.compile(glob_regex(pattern), re.DOTALL)
-    starts = range(len(value) + 1) if longest else range(len(value), -1, -1)
-    for start in starts:
-        if rx.fullmatch(value[start:]):
-            return value[:start]
-    return value
+    fixed = _fixed(pattern)
+    if fixed is not None:
+        size = len(_glob_pieces(pattern))  # one character per piece
+        found = fixed.fullmatch(value, max(len(value) - size, 0)) if size <= len(value) else None
+        return value[: len(value) - size] if found else value
+    ends = _Glob.compile(pattern, reverse=True).ends(value[::-1])
+    if ends is None:
+        return value
+    return value[: len(value) - (ends[1] if longest else ends[0])]
 
 
 def _too_long() -> LimitExceeded:
     return LimitExceeded(
-        f"variable substitution would produce more than {MAX_EXPANSION} characters"
+        f"variable substitution would produce more than {MAX_EXPANSION} characters",
+        hint=LIMIT_HINT,
     )
 
 
+LIMIT_HINT = (
+    "an image config holds at most 4 MiB (registries refuse bigger ones); keep ARG, "
+    "ENV and LABEL values small and pass big data as files (COPY)"
+)
+
+
+def limit_at(location: Location, exc: LimitExceeded) -> LimitExceeded:
+    """``exc`` again, its message starting with the instruction's ``file:line:col``."""
+    if exc.message.startswith(f"{location}: "):
+        return exc
+    return LimitExceeded(f"{location}: {exc.message}", hint=exc.hint)
+
+
 def _replace(value: str, pattern: str, replacement: str, every: bool) -> str:
+    """bash's ``${v/p/r}`` and ``${v//p/r}``: the leftmost match, longest at its start.
+    Once a glob with a star has matched, nothing after it can (a later match would
+    extend this one), so the scans add up to O(len(value) * len(pattern))."""
     if not pattern:
         return value
-    rx = re.compile(glob_regex(pattern), re.DOTALL)
-    budget = MAX_EXPANSION
+    fixed = _fixed(pattern)
+    if fixed is not None:  # all matches one length: leftmost is leftmost-longest
+        budget = MAX_EXPANSION
 
-    def substitute(_match: re.Match[str]) -> str:
-        nonlocal budget
+        def substitute(_match: re.Match[str]) -> str:
+            nonlocal budget
+            budget -= len(replacement)
+            if budget < 0:
+                raise _too_long()
+            return replacement
+
+        return fixed.sub(substitute, value, count=0 if every else 1)
+    forward = _Glob.compile(pattern)
+    if not value:  # bash: an empty value is replaced when the glob matches ""
+        return replacement if forward.ends(value) else value
+    starts = _Glob.compile(pattern, reverse=True, anywhere=True).starts(value)
+    out: list[str] = []
+    budget, pos, n = MAX_EXPANSION, 0, len(value)
+    while pos < n:
+        start = starts.find(1, pos, n)
+        if start < 0:
+            break
+        ends = forward.ends(value, start)
+        if ends is None or ends[1] == start:  # only all-star globs match "": not here
+            break
         budget -= len(replacement)
         if budget < 0:
             raise _too_long()
-        return replacement
-
-    return rx.sub(substitute, value, count=0 if every else 1)
+        out += (value[pos:start], replacement)
+        pos = ends[1]
+        if not every:
+            break
+    out.append(value[pos:])
+    return "".join(out)
 
 
 class _Out:
@@ -377,8 +516,11 @@ def expand_pairs(
 
 def expand_at(location: Location, word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
     """:func:`expand`, with errors (``${X:?unset}``, a missing ``}``) raised as a
-    :class:`ParseError` pointing at the instruction."""
+    :class:`ParseError` pointing at the instruction (and a :class:`LimitExceeded`
+    naming it too)."""
     try:
         return expand(word, env, escape=escape)
     except InvalidArgument as exc:
         raise ParseError(location, exc.message) from exc
+    except LimitExceeded as exc:
+        raise limit_at(location, exc) from exc

@@ -29,6 +29,11 @@ The rules (Dockerfile reference, COPY; research note §3):
 
 Reading is done through ``O_PATH`` fds with no symlink crossing (``open_beneath``), so a
 tree that changes between select and checksum or copy fails instead of leaking a file.
+A file or directory that vanishes, is replaced, or changes size or mtime after it was
+selected (or while it is hashed) stops the build with a :class:`Conflict` naming it
+(:func:`changed`), never an OSError: the selection, its checksum and the copy must
+describe the same files. (A name that vanishes before it is first stat'ed was simply
+not there, as for BuildKit's walker.)
 """
 
 from __future__ import annotations
@@ -38,14 +43,14 @@ import hashlib
 import json
 import os
 import posixpath
-import re
 import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lamina.atomic import write_atomic
-from lamina.builder.files.ignore import IgnoreMatcher, glob_regex, has_magic
+from lamina.builder.files.ignore import IgnoreMatcher, has_magic
+from lamina.builder.files.pathglob import compile_name
 from lamina.errors import Conflict, InvalidArgument, LaminaError, NotFound, Unsafe, Unsupported
 from lamina.layers import fsops
 
@@ -56,6 +61,16 @@ RACY_COARSE_NS = 2_000_000_000  # filesystems with whole-second (FAT: 2 s) times
 _STATCACHE_VERSION = 1
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
+# what an OSError on a path we have just seen means: it went away or was replaced
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.EINVAL, errno.ELOOP, errno.EXDEV)
+
+
+def changed(relpath: str, how: str = "") -> Conflict:
+    """The error for a source that changed under the build (``how``: what was seen)."""
+    return Conflict(
+        f"{relpath or '.'!r} changed while the build was reading it{how}",
+        hint="the build context changed while it was read; retry",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +157,7 @@ class _Selector:
                 links += 1
                 if links > MAX_LINKS:
                     raise Unsafe(f"{self.instruction} source {word!r}: too many symlinks")
-                target = os.readlink(os.path.join(self.root, cur))
+                target = self._readlink(cur)
                 if target.startswith("/"):
                     if self.context:
                         raise self._link_escape(word, cur, target)
@@ -160,6 +175,14 @@ class _Selector:
             done.append(part)
             st = nst
         return "/".join(done), st
+
+    def _readlink(self, rel: str) -> str:
+        try:
+            return os.readlink(os.path.join(self.root, rel))
+        except OSError as exc:  # lstat said symlink a moment ago
+            if exc.errno in _GONE:
+                raise changed(rel, " (a symlink vanished or was replaced)") from exc
+            raise fsops.os_error("readlink", rel, exc) from exc
 
     def _escape(self, word: str) -> LaminaError:
         where = "the build context" if self.context else "the source image's root"
@@ -207,13 +230,13 @@ class _Selector:
         return st
 
     def _match(self, resolved: str, pattern: str) -> list[str]:
-        rx = re.compile(glob_regex(pattern), re.DOTALL)
+        glob = compile_name(pattern)  # an automaton: "*a*a*a*b" cannot backtrack
         path = os.path.join(self.root, resolved) if resolved else self.root
         try:
             names = sorted(os.listdir(path))
         except OSError as exc:
             raise fsops.os_error("list", resolved or ".", exc) from exc
-        return [n for n in names if rx.fullmatch(n)]
+        return [n for n in names if glob.fullmatch(n)]
 
     # ------------------------------------------------------------------ emitting
 
@@ -256,7 +279,7 @@ class _Selector:
                 f"{self.instruction} failed: {resolved!r} is a special file (FIFO or device)",
                 hint="a build copies regular files, directories and symlinks only",
             )
-        link = os.readlink(os.path.join(self.root, resolved)) if kind == SYMLINK else ""
+        link = self._readlink(resolved) if kind == SYMLINK else ""
         return Source(
             relpath=resolved,
             target=target,
@@ -293,7 +316,9 @@ class _Selector:
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
+        except OSError as exc:  # a directory we stat'ed (and maybe emitted) a moment ago
+            if exc.errno in _GONE:
+                raise changed(resolved, " (a directory vanished or was replaced)") from exc
             raise fsops.os_error("list", resolved or ".", exc) from exc
         ign, ex, S_ISDIR = self.ignore, self.excludes, stat.S_ISDIR
         for entry in entries:
@@ -504,24 +529,32 @@ def _racy(src: Source, now: int) -> bool:
 
 def open_source(root_fd: int, src: Source) -> int:
     """Open a selected regular file for reading, crossing no symlink; it must still be
-    the same file (Conflict if the context changed while the build ran)."""
+    the same file, of the same size and mtime (Conflict if the context changed while
+    the build ran)."""
     try:
         fd = fsops.open_beneath(root_fd, src.relpath, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.EXDEV):
-            raise Conflict(
-                f"{src.relpath!r} changed while the build was reading it",
-                hint="do not change the build context during a build",
-            ) from exc
+        if exc.errno in _GONE:
+            raise changed(src.relpath, " (it vanished or was replaced)") from exc
         raise fsops.os_error("open", src.relpath, exc) from exc
+    try:
+        check_unchanged(fd, src)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_unchanged(fd: int, src: Source) -> None:
+    """Conflict unless the open ``fd`` is still the file ``src`` describes (inode,
+    size, mtime); for callers to ask again after reading it."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or (src.ino and (st.st_ino, st.st_dev) != (src.ino, src.dev)):
-        os.close(fd)
-        raise Conflict(
-            f"{src.relpath!r} changed while the build was reading it",
-            hint="do not change the build context during a build",
-        )
-    return fd
+        raise changed(src.relpath, " (it was replaced)")
+    if src.mtime_ns and st.st_size != src.size:
+        raise changed(src.relpath, f" (size {src.size} -> {st.st_size} bytes)")
+    if src.mtime_ns and st.st_mtime_ns != src.mtime_ns:
+        raise changed(src.relpath, " (it was written to)")
 
 
 def _hash_file(root_fd: int, src: Source, buf: bytearray) -> str:
@@ -529,12 +562,21 @@ def _hash_file(root_fd: int, src: Source, buf: bytearray) -> str:
     try:
         h = hashlib.sha256()
         view = memoryview(buf)
+        total = 0
         while True:
             n = os.readv(fd, [buf])
             if not n:
                 break
+            total += n
+            if total > src.size:
+                raise changed(src.relpath, f" (it grew past {src.size} bytes)")
             h.update(view[:n])
+        if total != src.size:
+            raise changed(src.relpath, f" (read {total} of {src.size} bytes)")
+        check_unchanged(fd, src)  # written to (same size) while it was hashed
         return h.hexdigest()
+    except OSError as exc:
+        raise fsops.os_error("read", src.relpath, exc) from exc
     finally:
         os.close(fd)
 

@@ -25,6 +25,13 @@ import os
 import re
 from dataclasses import dataclass
 
+from lamina.builder.files.pathglob import (
+    Glob,
+    bad_pattern,
+    compile_ignore,
+    compile_name,
+    parse_class,
+)
 from lamina.errors import InvalidArgument, LimitExceeded
 
 MAX_IGNORE_BYTES = 4 << 20  # a .dockerignore bigger than this is not a real one
@@ -62,7 +69,7 @@ def glob_regex(pattern: str, *, double_star: bool = False) -> str:
             out.append("[^/]")
         elif c == "\\":
             if i + 1 >= n:
-                raise _bad(pattern, "ends with an escape")
+                raise bad_pattern(pattern, "ends with an escape")
             i += 1
             out.append(re.escape(pattern[i]))
         elif c == "[":
@@ -75,50 +82,14 @@ def glob_regex(pattern: str, *, double_star: bool = False) -> str:
     return "".join(out)
 
 
-def _bad(pattern: str, why: str) -> InvalidArgument:
-    return InvalidArgument(
-        f"syntax error in pattern {pattern!r}: {why}",
-        hint="escape a literal [, ] or \\ with a backslash (Go filepath.Match rules)",
-    )
-
-
 def _char_class(pattern: str, start: int) -> tuple[str, int]:
     """Translate ``[...]`` at ``start``; return (regex, index after the ``]``)."""
-    i, n = start + 1, len(pattern)
-    negate = i < n and pattern[i] == "^"
-    if negate:
-        i += 1
-    items: list[str] = []
-    while True:
-        if i >= n:
-            raise _bad(pattern, "unclosed [")
-        if pattern[i] == "]" and items:
-            break
-        lo, i = _class_char(pattern, i)
-        if i < n and pattern[i] == "-":
-            hi, i = _class_char(pattern, i + 1)
-            if hi < lo:
-                raise _bad(pattern, f"bad range {lo}-{hi}")
-            items.append(f"{re.escape(lo)}-{re.escape(hi)}")
-        else:
-            items.append(re.escape(lo))
+    negate, items, end = parse_class(pattern, start)
+    body = "".join(
+        re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}" for lo, hi in items
+    )
     # Negated classes never match "/": a class stands for one character of one name.
-    body = "".join(items)
-    return (f"[^/{body}]" if negate else f"[{body}]"), i + 1
-
-
-def _class_char(pattern: str, i: int) -> tuple[str, int]:
-    n = len(pattern)
-    if i >= n:
-        raise _bad(pattern, "unclosed [")
-    c = pattern[i]
-    if c in "-]":
-        raise _bad(pattern, f"unexpected {c!r} in a character class")
-    if c == "\\":
-        if i + 1 >= n:
-            raise _bad(pattern, "ends with an escape")
-        return pattern[i + 1], i + 2
-    return c, i + 1
+    return (f"[^/{body}]" if negate else f"[{body}]"), end
 
 
 def clean(path: str) -> str:
@@ -147,20 +118,15 @@ def clean(path: str) -> str:
 class _Pattern:
     text: str
     exclusion: bool  # a "!" pattern: a match re-includes
-    regex: re.Pattern[str]
-    parts: tuple[re.Pattern[str] | None, ...]  # per component; None for a "**" component
-    deep: bool  # has "**": may match at any depth
+    glob: Glob
+    parts: tuple[Glob | None, ...]  # per component; None for a "**" component
+    deep: bool  # may match at any depth ("**", or a negated class, which matches "/")
 
 
 def _compile(text: str, exclusion: bool) -> _Pattern:
-    regex = re.compile(glob_regex(text, double_star=True), re.DOTALL)
-    parts: list[re.Pattern[str] | None] = []
-    for comp in text.split("/"):
-        if "**" in comp:
-            parts.append(None)
-        else:
-            parts.append(re.compile(glob_regex(comp), re.DOTALL))
-    return _Pattern(text, exclusion, regex, tuple(parts), "**" in text)
+    glob = compile_ignore(text)
+    parts = tuple(None if "**" in comp else compile_name(comp) for comp in text.split("/"))
+    return _Pattern(text, exclusion, glob, parts, "**" in text or glob.deep)
 
 
 class IgnoreMatcher:
@@ -208,19 +174,12 @@ class IgnoreMatcher:
             path = clean(path.lstrip("/"))
         if path == ".":
             return False  # the context root itself is never ignored
-        # A pattern matches a path when it matches the path or one of its parents.
-        prefixes: list[str] = []
-        pos = path.find("/")
-        while pos >= 0:
-            prefixes.append(path[:pos])
-            pos = path.find("/", pos + 1)
-        prefixes.append(path)
         result = False
         for pattern in self._patterns:
             if result != pattern.exclusion:
                 continue  # this pattern cannot change the answer
-            fullmatch = pattern.regex.fullmatch
-            if any(fullmatch(p) for p in prefixes):
+            # A pattern matches a path when it matches the path or one of its parents.
+            if pattern.glob.match_or_parent(path):
                 result = not pattern.exclusion
         return result
 
@@ -250,11 +209,11 @@ class IgnoreMatcher:
         return False
 
 
-def _prefix_fits(pparts: tuple[re.Pattern[str] | None, ...], parts: list[str]) -> bool:
+def _prefix_fits(pparts: tuple[Glob | None, ...], parts: list[str]) -> bool:
     for comp, name in zip(pparts, parts, strict=False):
         if comp is None:
             return True  # "**": anything below may match
-        if comp.fullmatch(name) is None:
+        if not comp.fullmatch(name):
             return False
     return True
 
