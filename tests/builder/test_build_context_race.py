@@ -162,3 +162,27 @@ def test_build_stops_cleanly_when_a_context_file_grows(lamina: Lamina, tmp_path:
     )
     assert f"hint: {HINT}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_file_shrunk_during_copy_is_a_conflict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file cut short while its bytes are being copied: the copy checks the open file
+    again once it is done, so the layer never holds a half file under a full file's key."""
+    from lamina.builder.files import copy as copy_mod
+
+    ctx = _ctx(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    sources = select(str(ctx), ["d3/f9"], ignore=IgnoreMatcher.parse(""))
+    checksum(str(ctx), sources)
+    real_copy = copy_mod.copy_data
+
+    def copy_then_truncate(sfd: int, dfd: int, size_hint: int = -1) -> int:
+        n = real_copy(sfd, dfd, size_hint)
+        os.truncate(ctx / "d3" / "f9", 10)  # the writer races the copy: a real truncate
+        return n
+
+    monkeypatch.setattr(copy_mod, "copy_data", copy_then_truncate)
+    with pytest.raises(Conflict, match=r"'d3/f9' changed"):
+        copy_mod.copy_into(str(ctx), sources, str(dest), copy_mod.CopyOptions(dest="/"))

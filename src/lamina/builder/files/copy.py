@@ -47,7 +47,14 @@ from lamina.atomic import write_all
 from lamina.builder.files.addurl import fetch_url, url_checksum
 from lamina.builder.files.archive import archive_kind, extract
 from lamina.builder.files.chmod import ChmodSpec, parse_chmod
-from lamina.builder.files.context import DIR, FILE, SYMLINK, Source, open_source
+from lamina.builder.files.context import (
+    DIR,
+    FILE,
+    SYMLINK,
+    Source,
+    check_unchanged,
+    open_source,
+)
 from lamina.errors import InvalidArgument, InvalidFormat, NotFound, Unsafe, Unsupported
 from lamina.layers import fsops
 from lamina.layers.api import WHITEOUT_PREFIX
@@ -271,6 +278,9 @@ class Writer:
                 dfd = os.open(leaf, _O_NEW_FILE, 0o600, dir_fd=dirfd)
             try:
                 self.bytes += copy_data(sfd, dfd, src.size)
+                # A file that shrank or was rewritten while it was copied would land
+                # as bytes the cache key never saw: refuse, naming it.
+                check_unchanged(sfd, src)
                 uid, gid = self._ids(src)
                 # Before the mode: chown clears setuid/setgid, and BuildKit keeps them
                 # (its copier chowns, then chmods; see the module docstring).
