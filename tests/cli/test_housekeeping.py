@@ -110,6 +110,7 @@ def test_rmi_of_a_name_whose_image_is_damaged_still_untags(bb: Lamina) -> None:
 
 def test_forced_rmi_then_prune_keeps_what_the_container_needs(bb: Lamina) -> None:
     needed = _image_blobs(bb, "bb")
+    image_id = json.loads(bb("images", "--json").stdout)[0]["id"]
     bb("run", "--name", "holder", "bb", "sh", "-c", "echo changed > /file")
     assert bb("rmi", "-f", "bb").stdout == "Untagged: bb:latest\n"
     assert json.loads(bb("images", "--json").stdout) == []
@@ -120,6 +121,12 @@ def test_forced_rmi_then_prune_keeps_what_the_container_needs(bb: Lamina) -> Non
     assert pruned["removed_blobs"] == 0 and pruned["removed_snapshots"] == 0
     assert pruned["containers_in_use"] == 1
     assert "A /file" in bb("diff", "holder").stdout.splitlines()
+    # The container's image has no name now, but it is whole: commit and run by ID work
+    # (Docker's `<none>` image), and the commit's base is that image.
+    assert bb("run", "--rm", image_id, "cat", "/file", check=False).returncode == 1
+    bb("commit", "holder", "kept:1")
+    assert bb("run", "--rm", "kept:1", "cat", "/file").stdout == "changed\n"
+    bb("rmi", "kept:1")
     bb("rm", "holder")
     pruned = _prune(bb)
     assert needed.isdisjoint(_blobs(bb))

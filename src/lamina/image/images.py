@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lamina.errors import Conflict, InvalidArgument, InvalidReference, NotFound
+from lamina.errors import Conflict, InvalidArgument, InvalidReference, LimitExceeded, NotFound
 from lamina.oci.config import ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
@@ -19,6 +19,7 @@ from lamina.oci.platform import Platform
 from lamina.oci.reference import Reference
 from lamina.oci.selection import select_manifest
 from lamina.store.api import Store
+from lamina.store.gc import manifests_naming
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -126,7 +127,32 @@ def resolve(store: Store, text: str, platform: Platform | None = None) -> Image:
             raise Conflict(
                 f"{text!r} matches {len(matches)} images", hint="give more digits of the ID"
             )
+        if len(wanted) == 64:
+            # A full ID that no name reaches: an image untagged with `rmi -f` while a
+            # container kept its content (Docker still runs and commits it by ID).
+            unnamed = _unnamed(store, Digest.parse(f"sha256:{wanted}"), platform)
+            if unnamed is not None:
+                return unnamed
     raise NotFound(f"image {text!r} not found", hint="list local images with `lamina images`")
+
+
+def _unnamed(store: Store, wanted: Digest, platform: Platform | None) -> Image | None:
+    """The image whose manifest (or config, the image ID) is ``wanted``, among blobs no
+    name reaches; None when the store holds no such manifest."""
+    if not store.has(wanted):
+        return None
+    try:
+        head = store.read_blob(wanted)
+        doc = parse_document(head)
+    except (InvalidArgument, LimitExceeded):
+        doc = None
+    if isinstance(doc, Manifest | Index):
+        desc = Descriptor(doc.media_type, wanted, len(head))
+        return load_image(store, desc, platform=platform)
+    found = manifests_naming(store, store.iter_blobs(), {wanted: "image"})
+    if not found:
+        return None
+    return load_image(store, min(found.values(), key=lambda d: str(d.digest)), platform=platform)
 
 
 def _names_of(refs: dict[str, Descriptor], digest: Digest) -> tuple[str, ...]:
