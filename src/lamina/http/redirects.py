@@ -70,9 +70,10 @@ def next_hop(method: str, url: str, status: int, location: str | None) -> Hop:
     return Hop(method, target, keep_body=True)
 
 
-def too_many_redirects(method: str, url: str) -> ToolError:
+def too_many_redirects(method: str, url: str, failed: str = "") -> ToolError:
+    """``failed`` goes before the reason (``ADD``'s "cannot download: ")."""
     return ToolError(
-        f"{method} {url}: more than {MAX_REDIRECTS} redirects (a redirect loop?)",
+        f"{method} {url}: {failed}more than {MAX_REDIRECTS} redirects (a redirect loop?)",
         hint="the server (or a proxy in front of it) is misconfigured; "
         "try the final URL directly",
     )

@@ -147,7 +147,7 @@ async def _download(
                 if is_certificate_error(exc) or is_dns_error(exc) or not backoff.more():
                     raise _cannot_download(url, exc) from exc
             except aiohttp.TooManyRedirects as exc:  # a loop: the same loop next time
-                raise too_many_redirects("ADD", url) from exc
+                raise too_many_redirects("ADD", url, "cannot download: ") from exc
             except aiohttp.ClientError as exc:  # a redirect elsewhere than http(s), a bad URL
                 raise _cannot_download(url, exc) from exc
             await backoff.wait(retry_after)
