@@ -74,6 +74,5 @@ def too_many_redirects(method: str, url: str, failed: str = "") -> ToolError:
     """``failed`` goes before the reason (``ADD``'s "cannot download: ")."""
     return ToolError(
         f"{method} {url}: {failed}more than {MAX_REDIRECTS} redirects (a redirect loop?)",
-        hint="the server (or a proxy in front of it) is misconfigured; "
-        "try the final URL directly",
+        hint="the server (or a proxy in front of it) is misconfigured; try the final URL directly",
     )
