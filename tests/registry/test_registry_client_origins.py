@@ -102,7 +102,7 @@ class Registry:
         tail = request.match_info["tail"]
         if tail == "":
             return web.json_response({})
-        repo, kind, rest = _split(tail)
+        _, kind, rest = _split(tail)
         if kind == "manifests":
             if self.loop_manifests:
                 return web.Response(status=302, headers={"Location": request.path})
@@ -228,16 +228,18 @@ def test_same_origin_is_scheme_host_and_port() -> None:
 def test_a_redirect_loop_is_a_clear_error_after_max_redirects() -> None:
     async def go() -> tuple[BaseException, Registry]:
         registry = Registry(Storage({}), loop_manifests=True)
-        async with _serve(registry.app()) as host:
-            async with RegistryClient(Transport(_lookup(host))) as client:
-                try:
-                    await client.fetch_manifest(Reference.parse(f"{host}/team/app:1"))
-                except BaseException as exc:  # noqa: BLE001 - the kind is the point
-                    return exc, registry
+        async with (
+            _serve(registry.app()) as host,
+            RegistryClient(Transport(_lookup(host))) as client,
+        ):
+            try:
+                await client.fetch_manifest(Reference.parse(f"{host}/team/app:1"))
+            except BaseException as exc:  # noqa: BLE001 - the kind is the point
+                return exc, registry
         raise AssertionError("a redirect loop was answered")
 
     exc, registry = asyncio.run(go())
-    MAX_REDIRECTS = 10  # noqa: N806 - lamina.http.MAX_REDIRECTS, as the README says
+    MAX_REDIRECTS = 10  # lamina.http.MAX_REDIRECTS, as the README says
     assert isinstance(exc, ToolError), repr(exc)
     assert f"more than {MAX_REDIRECTS} redirects" in exc.message
     assert exc.hint

@@ -6,8 +6,8 @@ makes a ``ClientSession`` with lamina's defaults (bytes as sent, timeouts per so
 operation, a large read buffer); ``retry`` holds which failures are worth another try
 and the backoff between tries; ``errors`` tells kinds of network failure apart and
 turns them into :mod:`lamina.errors`; ``redirects`` follows redirects (at most 10) and
-says which origin a URL is on (credentials stay on theirs). Protocol rules of one use (the distribution
-spec's error bodies, ADD's file naming) stay with that use.
+says which origin a URL is on (credentials stay on theirs). Protocol rules of one use
+(the distribution spec's error bodies, ADD's file naming) stay with that use.
 
 aiohttp is imported only when a session is made (or ``lamina.http.tls`` is imported):
 importing this package costs nothing.
