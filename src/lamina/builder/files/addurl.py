@@ -10,8 +10,9 @@ Only ``http`` and ``https`` are fetched, through the same HTTP stack as the regi
 client (:mod:`lamina.http`: aiohttp, the verified TLS context, backoff): redirects are
 followed (up to ``lamina.http.MAX_REDIRECTS``, 10; one more is a clear error), bytes
 are kept as sent (no Content-Encoding is asked for or decoded), a dropped connection
-or a 429/5xx answer is tried again from the start (a few times, with backoff), and the body is capped (``max_bytes``). The caller then
-copies the file into the image with the usual COPY semantics
+or a 429/5xx answer is tried again from the start (a few times, with backoff), and
+the body is capped (``max_bytes``). The caller then copies the file into the image
+with the usual COPY semantics
 (:func:`lamina.builder.files.copy.copy_into` on the directory this returns a path in).
 """
 
