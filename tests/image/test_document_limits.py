@@ -241,3 +241,25 @@ def test_pull_refuses_a_config_over_the_cap(tmp_path: Path, lamina_registry: str
     assert "config" in caught.value.message and caught.value.hint
     assert dest.list_refs() == {}
     assert img.list_images(dest) == []
+
+
+def test_build_refuses_a_config_over_the_cap(tmp_path: Path) -> None:
+    # each word under the builder's 1 MiB expansion cap, the Containerfile under its
+    # 4 MiB: only the config they make together is over the cap
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Containerfile").write_text(
+        "FROM scratch\nENV a=" + "x" * (900 << 10) + "\nENV b=$a c=$a d=$a e=$a\nLABEL f=$a\n"
+    )
+    root = tmp_path / "root"
+    out = subprocess.run(
+        [*LAMINA, "--root", str(root), "build", "-t", "huge:1", str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "config" in out.stderr and str(CAP) in out.stderr and "hint:" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "docker.io/library/huge:1" not in LocalStore(root).list_refs()
