@@ -137,9 +137,12 @@ def _names_of(refs: dict[str, Descriptor], digest: Digest) -> tuple[str, ...]:
 def list_images(
     store: Store, on_error: Callable[[str, LaminaError], None] | None = None
 ) -> list[tuple[str, Image]]:
-    """Every (name, image), sorted by name. An image that cannot be read (a blob
-    missing, a document malformed or over its cap) is skipped and handed to
-    ``on_error`` with the error: one bad record never hides the rest."""
+    """Every (name, image), sorted by name. With ``on_error``, an image that cannot
+    be read (a blob missing, a document malformed or over its cap) is skipped and
+    handed to it with the error: one bad record never hides the rest (``lamina
+    images``). Without, only images with a missing blob or a malformed document are
+    skipped and anything else raises, so a caller deciding what to delete (snapshot
+    prune) never mistakes an unreadable image for an absent one."""
     out: list[tuple[str, Image]] = []
     refs = store.list_refs()
     cache: dict[Digest, Image] = {}
@@ -153,6 +156,8 @@ def list_images(
             try:
                 image = load_image(store, desc, _names_of(refs, desc.digest))
             except LaminaError as exc:
+                if on_error is None and not isinstance(exc, NotFound | InvalidArgument):
+                    raise
                 bad[desc.digest] = exc
                 if on_error is not None:
                     on_error(name, exc)
