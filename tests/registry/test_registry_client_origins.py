@@ -38,6 +38,7 @@ from lamina.registry.errors import RegistryError
 from lamina.store.local import LocalStore
 
 USER, PASSWORD = "alice", "s3cret-pw"
+TOKEN = "t0k3n-for-the-registry-only"
 GOOD = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
@@ -89,15 +90,28 @@ class Registry:
     manifests: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     authorized: int = 0
     loop_manifests: bool = False
+    bearer: bool = False  # token auth: the realm is /token on this same server
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/v2/{tail:.*}", self.handle)
+        app.router.add_get("/token", self.token)
         return app
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def token(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != GOOD:
-            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="test"'})
+            return web.Response(status=401)
+        return web.json_response({"token": TOKEN, "expires_in": 300})
+
+    def _challenge(self, request: web.Request) -> str:
+        if not self.bearer:
+            return 'Basic realm="test"'
+        return f'Bearer realm="{request.scheme}://{request.host}/token",service="test"'
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        wanted = f"Bearer {TOKEN}" if self.bearer else GOOD
+        if request.headers.get("Authorization") != wanted:
+            return web.Response(status=401, headers={"WWW-Authenticate": self._challenge(request)})
         self.authorized += 1
         tail = request.match_info["tail"]
         if tail == "":
@@ -172,10 +186,10 @@ def source(tmp_path: Path) -> Iterator[LocalStore]:
 
 
 async def _push_then_pull(
-    source: LocalStore, dest_root: Path, *, tls: ssl.SSLContext | None = None
+    source: LocalStore, dest_root: Path, *, tls: ssl.SSLContext | None = None, bearer: bool = False
 ) -> tuple[Registry, Storage]:
     storage = Storage({})
-    registry = Registry(storage)
+    registry = Registry(storage, bearer=bearer)
     async with _serve(storage.app()) as storage_host, _serve(registry.app(), tls) as host:
         registry.storage_url = f"http://{storage_host}"
         ref = Reference.parse(f"{host}/team/app:1")
@@ -197,6 +211,12 @@ def test_push_upload_location_on_another_origin_gets_no_credentials(
 ) -> None:
     registry, storage = asyncio.run(_push_then_pull(source, tmp_path / "dest"))
     assert registry.authorized > 0  # the registry itself did get them
+    assert storage.authorizations and set(storage.authorizations) == {None}
+
+
+def test_bearer_token_stays_on_the_registry_origin(tmp_path: Path, source: LocalStore) -> None:
+    registry, storage = asyncio.run(_push_then_pull(source, tmp_path / "dest", bearer=True))
+    assert registry.authorized > 0
     assert storage.authorizations and set(storage.authorizations) == {None}
 
 
