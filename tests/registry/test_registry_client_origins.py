@@ -343,3 +343,25 @@ def test_plain_http_token_realm_of_a_tls_registry_gets_no_credentials(
     assert "only over TLS" in str(exc), exc
     assert isinstance(exc, RegistryError)
     assert seen == []  # the password never went out in the clear
+
+
+def test_a_manifest_over_the_cap_is_refused_with_a_hint() -> None:
+    from lamina.errors import LimitExceeded
+
+    async def go() -> LimitExceeded:
+        registry = Registry(Storage({}))
+        big = b'{"schemaVersion":2,"pad":"' + b"x" * (4 << 20) + b'"}'
+        registry.manifests["1"] = ("application/vnd.oci.image.manifest.v1+json", big)
+        async with (
+            _serve(registry.app()) as host,
+            RegistryClient(Transport(_lookup(host))) as client,
+        ):
+            try:
+                await client.fetch_manifest(Reference.parse(f"{host}/team/app:1"))
+            except LimitExceeded as exc:
+                return exc
+        raise AssertionError("a manifest over 4 MiB was taken")
+
+    exc = asyncio.run(go())
+    assert str(4 << 20) in exc.message and "manifest" in exc.message
+    assert exc.hint
