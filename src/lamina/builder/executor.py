@@ -372,6 +372,7 @@ class Builder:
         but without importing the layer writer (start-up time of a cached build), and
         without re-ingesting (and fsyncing) documents the store has already."""
         from lamina.oci import mediatypes as mt
+        from lamina.oci.canonical import check_document_size
         from lamina.oci.manifest import Manifest
 
         def put(data: bytes) -> Digest:
@@ -381,6 +382,8 @@ class Builder:
             return digest
 
         config_bytes = config.to_bytes()
+        # every entry to the store caps configs (README "Limits"), the build too
+        check_document_size("config", len(config_bytes), "the built image")
         config_digest = put(config_bytes)
         manifest = Manifest(
             config=Descriptor(mt.OCI_CONFIG, config_digest, len(config_bytes)),

@@ -71,9 +71,15 @@ def _image_row(name: str, image: img.Image) -> dict[str, Any]:
     }
 
 
+def _warn_unreadable(name: str, exc: Exception) -> None:
+    # one unreadable record is named on stderr; the listing goes on without it
+    shown = f"<none> ({name.removeprefix(img.DANGLING_PREFIX)})" if img.is_dangling(name) else name
+    print(f"warning: cannot list image {shown}: {exc}", file=sys.stderr)
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     store = open_store(args)
-    listed = img.list_images(store)
+    listed = img.list_images(store, _warn_unreadable)
     if args.quiet:
         seen: set[str] = set()
         for _, image in listed:

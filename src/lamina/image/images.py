@@ -8,9 +8,17 @@ prefix of that ID of at least 4 hex digits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from lamina.errors import Conflict, InvalidArgument, InvalidReference, LimitExceeded, NotFound
+from lamina.errors import (
+    Conflict,
+    InvalidArgument,
+    InvalidReference,
+    LaminaError,
+    LimitExceeded,
+    NotFound,
+)
 from lamina.oci.config import ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
@@ -159,18 +167,33 @@ def _names_of(refs: dict[str, Descriptor], digest: Digest) -> tuple[str, ...]:
     return tuple(sorted(name for name, d in refs.items() if d.digest == digest))
 
 
-def list_images(store: Store) -> list[tuple[str, Image]]:
-    """Every (name, image), sorted by name; images whose blobs are missing are skipped."""
+def list_images(
+    store: Store, on_error: Callable[[str, LaminaError], None] | None = None
+) -> list[tuple[str, Image]]:
+    """Every (name, image), sorted by name. With ``on_error``, an image that cannot
+    be read (a blob missing, a document malformed or over its cap) is skipped and
+    handed to it with the error: one bad record never hides the rest (``lamina
+    images``). Without, only images with a missing blob or a malformed document are
+    skipped and anything else raises, so a caller deciding what to delete (snapshot
+    prune) never mistakes an unreadable image for an absent one."""
     out: list[tuple[str, Image]] = []
     refs = store.list_refs()
     cache: dict[Digest, Image] = {}
+    bad: dict[Digest, LaminaError] = {}
     for name in sorted(refs):
         desc = refs[name]
         image = cache.get(desc.digest)
         if image is None:
+            if desc.digest in bad:
+                continue
             try:
                 image = load_image(store, desc, _names_of(refs, desc.digest))
-            except (NotFound, InvalidArgument):
+            except LaminaError as exc:
+                if on_error is None and not isinstance(exc, NotFound | InvalidArgument):
+                    raise
+                bad[desc.digest] = exc
+                if on_error is not None:
+                    on_error(name, exc)
                 continue
             cache[desc.digest] = image
         out.append((name, image))

@@ -26,6 +26,7 @@ from lamina.layers.compression import open_decompressed
 from lamina.layers.diff import diff_trees
 from lamina.layers.tar import TarWriter, read_entries
 from lamina.oci import mediatypes as mt
+from lamina.oci.canonical import check_document_size
 from lamina.oci.config import History, ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
@@ -80,12 +81,15 @@ def build_image(
 ) -> tuple[Descriptor, Digest]:
     """Store config and manifest for ``layers`` (descriptors, base first); tag as ``name``.
     Returns (manifest, id)."""
-    config_info = store.put_bytes(config.to_bytes())
+    config_bytes = config.to_bytes()
+    check_document_size("config", len(config_bytes), f"image {name or '(unnamed)'}")
+    config_info = store.put_bytes(config_bytes)
     manifest = Manifest(
         config=Descriptor(mt.OCI_CONFIG, config_info.digest, config_info.size),
         layers=tuple(layers),
     )
     data = manifest.to_bytes()
+    check_document_size("manifest", len(data), f"image {name or '(unnamed)'}")
     info = store.put_bytes(data)
     descriptor = Descriptor(mt.OCI_MANIFEST, info.digest, info.size)
     if name is not None:

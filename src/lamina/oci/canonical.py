@@ -13,6 +13,23 @@ from typing import Any
 from lamina.errors import InvalidArgument, InvalidFormat, LimitExceeded
 
 MAX_DOCUMENT_BYTES = 4 << 20  # manifests, indexes and configs (containers/image iolimits)
+# The same cap by role, as the README documents them: every way an image enters the
+# store (pull, load, import, build, commit) refuses a larger manifest or config, so
+# every reader of the store (`lamina images`) can rely on them.
+MANIFEST_MAX = MAX_DOCUMENT_BYTES
+CONFIG_MAX = MAX_DOCUMENT_BYTES
+
+
+def check_document_size(kind: str, size: int, what: str) -> None:
+    """Refuse a ``kind`` ("manifest", "index" or "config") of ``size`` bytes over its cap."""
+    limit = CONFIG_MAX if kind == "config" else MANIFEST_MAX
+    if size > limit:
+        raise LimitExceeded(
+            f"{what}: the {kind} is {size} bytes, over lamina's {limit}-byte "
+            f"({limit >> 20} MiB) cap on image {kind}s",
+            hint="such an image cannot be used by lamina (nor by docker or podman); "
+            "keep large data in layers, not in labels, ENV or history",
+        )
 
 
 def canonical_json(value: Any) -> bytes:

@@ -8,10 +8,11 @@ the bytes stream; a mismatch deletes the temporary file and nothing is left behi
 
 Only ``http`` and ``https`` are fetched, through the same HTTP stack as the registry
 client (:mod:`lamina.http`: aiohttp, the verified TLS context, backoff): redirects are
-followed (up to 10), bytes are kept as sent (no Content-Encoding is asked for or
-decoded), a dropped connection or a 429/5xx answer is tried again from the start (a
-few times, with backoff), and the body is capped (``max_bytes``). The caller then
-copies the file into the image with the usual COPY semantics
+followed (up to ``lamina.http.MAX_REDIRECTS``, 10; one more is a clear error), bytes
+are kept as sent (no Content-Encoding is asked for or decoded), a dropped connection
+or a 429/5xx answer is tried again from the start (a few times, with backoff), and
+the body is capped (``max_bytes``). The caller then copies the file into the image
+with the usual COPY semantics
 (:func:`lamina.builder.files.copy.copy_into` on the directory this returns a path in).
 """
 
@@ -37,12 +38,14 @@ from lamina.errors import (
     NotFound,
 )
 from lamina.http import (
+    MAX_REDIRECTS,
     RETRY_STATUSES,
     Backoff,
     is_certificate_error,
     is_dns_error,
     network_errors,
     new_session,
+    too_many_redirects,
 )
 
 if TYPE_CHECKING:
@@ -128,7 +131,10 @@ async def _download(
         while True:
             retry_after = None
             try:
-                async with session.get(url, ssl=context) as response:
+                # aiohttp raises at its max_redirects-th redirect: + 1 follows ten
+                async with session.get(
+                    url, ssl=context, max_redirects=MAX_REDIRECTS + 1
+                ) as response:
                     if response.status in RETRY_STATUSES and backoff.more():
                         retry_after = response.headers.get("Retry-After")
                     else:
@@ -141,6 +147,8 @@ async def _download(
                 # the same name fails to resolve, the same certificate comes back
                 if is_certificate_error(exc) or is_dns_error(exc) or not backoff.more():
                     raise _cannot_download(url, exc) from exc
+            except aiohttp.TooManyRedirects as exc:  # a loop: the same loop next time
+                raise too_many_redirects("ADD", url, "cannot download: ") from exc
             except aiohttp.ClientError as exc:  # a redirect elsewhere than http(s), a bad URL
                 raise _cannot_download(url, exc) from exc
             await backoff.wait(retry_after)

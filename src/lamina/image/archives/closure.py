@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lamina.errors import IntegrityError, InvalidFormat, LimitExceeded, NotFound
 from lamina.oci import mediatypes as mt
-from lamina.oci.canonical import MAX_DOCUMENT_BYTES
+from lamina.oci.canonical import MAX_DOCUMENT_BYTES, check_document_size
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, parse_document
@@ -115,6 +115,7 @@ def _walk(
             _walk(store, child, closure, "manifest", depth + 1, allow_external=allow_external)
     elif isinstance(doc, Manifest):
         config, layers = doc.config, doc.layers
+        check_document_size("config", config.size, f"image {desc.digest}")
         _require(store, config, "config")
         closure.blobs.setdefault(config.digest, config)
         for layer in layers:

@@ -68,7 +68,12 @@ from lamina.image.archives.tar_io import (
 )
 from lamina.image.images import normalize
 from lamina.oci import mediatypes as mt
-from lamina.oci.canonical import MAX_DOCUMENT_BYTES, canonical_json, load_json_object
+from lamina.oci.canonical import (
+    MAX_DOCUMENT_BYTES,
+    canonical_json,
+    check_document_size,
+    load_json_object,
+)
 from lamina.oci.config import ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest, Digester
@@ -466,6 +471,7 @@ def _prepare(
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise InvalidFormat(f"{what} has a malformed RepoTags list")
     config_digest, config_size = scan.resolve(config_path)
+    check_document_size("config", config_size, what)
     config = store.read_blob(config_digest, MAX_DOCUMENT_BYTES)
     diff_ids = _diff_ids(config)
     if len(diff_ids) != len(layers):

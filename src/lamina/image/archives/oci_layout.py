@@ -44,7 +44,12 @@ from lamina.image.archives.tar_io import (
     source_stream,
 )
 from lamina.oci import mediatypes as mt
-from lamina.oci.canonical import MAX_DOCUMENT_BYTES, canonical_json, load_json_object
+from lamina.oci.canonical import (
+    MAX_DOCUMENT_BYTES,
+    canonical_json,
+    check_document_size,
+    load_json_object,
+)
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.layout import (
@@ -346,6 +351,8 @@ def _ingest_from_dir(
     """Ingest ``desc`` and, for manifests and indexes, what it names, from a layout dir."""
     if depth > MAX_INDEX_DEPTH:
         raise InvalidFormat(f"indexes in {root} nest deeper than {MAX_INDEX_DEPTH} levels")
+    if desc.media_type in mt.MANIFEST_TYPES or desc.media_type in mt.INDEX_TYPES:
+        check_document_size("manifest", desc.size, f"{desc.digest} in {root}")
     if not store.has(desc.digest):
         path = os.path.join(root, blob_path(desc.digest))
         try:
@@ -373,6 +380,8 @@ def _ingest_from_dir(
     doc = read_document(store, desc)
     children = doc.manifests if isinstance(doc, Index) else ()
     if isinstance(doc, Manifest):
+        # refused before a byte of it is stored (images.md: the README's limits)
+        check_document_size("config", doc.config.size, f"image {desc.digest} in {root}")
         children = (doc.config, *doc.layers)
     for child in children:
         _ingest_from_dir(store, root, child, depth + 1, progress)

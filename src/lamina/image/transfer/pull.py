@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from lamina.errors import NotFound, SizeMismatch, Unsupported
 from lamina.image.api import EXISTS, FETCHED, Fetcher, RemoteManifest, TransferProgress
 from lamina.image.transfer.concurrency import run_bounded
+from lamina.oci.canonical import check_document_size
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, parse_document
@@ -88,6 +89,8 @@ async def pull_image(
             f"{ref} is an index of indexes, which lamina does not follow",
             hint="pull one of its manifests by digest",
         )
+    # before any blob is fetched: a config over the cap would break every reader
+    check_document_size("config", doc.config.size, f"image {ref}")
     blobs: dict[Digest, Descriptor] = {}
     for blob in (doc.config, *doc.layers):
         blobs.setdefault(blob.digest, blob)

@@ -13,6 +13,11 @@ and scopes (nothing the first time). On a 401 the transport hands the response's
   expires;
 
 and the transport retries once. A second 401 means the credentials are wrong.
+
+Credentials go to the registry's origin (the transport sees to that) and to the realm
+its challenge names, which for a registry reached over verified TLS must be ``https``:
+a plain-http realm gets them only when the registry is insecure itself (loopback, or
+``--insecure``). A token for one registry is sent to that registry's origin only.
 Tokens are requested once per key even when many transfers hit the 401 at once.
 """
 
@@ -104,8 +109,12 @@ class AuthFlow:
         header: str | None,
         scopes: Iterable[Scope],
         ssl: SSLContext | bool,
+        *,
+        insecure: bool = False,
     ) -> str:
-        """Answer a 401: the Authorization value to retry with (or raise)."""
+        """Answer a 401: the Authorization value to retry with (or raise). ``insecure``:
+        the registry itself is reached without verified TLS (loopback, or asked for),
+        so a plain-http token realm may see the credentials too."""
         if not header:
             raise RegistryError(
                 "UNAUTHORIZED",
@@ -148,6 +157,7 @@ class AuthFlow:
                 scopes=every,
                 creds=creds,
                 ssl=ssl,
+                insecure=insecure,
             )
             self._tokens[key] = token
             return f"Bearer {token.value}"
@@ -161,6 +171,7 @@ class AuthFlow:
         scopes: tuple[Scope, ...],
         creds: Credentials | None,
         ssl: SSLContext | bool,
+        insecure: bool,
     ) -> _Token:
         from lamina.http.tls import aiohttp
 
@@ -170,6 +181,15 @@ class AuthFlow:
                 "UNAUTHORIZED",
                 f"{registry}'s Bearer challenge has no usable realm ({realm!r})",
                 hint="the registry's token auth is misconfigured",
+            )
+        if creds is not None and realm.startswith("http://") and not insecure:
+            # the password would cross the network in the clear (RFC 7617 section 4)
+            raise RegistryError(
+                "UNAUTHORIZED",
+                f"{registry}'s token realm {realm} is plain http; lamina sends credentials "
+                "to a token server only over TLS",
+                hint=f"fix the registry's auth configuration, or pass --insecure if "
+                f"you trust the network to {registry}",
             )
         params: list[tuple[str, str]] = []
         if challenge.service:

@@ -96,7 +96,7 @@ class RegistryClient:
         ) as resp:
             length = resp.content_length
             if length is not None and length > max_size:
-                raise LimitExceeded(f"{what} is {length} bytes, over the {max_size}-byte cap")
+                raise _too_big(what, length, max_size)
             data = await resp.content.read(max_size + 1)
             while len(data) <= max_size and not resp.content.at_eof():
                 more = await resp.content.read(max_size + 1 - len(data))
@@ -104,7 +104,7 @@ class RegistryClient:
                     break
                 data += more
             if len(data) > max_size:
-                raise LimitExceeded(f"{what} is over the {max_size}-byte cap")
+                raise _too_big(what, len(data), max_size, more=True)
             served_type = _content_type(resp)
             header_digest = resp.headers.get("Docker-Content-Digest")
         algorithm = ref.digest.algorithm if ref.digest is not None else "sha256"
@@ -249,6 +249,16 @@ class RegistryClient:
                 f"the registry stored manifest {ref} as {announced}, not {descriptor.digest}",
                 hint="the registry rewrote the manifest; it is not content-addressable",
             )
+
+
+def _too_big(what: str, size: int, limit: int, *, more: bool = False) -> LimitExceeded:
+    """``size`` bytes (at least, with ``more``: the registry sent no length)."""
+    amount = f"over {limit} bytes" if more else f"{size} bytes"
+    return LimitExceeded(
+        f"{what} is {amount}, over lamina's {limit}-byte ({limit >> 20} MiB) cap on manifests",
+        hint="such an image cannot be used by lamina (nor by docker or podman); "
+        "ask its publisher for a smaller manifest",
+    )
 
 
 def _resumes_at(resp: Response, offset: int) -> bool:

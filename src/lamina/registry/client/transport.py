@@ -14,12 +14,17 @@ Scheme: ``https`` with certificate verification, unless the registry is insecure
 loopback (``localhost``, ``127.0.0.0/8``, ``::1``, as docker treats them) or named by the
 caller's ``insecure``. For an insecure registry, :meth:`Transport.prepare` probes once
 whether it speaks TLS at all: if so, ``https`` without verification, else plain ``http``
-(docker's insecure-registry rule). Redirects are followed by aiohttp, which drops the
-Authorization header when the redirect leaves the origin (a blob served from S3).
+(docker's insecure-registry rule).
+
+Credentials go only to the registry's origin (scheme, host, port) and to the token
+realm it names (authflow.py). Redirects are followed here, at most ten
+(``lamina.http.redirects``); a hop to another origin (a blob served from S3, an upload
+``Location`` on a storage host, the same host over plain http) is sent without the
+Authorization header, and a 401 from there is not answered with credentials.
 
 A GET or HEAD without a body to a plain-``http`` registry goes over the small client in
 ``lighthttp.py`` instead (it answers a pull from a loopback registry without importing
-aiohttp, which costs more than the pull); a redirect it gets is sent again over aiohttp.
+aiohttp, which costs more than the pull), each hop of a redirect chain on its own.
 Both kinds of answer offer :class:`Response`, and :func:`network_errors` covers both
 kinds of failure. aiohttp is imported (from ``lamina.http.tls``) on first use.
 """
@@ -32,9 +37,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Ma
 from contextlib import asynccontextmanager
 from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from urllib.parse import urlsplit
 
 from lamina.errors import LaminaError, NotFound, ToolError
 from lamina.http import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
     RETRY_STATUSES,
     USER_AGENT,
     Backoff,
@@ -43,6 +51,9 @@ from lamina.http import (
     network_error,
     network_errors,
     new_session,
+    next_hop,
+    same_origin,
+    too_many_redirects,
 )
 from lamina.http import is_dns_error as _is_aiohttp_dns_error
 from lamina.registry.challenges import Scope
@@ -56,7 +67,6 @@ if TYPE_CHECKING:
 
 Body = bytes | Callable[[], AsyncIterable[bytes]] | None
 
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _ERROR_BODY_MAX = 64 << 10
 _PROBE_TIMEOUT = 5.0
 
@@ -232,6 +242,22 @@ class Transport:
     def base_url(self, registry: str) -> str:
         return f"{self.scheme(registry)}://{self._host(registry)}"
 
+    def _hop_tls(self, registry: str, url: str) -> SSLContext | bool:
+        """``ssl=`` for a request to ``url``: the registry's own setting on its origin;
+        elsewhere (a redirect to S3, an upload Location) verified unless that host is
+        on loopback (``insecure`` names the registry, not the hosts it sends us to)."""
+        if same_origin(url, self.base_url(registry)):
+            return self.tls(registry)
+        if is_loopback(urlsplit(url).netloc):
+            return False
+        from lamina.http.tls import verified_context
+
+        return verified_context()
+
+    def on_registry_origin(self, registry: str, url: str) -> bool:
+        """Whether ``url`` is on the origin ``registry``'s credentials were given for."""
+        return same_origin(url, self.base_url(registry))
+
     @asynccontextmanager
     async def request(
         self,
@@ -249,25 +275,32 @@ class Transport:
         """Send until an answer in ``ok`` comes back (yielded, released on exit) or the
         retries run out (raised as a lamina error). ``what`` names the object for
         messages (``manifest x:1``). With ``retry=False`` nothing is retried but the
-        401 answer, and a network failure propagates as aiohttp raised it."""
+        401 answer, and a network failure propagates as aiohttp raised it.
+
+        Redirects are followed here, not by aiohttp (see ``lamina.http.redirects``), at
+        most ``MAX_REDIRECTS`` of them; the Authorization header goes only to the
+        registry's own origin, so a hop elsewhere (S3, a CDN, an upload ``Location``
+        on another host, the same host over plain http) never sees the credentials."""
         scope_list = tuple(scopes)
         ok_set = frozenset(ok)
         backoff = Backoff(self.attempts if retry else 0)
         answered_challenge = False
-        tls = self.tls(registry)
-        # lighthttp answers what it can (see the module docstring); a redirect goes to
-        # aiohttp, which follows it
-        light = (
-            self.use_lighthttp
-            and method in ("GET", "HEAD")
-            and body is None
-            and url.startswith("http://")
-        )
+        first = (method, url, body)
+        redirects = 0
         while True:
+            on_origin = self.on_registry_origin(registry, url)
             send_headers = dict(headers or {})
-            authorization = self.auth.authorization(registry, scope_list)
-            if authorization:
-                send_headers["Authorization"] = authorization
+            if on_origin:
+                authorization = self.auth.authorization(registry, scope_list)
+                if authorization:
+                    send_headers["Authorization"] = authorization
+            # lighthttp answers what it can (see the module docstring)
+            light = (
+                self.use_lighthttp
+                and method in ("GET", "HEAD")
+                and body is None
+                and url.startswith("http://")
+            )
             resp: Response
             try:
                 if light:
@@ -276,7 +309,12 @@ class Transport:
                 else:
                     data: Any = body() if callable(body) else body
                     resp = await self.session.request(
-                        method, url, headers=send_headers, data=data, ssl=tls
+                        method,
+                        url,
+                        headers=send_headers,
+                        data=data,
+                        ssl=self._hop_tls(registry, url),
+                        allow_redirects=False,
                     )
             except network_errors() as exc:
                 if not retry:
@@ -287,21 +325,36 @@ class Transport:
                 if _is_dns_error(exc) or not backoff.more():
                     raise _network_error(method, url, exc) from exc
                 await backoff.wait()
+                method, url, body = first  # a redirect's target may have expired
                 continue
             try:
-                if light and resp.status in REDIRECT_STATUSES:
-                    light = False
+                if resp.status in REDIRECT_STATUSES and resp.status not in ok_set:
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise too_many_redirects(*first[:2])
+                    hop = next_hop(method, url, resp.status, resp.headers.get("Location"))
+                    method, url = hop.method, hop.url
+                    if not hop.keep_body:
+                        body = None
                     continue
-                if resp.status == 401 and not answered_challenge:
+                if resp.status == 401 and not answered_challenge and on_origin:
                     answered_challenge = True
                     challenge = resp.headers.get("WWW-Authenticate")
                     resp.release()
-                    await self.auth.challenged(self.session, registry, challenge, scope_list, tls)
+                    await self.auth.challenged(
+                        self.session,
+                        registry,
+                        challenge,
+                        scope_list,
+                        self.tls(registry),
+                        insecure=self._is_insecure(registry),
+                    )
                     continue
                 if resp.status in RETRY_STATUSES and backoff.more() and resp.status not in ok_set:
                     retry_after = resp.headers.get("Retry-After")
                     resp.release()
                     await backoff.wait(retry_after)
+                    method, url, body = first
                     continue
                 if resp.status not in ok_set:
                     raise await error_from_response(resp, method, registry, what)
