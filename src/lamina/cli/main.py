@@ -252,7 +252,8 @@ def _container_parsers(sub: _Subcommands) -> None:
     p.add_argument("-u", "--user", default=None, help="user[:group], names or ids")
     p.add_argument("--entrypoint", default=None, help="replace the image's ENTRYPOINT")
     p.add_argument("--hostname", default=None, help="container host name")
-    p.add_argument("--network", choices=["host", "none"], default="host")
+    if not isinstance(p, _Unbuilt):  # the network options live with the run command
+        importlib.import_module("lamina.cli.container_cmd").add_network_options(p)
     p.add_argument("-v", "--volume", action="append", default=[], help="HOST:CTR[:ro]")
     p.add_argument("--read-only", action="store_true", help="mount the root read-only")
     p.add_argument("--name", default=None, help="container name")

@@ -116,9 +116,11 @@ def run_container(
             mounts = [_volatile(m) for m in mounts]
         c = cstore.update(c.id, snapshot_key=key)
         mount_all(mounts, c.rootfs)
-        spec = lifecycle.prepare_bundle(cstore, c, image.config, options)
+        attachment = _attach(root, cstore, c, image, options)
+        spec = lifecycle.prepare_bundle(cstore, c, image.config, options, attachment=attachment)
         if _plannable(request, snapshotter, runtime):
             _save_plan(
+                attachment,
                 request.image,
                 cstore,
                 c,
@@ -140,11 +142,45 @@ def run_container(
             on_exit = [sys.executable, "-m", "lamina.cli.main", "--root", root, "rm", "-f", c.id]
         c = lifecycle.start_detached(cstore, c, tty=options.tty, on_exit=on_exit)
         return RunOutcome(c, 0, detached=True)
-    result = lifecycle.run_foreground(cstore, c, tty=options.tty, interactive=options.interactive)
+    try:
+        result = lifecycle.run_foreground(
+            cstore, c, tty=options.tty, interactive=options.interactive
+        )
+    finally:
+        # as Docker: a stopped container keeps its record, not its address and ports
+        lifecycle.release_network(cstore, c.id)
     c = lifecycle.get(cstore, c.id)
     if request.remove:
         lifecycle.remove(cstore, c, force=True, remove_snapshot=remove_snapshot)
     return RunOutcome(c, result.exit_code)
+
+
+def _attach(
+    root: str, cstore: ContainerStore, c: Container, image: RunImage, options: RunOptions
+) -> dict[str, Any] | None:
+    """Put ``c`` on its network (``bridge``: the default one), after releasing the
+    networks of containers that died unwatched; None with ``--network host|none``."""
+    if options.network in ("host", "none"):
+        return None
+    from lamina.network.attachments import attach
+    from lamina.network.config import DEFAULT_NETWORK
+    from lamina.network.ports import check_unique, parse_publish, publish_all
+    from lamina.runtime import lifecycle
+
+    lifecycle.sweep_networks(cstore)
+    ports = [parse_publish(p) for p in options.publish]
+    if options.publish_all:
+        ports += publish_all(image.config.exposed_ports or ())
+    check_unique(ports)
+    network = DEFAULT_NETWORK if options.network == "bridge" else options.network
+    return attach(
+        root,
+        c.id,
+        c.name,
+        network,
+        ports=ports,
+        aliases=[] if network == DEFAULT_NETWORK else [c.name, c.short_id],
+    )
 
 
 def init_snapshot(snap: Snapshotter, top: str) -> str:
@@ -206,6 +242,7 @@ def _plannable(request: RunRequest, snap: Snapshotter, runtime: OCIRuntime) -> b
 
 
 def _save_plan(
+    attachment: dict[str, Any] | None,
     image_ref: str,
     cstore: ContainerStore,
     c: Container,
@@ -257,6 +294,8 @@ def _save_plan(
         cmd=config.cmd or (),
         init_files=init_files,
         host=cache.host_facts(),
+        network=attachment["network"] if attachment else None,
+        address=attachment["ip"] if attachment else None,
     )
     if plan is not None:
         cache.save_plan(cstore.root, plan)

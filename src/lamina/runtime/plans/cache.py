@@ -32,9 +32,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 # Bump when what the full path puts in a spec changes, so older plans are not replayed.
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 # The container id written into a plan's spec in place of the real one.
 SENTINEL = "0" * 64
+# Its short id (the host name on a bridge network), and in the init files its address.
+SHORT_SENTINEL = "shortid00000"
+ADDRESS_SENTINEL = "<container-address>"
 HOST_FILES = ("/etc/hosts", "/etc/resolv.conf")
 _MAX_PLAN = 4 << 20
 
@@ -92,15 +95,30 @@ def make_plan(
     cmd: Sequence[str],
     init_files: dict[str, str],
     host: dict[str, Any],
+    network: str | None = None,
+    address: str | None = None,
 ) -> dict[str, Any] | None:
     """The plan of a finished full-path run of ``image`` (its container ``container_id``
-    prepared with default options), or None when it cannot be replayed."""
+    prepared with default options), or None when it cannot be replayed.
+
+    ``network`` is the network the container was attached to (None: host networking)
+    and ``address`` its address there: the replay attaches each container anew."""
+    short = container_id[:12]
     text = dumps(spec, sort_keys=True)
     text = text.replace(container_id, SENTINEL)
-    if container_id[:12] in text or refs_key is None:
-        return None  # the short id is in the spec (e.g. as host name): not replayable
+    if SHORT_SENTINEL in text or refs_key is None:
+        return None
+    text = text.replace(short, SHORT_SENTINEL)  # the host name, and HOSTNAME
     out = loads(text)
     out["process"]["args"] = None
+    files = {}
+    for name, written in init_files.items():
+        if SHORT_SENTINEL in written or ADDRESS_SENTINEL in written:
+            return None
+        generic = written.replace(short, SHORT_SENTINEL)
+        if address is not None:
+            generic = generic.replace(address + "\t", ADDRESS_SENTINEL + "\t")
+        files[name] = generic
     return {
         "version": PLAN_VERSION,
         "image": image,
@@ -113,7 +131,8 @@ def make_plan(
         "spec": out,
         "entrypoint": list(entrypoint),
         "cmd": list(cmd),
-        "init_files": init_files,
+        "init_files": files,
+        "network": network,
     }
 
 
