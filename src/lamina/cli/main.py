@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mount": ("container_cmd", "cmd_mount"),
     "umount": ("container_cmd", "cmd_umount"),
     "build": ("build_cmd", "cmd_build"),
+    "network": ("network_cmd", "cmd_network"),
+    "port": ("network_cmd", "cmd_port"),
     "registry": ("registry_cmd", "cmd_registry"),
     "push": ("remote_cmd", "cmd_push"),
     "pull": ("remote_cmd", "cmd_pull"),
@@ -57,6 +59,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # (or when every parser is built, for --help).
 ARG_MODULES: dict[str, str] = {
     "build": "build_args",
+    "network": "network_cmd",
+    "port": "network_cmd",
     "registry": "registry_args",
     "push": "remote_args",
     "pull": "remote_args",

@@ -297,10 +297,13 @@ def _create_locked(
         # never like the pool's laminaN)
         bridge = f"lamina{value:08x}"
     else:
+        own = _own_subnets(root, name)  # an idle default network's claim is not enough
         for n in range(256):
             value, bits = (SUBNET_POOL[0] << 24) | (SUBNET_POOL[1] << 16) | (n << 8), 24
             bridge = f"lamina{n}"
             if bridge in taken_bridges or _routed(value, bits):
+                continue
+            if f"{int_to_ip(value)}/{bits}" in own:
                 continue
             subnet = f"{int_to_ip(value)}/{bits}"
             if _try_claim(subnet, path):
@@ -328,6 +331,26 @@ def _create_locked(
         release_claim(str(subnet), path)
         raise
     return doc
+
+
+def _own_subnets(root: str, but: str) -> set[str]:
+    """The subnets of this root's networks other than ``but``."""
+    out: set[str] = set()
+    try:
+        entries = os.listdir(networks_dir(root))
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.endswith(".json") or entry == but + ".json":
+            continue
+        try:
+            with open(os.path.join(networks_dir(root), entry), "rb") as fh:
+                doc = loads(fh.read(_MAX_CONFIG))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict):
+            out.update(str(s.get("subnet")) for s in doc.get("subnets", ()))
+    return out
 
 
 def list_networks(root: str) -> list[dict[str, Any]]:
