@@ -226,3 +226,15 @@ def test_kill_9_of_a_foreground_run_leaves_nothing_after_the_next_command(bb: La
     assert rules_naming(subnet) == []
     assert rules_naming(record["container_id"]) == []
     assert bridge not in host_links()  # no veth left on it, so netavark removed it
+
+
+def test_the_fast_path_replays_bridge_and_host_runs_apart(bb: Lamina) -> None:
+    fast = {"LAMINA_FASTRUN": "require"}
+    bb("run", "--rm", "bb", "true")
+    bb("run", "--rm", "--network", "host", "bb", "true")
+    assert len(list((_root(bb) / "cache" / "run").glob("*.json"))) == 2
+    bridge = bb("run", "--rm", "bb", "ls", "/sys/class/net", env=fast).stdout.split()
+    host = bb("run", "--rm", "--network=host", "bb", "ls", "/sys/class/net", env=fast)
+    assert bridge == ["eth0", "lo"]
+    assert sorted(host.stdout.split()) == sorted(os.listdir("/sys/class/net"))
+    assert list((_root(bb) / "networks" / "attachments").glob("*.json")) == []

@@ -321,7 +321,8 @@ def _load(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _fast_run(argv: Sequence[str]) -> int | None:
-    """``lamina run [--rm] [--name N] IMAGE [CMD...]`` from a cached run plan (see
+    """``lamina run [--rm] [--name N] [--network bridge|host] IMAGE [CMD...]`` from a
+    cached run plan (see
     lamina.runtime.plans.replay), without argparse or the full run path; None when the
     command line asks for more, or no valid plan exists."""
     root = None
@@ -336,22 +337,33 @@ def _fast_run(argv: Sequence[str]) -> int | None:
     if i >= len(argv) or argv[i] != "run":
         return None
     i += 1
-    rm, name = False, None
+    rm, name, network = False, None, None
     while i < len(argv) and argv[i].startswith("-"):
         if argv[i] == "--rm" and not rm:
             rm, i = True, i + 1
+        elif argv[i] == "--network" and network is None and i + 1 < len(argv):
+            network, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--network=") and network is None:
+            network, i = argv[i][len("--network=") :], i + 1
         elif argv[i] == "--name" and name is None and i + 1 < len(argv):
             name, i = argv[i + 1], i + 2
         elif argv[i].startswith("--name=") and name is None:
             name, i = argv[i][len("--name=") :], i + 1
         else:
             return None
-    if i >= len(argv) or not argv[i]:
+    if i >= len(argv) or not argv[i] or network not in (None, "bridge", "host"):
         return None
     from lamina.runtime.plans.replay import try_run
     from lamina.sysinfo import default_root
 
-    return try_run(root or default_root(), argv[i], argv[i + 1 :], rm=rm, name=name)
+    return try_run(
+        root or default_root(),
+        argv[i],
+        argv[i + 1 :],
+        rm=rm,
+        name=name,
+        network=network or "bridge",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -121,6 +121,7 @@ def run_container(
         if _plannable(request, snapshotter, runtime):
             _save_plan(
                 attachment,
+                options.network,
                 request.image,
                 cstore,
                 c,
@@ -227,12 +228,17 @@ def _volatile(mount: Mount) -> Mount:
 
 
 def _plannable(request: RunRequest, snap: Snapshotter, runtime: OCIRuntime) -> bool:
-    """Whether this run used only what the fast path replays: the default options, the
-    overlay snapshotter and plain runc."""
+    """Whether this run used only what the fast path replays: the default options (but
+    ``--network host``, planned apart), the overlay snapshotter and plain runc."""
+    from lamina.runtime.plans.cache import PLAN_NETWORKS
     from lamina.snapshot.overlay import OverlaySnapshotter
 
     options = request.options
-    defaults = not request.detach and options == RunOptions(args=options.args)
+    defaults = (
+        not request.detach
+        and options.network in PLAN_NETWORKS
+        and options == RunOptions(args=options.args, network=options.network)
+    )
     return (
         defaults
         and isinstance(snap, OverlaySnapshotter)
@@ -243,6 +249,7 @@ def _plannable(request: RunRequest, snap: Snapshotter, runtime: OCIRuntime) -> b
 
 def _save_plan(
     attachment: dict[str, Any] | None,
+    network_mode: str,
     image_ref: str,
     cstore: ContainerStore,
     c: Container,
@@ -296,6 +303,7 @@ def _save_plan(
         host=cache.host_facts(),
         network=attachment["network"] if attachment else None,
         address=attachment["ip"] if attachment else None,
+        mode=network_mode,
     )
     if plan is not None:
         cache.save_plan(cstore.root, plan)

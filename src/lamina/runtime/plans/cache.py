@@ -42,13 +42,18 @@ HOST_FILES = ("/etc/hosts", "/etc/resolv.conf")
 _MAX_PLAN = 4 << 20
 
 
-def plan_path(root: str, image: str) -> str | None:
-    """Where the plan for ``image`` (as typed) lives; None when the name is too long
-    to be a file name."""
+# The --network modes a plan can be made for and replayed with (bridge: the default).
+PLAN_NETWORKS = ("bridge", "host")
+
+
+def plan_path(root: str, image: str, network: str = "bridge") -> str | None:
+    """Where the plan for ``image`` (as typed) run with ``--network network`` lives;
+    None when the name is too long to be a file name."""
     name = image.encode().hex()
     if len(name) > 200:
         return None
-    return os.path.join(run_plans_dir(root), name + ".json")
+    suffix = "" if network == "bridge" else f".{network}"
+    return os.path.join(run_plans_dir(root), name + suffix + ".json")
 
 
 def _stat_key(path: str) -> list[int] | None:
@@ -97,12 +102,14 @@ def make_plan(
     host: dict[str, Any],
     network: str | None = None,
     address: str | None = None,
+    mode: str = "bridge",
 ) -> dict[str, Any] | None:
     """The plan of a finished full-path run of ``image`` (its container ``container_id``
     prepared with default options), or None when it cannot be replayed.
 
     ``network`` is the network the container was attached to (None: host networking)
-    and ``address`` its address there: the replay attaches each container anew."""
+    and ``address`` its address there: the replay attaches each container anew.
+    ``mode`` is the ``--network`` it ran with (one of :data:`PLAN_NETWORKS`)."""
     short = container_id[:12]
     text = dumps(spec, sort_keys=True)
     text = text.replace(container_id, SENTINEL)
@@ -133,11 +140,12 @@ def make_plan(
         "cmd": list(cmd),
         "init_files": files,
         "network": network,
+        "mode": mode,
     }
 
 
 def save_plan(root: str, plan: dict[str, Any]) -> None:
-    path = plan_path(root, plan["image"])
+    path = plan_path(root, plan["image"], plan["mode"])
     if path is None:
         return
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -145,9 +153,10 @@ def save_plan(root: str, plan: dict[str, Any]) -> None:
     write_file_atomic(path, dumps(plan).encode(), durable=False)
 
 
-def load_plan(root: str, image: str) -> dict[str, Any] | None:
-    """The plan for ``image`` if there is one and it still holds (see the module doc)."""
-    path = plan_path(root, image)
+def load_plan(root: str, image: str, network: str = "bridge") -> dict[str, Any] | None:
+    """The plan for ``image`` with ``--network network`` if there is one and it still
+    holds (see the module doc)."""
+    path = plan_path(root, image, network)
     if path is None:
         return None
     try:
@@ -158,7 +167,9 @@ def load_plan(root: str, image: str) -> dict[str, Any] | None:
         return None
     if not isinstance(plan, dict) or plan.get("version") != PLAN_VERSION:
         return None
-    if plan.get("image") != image or plan.get("refs") != refs_key(root):
+    if plan.get("image") != image or plan.get("mode", "bridge") != network:
+        return None
+    if plan.get("refs") != refs_key(root):
         return None
     if plan.get("host") != host_facts():
         return None

@@ -9,8 +9,9 @@ typing on purpose; the paths and options come from :mod:`lamina.stateroot`, as t
 path's do, and tests/runtime/test_runtime_parity.py holds the two to the same bundle,
 mounts and records.
 
-Eligible invocations: ``run [--rm] [--name NAME] IMAGE [CMD...]`` with the default
-runtime and the overlay snapshotter; ``LAMINA_FASTRUN=0`` turns the fast path off.
+Eligible invocations: ``run [--rm] [--name NAME] [--network bridge|host] IMAGE
+[CMD...]`` with the default runtime and the overlay snapshotter; ``LAMINA_FASTRUN=0``
+turns the fast path off.
 What it writes (records, snapshots, mounts) is the full path's format, so ``ps``,
 ``logs``, ``diff``, ``commit`` and ``rm`` treat its containers like any other, and a
 kill -9 leaves what ``lamina rm`` cleans.
@@ -323,7 +324,13 @@ def _still_running(cdirs: str, cid: str) -> bool:
 
 
 def try_run(
-    root: str, image: str, args: Sequence[str], *, rm: bool, name: str | None
+    root: str,
+    image: str,
+    args: Sequence[str],
+    *,
+    rm: bool,
+    name: str | None,
+    network: str = "bridge",
 ) -> int | None:
     """The fast path if a valid plan for ``image`` exists, else None (take the full path).
 
@@ -334,7 +341,7 @@ def try_run(
         return None
     code = None
     if os.environ.get("LAMINA_SNAPSHOTTER", "overlay") == "overlay":
-        plan = load_plan(root, image)
+        plan = load_plan(root, image, network)
         if plan is not None:
             from lamina.snapshot.raw_metadata import ChainChanged
 
