@@ -1,9 +1,11 @@
 """Container start latency and first run of a fresh image, against runc and podman.
 
-warm:  lamina run --rm IMG /bin/true    vs  runc run on a ready bundle  vs  podman run --rm
+warm:  lamina run --rm IMG /bin/true (default bridge network, and --network host)  vs
+       runc run on a ready bundle  vs  podman run --rm (--network none, and bridge)
 cold:  lamina load + run of a ~200 MB Debian image (unpack included)  vs  podman load + run
-podman runs as root with its overlay driver, `--network none` (its bridge network
-rewrites the host firewall) and the ulimits this machine needs.
+podman runs as root with its overlay driver and the ulimits this machine needs;
+`--network none` except in the bridge contender (podman's netavark, like lamina's,
+removes its per-container rules at exit).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def _warm(work: Path, has_podman: bool) -> bool:
     root = work / "root"
     _lamina(root, "bootstrap", "busybox", "-t", "bench-bb")
     _lamina(root, "run", "--rm", "bench-bb", "/bin/true")  # unpack once
+    _lamina(root, "run", "--rm", "--network", "host", "bench-bb", "/bin/true")  # its plan
     bundle = work / "bundle"
     _lamina(root, "unpack", "bench-bb", str(bundle / "rootfs"))
     subprocess.run(["runc", "spec"], cwd=bundle, check=True)
@@ -116,6 +119,10 @@ def _warm(work: Path, has_podman: bool) -> bool:
     contenders = {
         "lamina run --rm": lambda: run_timed(
             [*fast, "--root", str(root), "run", "--rm", "bench-bb", "/bin/true"], rss=False
+        ),
+        "lamina run --rm --network host": lambda: run_timed(
+            [*fast, "--root", str(root), "run", "--rm", "--network=host", "bench-bb", "/bin/true"],
+            rss=False,
         ),
         "runc run (ready bundle)": lambda: run_timed(
             [
@@ -135,19 +142,33 @@ def _warm(work: Path, has_podman: bool) -> bool:
         contenders["podman run --rm"] = lambda: run_timed(
             [*PODMAN, *PODMAN_RUN, "docker.io/library/bench-bb:latest", "/bin/true"], rss=False
         )
+        bridge_run = [a if a != "none" else "bridge" for a in PODMAN_RUN]
+        bridge = [*PODMAN, *bridge_run, "docker.io/library/bench-bb:latest", "/bin/true"]
+        if subprocess.run(bridge, capture_output=True, check=False).returncode == 0:
+            contenders["podman run --rm --network bridge"] = lambda: run_timed(bridge, rss=False)
+        else:
+            print("skipping podman --network bridge: it failed here", file=sys.stderr)
     results = interleave(ROUNDS, contenders)
-    _peak(
-        results["lamina run --rm"],
-        [*LAMINA, "--root", str(root), "run", "--rm", "bench-bb", "/bin/true"],
-    )
+    for name, extra in (
+        ("lamina run --rm", []),
+        ("lamina run --rm --network host", ["--network", "host"]),
+    ):
+        _peak(
+            results[name],
+            [*LAMINA, "--root", str(root), "run", "--rm", *extra, "bench-bb", "/bin/true"],
+        )
     lamina_ms = results["lamina run --rm"].median * 1000
+    host_ms = results["lamina run --rm --network host"].median * 1000
     runc_ms = results["runc run (ready bundle)"].median * 1000
-    report(
-        "run-latency",
-        results,
-        "runc run (ready bundle)",
-        {"lamina_overhead_ms": round(lamina_ms - runc_ms, 1), "rounds": ROUNDS},
-    )
+    extra: dict[str, object] = {
+        "lamina_overhead_ms": round(lamina_ms - runc_ms, 1),
+        "bridge_network_cost_ms": round(lamina_ms - host_ms, 1),
+        "rounds": ROUNDS,
+    }
+    if "podman run --rm --network bridge" in results:
+        podman_ms = results["podman run --rm --network bridge"].median * 1000
+        extra["lamina_bridge_vs_podman_bridge"] = round(lamina_ms / podman_ms, 2)
+    report("run-latency", results, "runc run (ready bundle)", extra)
     return has_podman
 
 
