@@ -3,6 +3,7 @@ firewall rules are made by attach and all gone after detach or a sweep."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -72,7 +73,13 @@ def test_sweep_tears_down_what_a_crash_left(tmp_path: Path) -> None:
     nets = NetavarkNetworks(root)
     rec = nets.attach(A, "one", "lamina")
     subnet = rec["config"]["subnets"][0]["subnet"]
-    assert nets.sweep(lambda cid: True) == []
+    assert nets.sweep(lambda cid: False) == []  # its owner (this process) lives
+    # as if the process that attached it had been killed
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    path = Path(attachments.record_path(root, A))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "owner_pid": dead.pid}))
+    assert nets.sweep(lambda cid: True) == []  # the container still runs
     assert nets.sweep(lambda cid: cid != A) == [A]
     assert attachments.read(root, A) is None
     assert not netns.is_bound(rec["netns"])

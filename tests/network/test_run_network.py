@@ -11,7 +11,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,6 @@ from helpers.cli import LAMINA, Lamina
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
 HTTPD = "mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www"
-
-
-@pytest.fixture
-def bb(lamina: Lamina) -> Lamina:
-    lamina("bootstrap", "busybox", "-t", "bb")
-    return lamina
 
 
 def _root(lamina: Lamina) -> Path:
@@ -78,32 +71,6 @@ def test_the_default_network_is_private(bb: Lamina) -> None:
     # the host network is still there with --network host
     host = bb("run", "--rm", "--network", "host", "bb", "ls", "/sys/class/net").stdout.split()
     assert sorted(host) == sorted(os.listdir("/sys/class/net"))
-
-
-@pytest.fixture
-def outside() -> Iterator[tuple[str, str]]:
-    """A server in another network namespace on this host, reached through a veth
-    pair: (its address, the host's address on that link)."""
-    n = os.getpid() % 200 + 20
-    ns, here, there = f"lamtest{os.getpid()}", f"lt{os.getpid()}a", f"lt{os.getpid()}b"
-    host_ip, server_ip = f"172.31.{n}.1", f"172.31.{n}.2"
-    cmds = [
-        ["ip", "netns", "add", ns],
-        ["ip", "link", "add", here, "type", "veth", "peer", "name", there],
-        ["ip", "link", "set", there, "netns", ns],
-        ["ip", "addr", "add", f"{host_ip}/30", "dev", here],
-        ["ip", "link", "set", here, "up"],
-        ["ip", "-n", ns, "addr", "add", f"{server_ip}/30", "dev", there],
-        ["ip", "-n", ns, "link", "set", there, "up"],
-        ["ip", "-n", ns, "link", "set", "lo", "up"],
-    ]
-    try:
-        for cmd in cmds:
-            subprocess.run(cmd, check=True, capture_output=True)
-        yield server_ip, host_ip
-    finally:
-        subprocess.run(["ip", "link", "del", here], capture_output=True, check=False)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 def test_outbound_traffic_is_nat_ed(bb: Lamina, outside: tuple[str, str]) -> None:

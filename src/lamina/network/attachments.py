@@ -22,6 +22,7 @@ from lamina.lightstd import dumps, loads, suppress
 from lamina.network import config as netconfig
 from lamina.network import netavark, netns
 from lamina.stateroot import attachments_dir, netns_path
+from lamina.sysinfo import start_time
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
 if TYPE_CHECKING:
@@ -112,6 +113,10 @@ def attach(
             "config": net,
             "dns_servers": [],
             "search_domains": [],
+            # the process that attached (a foreground run, a build step): while it
+            # lives the sweep leaves the record alone, whatever the container's state
+            "owner_pid": os.getpid(),
+            "owner_start": start_time(os.getpid()) or 0,
         }
         os.makedirs(attachments_dir(root), mode=0o700, exist_ok=True)
         # durable: after a power cut the lease must still name what is on the host
@@ -147,15 +152,24 @@ def in_use(root: str, network: str) -> list[str]:
     return [str(d["container_id"]) for d in list_records(root) if d.get("network") == network]
 
 
+def _owner_alive(doc: dict[str, Any]) -> bool:
+    pid = doc.get("owner_pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    started = start_time(pid)
+    return started is not None and doc.get("owner_start") in (0, started)
+
+
 def sweep(root: str, running: Callable[[str], bool]) -> list[str]:
-    """Detach every container for which ``running(id)`` is false; their ids. Failures of
-    one teardown do not stop the others (the record stays for the next sweep)."""
+    """Detach every container whose attaching process is gone and for which
+    ``running(id)`` is false; their ids. Failures of one teardown do not stop the
+    others (the record stays for the next sweep)."""
     from lamina.errors import LaminaError
 
     done = []
     for doc in list_records(root):
         cid = str(doc.get("container_id"))
-        if running(cid):
+        if _owner_alive(doc) or running(cid):
             continue
         try:
             detach(root, cid)
