@@ -314,9 +314,9 @@ def run_process(
     """Run ``process`` in the mounted ``ws.rootfs`` and wait. ``stubs`` (made for
     ``ws.rootfs`` and its upper dir) are removed from the view again when this returns;
     call ``stubs.prune_upper()`` once the root is unmounted."""
+    from lamina.network.config import DEFAULT_NETWORK
     from lamina.oci.config import ContainerConfig
     from lamina.runtime.bundle.spec import RunOptions
-    from lamina.network.config import DEFAULT_NETWORK
     from lamina.runtime.bundle.writer import write_bundle
 
     try:
