@@ -205,3 +205,20 @@ def test_the_fast_path_replays_bridge_and_host_runs_apart(bb: Lamina) -> None:
     assert bridge == ["eth0", "lo"]
     assert sorted(host.stdout.split()) == sorted(os.listdir("/sys/class/net"))
     assert list((_root(bb) / "networks" / "attachments").glob("*.json")) == []
+
+
+def test_publish_all_maps_every_exposed_port(bb: Lamina, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text("FROM bb\nEXPOSE 80\n")
+    bb("build", "-q", "-t", "web", "-f", str(ctx / "Containerfile"), str(ctx))
+    cid = bb("run", "-d", "-P", "web", "sh", "-c", HTTPD.format(text="all")).stdout.strip()
+    try:
+        [line] = bb("port", cid).stdout.splitlines()
+        assert line.startswith("80/tcp -> 0.0.0.0:")
+        port = int(line.rsplit(":", 1)[1])
+        assert _get(f"http://127.0.0.1:{port}/") == "all\n"
+    finally:
+        bb("rm", "-f", cid)
+    refused = bb("run", "--rm", "-p", "80", "--network", "host", "bb", "true", check=False)
+    assert refused.returncode != 0 and "published" in refused.stderr
