@@ -23,7 +23,7 @@ def test_build_run_reaches_out_by_default_and_not_with_none(
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Containerfile").write_text(
-        f"FROM bb\nRUN nc -w 3 {server_ip} 8080 > /fetched && cat /fetched && ls /sys/class/net\n"
+        f"FROM bb\nRUN nc -w 3 {server_ip} 8080 > /fetched && ls /sys/class/net > /ifaces\n"
     )
     server = subprocess.Popen(
         ["ip", "netns", "exec", ns, "busybox", "nc", "-ll", "-p", "8080", "-e", "echo", "mirror"],
@@ -34,6 +34,8 @@ def test_build_run_reaches_out_by_default_and_not_with_none(
         time.sleep(0.3)
         bb("build", "-q", "-t", "fetched", "-f", str(ctx / "Containerfile"), str(ctx))
         assert bb("run", "--rm", "fetched", "cat", "/fetched").stdout == "mirror\n"
+        # it ran in a namespace of its own, not the host's
+        assert bb("run", "--rm", "fetched", "cat", "/ifaces").stdout == "eth0\nlo\n"
         blocked = bb(
             "build", "--no-cache", "--network", "none", "-t", "nope",
             "-f", str(ctx / "Containerfile"), str(ctx), check=False,
