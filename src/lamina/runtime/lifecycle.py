@@ -485,8 +485,10 @@ def sweep_networks(store: ContainerStore) -> list[str]:
     from lamina.network.attachments import sweep
 
     def running(container_id: str) -> bool:
+        # "created" counts as gone: the sweep spares a record while the process that
+        # attached it lives, so a created record whose creator died never starts
         try:
-            return refresh(store, store.get(container_id)).status != "exited"
+            return refresh(store, store.get(container_id)).status == "running"
         except NotFound:
             return False
 

@@ -307,8 +307,8 @@ def _still_running(cdirs: str, cid: str) -> bool:
         return False
     if os.path.exists(os.path.join(cdir, EXIT_FILE)):
         return False
-    if doc.get("status") == "created":
-        return True
+    if doc.get("status") != "running":
+        return False  # created: its creator (the attachment's owner) died before it ran
     for pid_key, start_key in (("keeper_pid", "keeper_start"), ("pid", "pid_start")):
         pid = doc.get(pid_key)
         if isinstance(pid, int) and pid > 0:
