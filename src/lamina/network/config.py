@@ -21,6 +21,7 @@ Light imports only: the fast path of ``lamina run`` reads configs.
 from __future__ import annotations
 
 import os
+import time
 
 from lamina.lightstd import Flock, dumps, loads, suppress
 from lamina.stateroot import networks_dir
@@ -34,6 +35,8 @@ DEFAULT_NETWORK = "lamina"
 RESERVED = ("bridge", "host", "none", "default")
 CLAIMS_DIR = "/run/lamina/subnets"
 HOST_LOCK = "/run/lamina/networks.lock"
+# How long an idle default network keeps its subnet after its last attach or detach.
+IDLE_GRACE = 120.0
 SUBNET_POOL = (10, 89)  # 10.89.N.0/24, N = 0..255
 _MAX_CONFIG = 1 << 20
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -128,6 +131,11 @@ def _claim_holder_alive(path: str, subnet: str) -> bool:
         return False
     if doc.get("name") != DEFAULT_NETWORK:
         return True
+    try:
+        if os.stat(path).st_mtime > time.time() - IDLE_GRACE:
+            return True  # used a moment ago: the next run of that root keeps its subnet
+    except OSError:
+        return False
     from lamina.stateroot import attachments_dir
 
     root = os.path.dirname(os.path.dirname(owner))
@@ -157,6 +165,14 @@ def _claim_owner(subnet: str) -> str | None:
         return None
 
 
+def touch_claim(doc: dict[str, Any], root: str) -> None:
+    """Mark the claim of ``doc``'s subnet as used now (see :data:`IDLE_GRACE`)."""
+    path = _claim_file(str(doc["subnets"][0]["subnet"]))
+    with suppress(OSError):
+        if _claim_owner(str(doc["subnets"][0]["subnet"])) == config_path(root, doc["name"]):
+            os.utime(path)
+
+
 def claim_default(root: str, doc: dict[str, Any]) -> dict[str, Any]:
     """The default network's config with its subnet claimed by this root (the caller
     holds :func:`lock`): re-claimed, or remade on a free subnet when another root took
@@ -164,6 +180,7 @@ def claim_default(root: str, doc: dict[str, Any]) -> dict[str, Any]:
     path = config_path(root, DEFAULT_NETWORK)
     subnet = str(doc["subnets"][0]["subnet"])
     if _claim_owner(subnet) == path or _try_claim(subnet, path):
+        touch_claim(doc, root)
         return doc
     return _create_locked(root, DEFAULT_NETWORK, dns=False)
 
@@ -279,8 +296,6 @@ def _create_locked(
     dns: bool,
     labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    import time
-
     from lamina.atomic import write_atomic
     from lamina.errors import AlreadyExists, LimitExceeded
 

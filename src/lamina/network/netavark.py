@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from lamina.lightstd import dumps, loads
+from lamina.lightstd import Flock, dumps, loads
 from lamina.network.spawn import run_tool
 from lamina.stateroot import netavark_config_dir
 
@@ -52,20 +52,29 @@ def find_helper(name: str) -> str:
 def setup_input(record: dict[str, Any]) -> dict[str, Any]:
     """netavark's input for the attachment ``record`` (see attachments.attach)."""
     net = record["config"]
+    key = stack_name(net)
     return {
         "container_id": record["container_id"],
         "container_name": record["container_name"],
         "port_mappings": record["ports"] or None,
         "networks": {
-            net["name"]: {
+            key: {
                 "static_ips": [record["ip"]],
                 "interface_name": "eth0",
                 "aliases": record["aliases"],
             }
         },
-        "network_info": {net["name"]: net},
+        "network_info": {key: {**net, "name": key}},
         "dns_servers": None,
     }
+
+
+def stack_name(net: dict[str, Any]) -> str:
+    """The network's name as netavark sees it: its name and the start of its id.
+    netavark names its per-network firewall chains after a hash of the name, and every
+    state root has a network called ``lamina``: with the plain name two roots would
+    share (and tear down) one another's chains."""
+    return f"{net['name']}-{net['id'][:12]}"
 
 
 def _argv(root: str, command: str, netns: str) -> list[str]:
@@ -92,14 +101,46 @@ def _aardvark_or_none() -> str:
     return "aardvark-dns"
 
 
+# netavark changes host-wide state (the shared NETAVARK-* chains, bridges, aardvark's
+# files) without a lock of its own: two at once race ("chain already exists"). Podman
+# serialises its calls with a lock file; lamina's is host-wide, for every state root.
+HOST_LOCK = "/run/lamina/netavark.lock"
+
+
+def _call(root: str, command: str, netns: str, record: dict[str, Any]) -> bytes:
+    from lamina.errors import ToolError
+
+    os.makedirs(os.path.dirname(HOST_LOCK), mode=0o755, exist_ok=True)
+    try:
+        with Flock(HOST_LOCK):
+            return run_tool(
+                _argv(root, command, netns),
+                what=f"netavark {command}",
+                stdin=dumps(setup_input(record)).encode(),
+            )
+    except ToolError as exc:
+        raise ToolError(_explained(exc.message), hint=exc.hint) from exc
+
+
+def _explained(message: str) -> str:
+    """netavark prints its error as JSON on stdout (``{"error": "..."}``), not on stderr;
+    run_tool appends that output to its message: keep only the error's text."""
+    head, sep, rest = message.partition(" [stdout] ")
+    if not sep:
+        return message
+    try:
+        doc = loads(rest)
+    except ValueError:
+        return message
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return f"{head.split(':', 1)[0]}: {doc['error']}"
+    return message
+
+
 def setup(root: str, netns: str, record: dict[str, Any]) -> dict[str, Any]:
     """Configure the namespace at ``netns``; netavark's status block for the network
     (``interfaces``, ``dns_server_ips``, ``dns_search_domains``)."""
-    out = run_tool(
-        _argv(root, "setup", netns),
-        what="netavark setup",
-        stdin=dumps(setup_input(record)).encode(),
-    )
+    out = _call(root, "setup", netns, record)
     try:
         doc = loads(out)
     except ValueError:
@@ -108,14 +149,10 @@ def setup(root: str, netns: str, record: dict[str, Any]) -> dict[str, Any]:
         from lamina.errors import ToolError
 
         raise ToolError(f"netavark setup printed no status: {out[:200]!r}")
-    status = doc.get(record["config"]["name"])
+    status = doc.get(stack_name(record["config"]))
     return status if isinstance(status, dict) else {}
 
 
 def teardown(root: str, netns: str, record: dict[str, Any]) -> None:
     """Undo :func:`setup`: the veth, the firewall rules, the DNS entries."""
-    run_tool(
-        _argv(root, "teardown", netns),
-        what="netavark teardown",
-        stdin=dumps(setup_input(record)).encode(),
-    )
+    _call(root, "teardown", netns, record)

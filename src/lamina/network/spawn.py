@@ -59,5 +59,6 @@ def run_tool(
     if code != 0:
         lines = [line for line in outputs[1].decode("utf-8", "replace").splitlines() if line]
         last = lines[-1] if lines else f"exit status {code}"
-        raise ToolError(f"{what} failed: {last}")
+        said = outputs[0].decode("utf-8", "replace").strip()
+        raise ToolError(f"{what} failed: {last}" + (f" [stdout] {said[:2000]}" if said else ""))
     return outputs[0]
