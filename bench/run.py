@@ -1,11 +1,13 @@
 """Container start latency and first run of a fresh image, against runc and podman.
 
-warm:  lamina run --rm IMG /bin/true    vs  runc run on a ready bundle  vs  podman run --rm
+warm:  lamina run --rm IMG /bin/true (default bridge network, and --network host)  vs
+       runc run on a ready bundle  vs  podman run --rm (--network none, and bridge)
        (lamina and the bundle with the default seccomp filter and without it, so the
        cost of seccomp shows on its own: most of it is runc compiling the filter)
 cold:  lamina load + run of a ~200 MB Debian image (unpack included)  vs  podman load + run
-podman runs as root with its overlay driver, `--network none` (its bridge network
-rewrites the host firewall) and the ulimits this machine needs.
+podman runs as root with its overlay driver and the ulimits this machine needs;
+`--network none` except in the bridge contender (podman's netavark, like lamina's,
+removes its per-container rules at exit).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def _warm(work: Path, has_podman: bool) -> bool:
     root = work / "root"
     _lamina(root, "bootstrap", "busybox", "-t", "bench-bb")
     _lamina(root, "run", "--rm", "bench-bb", "/bin/true")  # unpack once
+    _lamina(root, "run", "--rm", "--network", "host", "bench-bb", "/bin/true")  # its plan
     bundle = work / "bundle"
     _lamina(root, "unpack", "bench-bb", str(bundle / "rootfs"))
     subprocess.run(["runc", "spec"], cwd=bundle, check=True)
@@ -132,6 +135,9 @@ def _warm(work: Path, has_podman: bool) -> bool:
 
     contenders = {
         "lamina run --rm": lambda: run_timed([*fast, "bench-bb", "/bin/true"], rss=False),
+        "lamina run --rm --network host": lambda: run_timed(
+            [*fast, "--network=host", "bench-bb", "/bin/true"], rss=False
+        ),
         "lamina run --rm (seccomp=unconfined)": lambda: run_timed(
             [*fast, *unconfined, "bench-bb", "/bin/true"], rss=False
         ),
@@ -143,32 +149,42 @@ def _warm(work: Path, has_podman: bool) -> bool:
         contenders["podman run --rm"] = lambda: run_timed(
             [*PODMAN, *PODMAN_RUN, "docker.io/library/bench-bb:latest", "/bin/true"], rss=False
         )
+        bridge_run = [a if a != "none" else "bridge" for a in PODMAN_RUN]
+        bridge = [*PODMAN, *bridge_run, "docker.io/library/bench-bb:latest", "/bin/true"]
+        if subprocess.run(bridge, capture_output=True, check=False).returncode == 0:
+            contenders["podman run --rm --network bridge"] = lambda: run_timed(bridge, rss=False)
+        else:
+            print("skipping podman --network bridge: it failed here", file=sys.stderr)
     results = interleave(ROUNDS, contenders)
     plain = [*LAMINA, "--root", str(root), "run", "--rm"]
-    _peak(results["lamina run --rm"], [*plain, "bench-bb", "/bin/true"])
-    _peak(
-        results["lamina run --rm (seccomp=unconfined)"],
-        [*plain, *unconfined, "bench-bb", "/bin/true"],
-    )
+    for name, extra in (
+        ("lamina run --rm", ()),
+        ("lamina run --rm --network host", ("--network", "host")),
+        ("lamina run --rm (seccomp=unconfined)", unconfined),
+    ):
+        _peak(results[name], [*plain, *extra, "bench-bb", "/bin/true"])
 
     def ms(name: str) -> float:
         return results[name].median * 1000
 
-    report(
-        "run-latency",
-        results,
-        "runc run (ready bundle)",
-        {
-            "lamina_overhead_ms": round(ms("lamina run --rm") - ms("runc run (ready bundle)"), 1),
-            "seccomp_cost_ms": round(
-                ms("lamina run --rm") - ms("lamina run --rm (seccomp=unconfined)"), 1
-            ),
-            "seccomp_cost_in_runc_ms": round(
-                ms("runc run (ready bundle + seccomp)") - ms("runc run (ready bundle)"), 1
-            ),
-            "rounds": ROUNDS,
-        },
-    )
+    figures: dict[str, object] = {
+        "lamina_overhead_ms": round(ms("lamina run --rm") - ms("runc run (ready bundle)"), 1),
+        "bridge_network_cost_ms": round(
+            ms("lamina run --rm") - ms("lamina run --rm --network host"), 1
+        ),
+        "seccomp_cost_ms": round(
+            ms("lamina run --rm") - ms("lamina run --rm (seccomp=unconfined)"), 1
+        ),
+        "seccomp_cost_in_runc_ms": round(
+            ms("runc run (ready bundle + seccomp)") - ms("runc run (ready bundle)"), 1
+        ),
+        "rounds": ROUNDS,
+    }
+    if "podman run --rm --network bridge" in results:
+        figures["lamina_bridge_vs_podman_bridge"] = round(
+            ms("lamina run --rm") / ms("podman run --rm --network bridge"), 2
+        )
+    report("run-latency", results, "runc run (ready bundle)", figures)
     return has_podman
 
 
@@ -176,7 +192,7 @@ def _plan_seccomp(root: Path) -> dict[str, object]:
     """The ``linux.seccomp`` of the run plan lamina's default run cached."""
     for path in (root / "cache" / "run").glob("*.json"):
         plan = json.loads(path.read_text())
-        if not plan.get("variant"):
+        if not plan.get("variant") and plan.get("mode", "bridge") == "bridge":
             seccomp: dict[str, object] = plan["spec"]["linux"]["seccomp"]
             return seccomp
     raise SystemExit("no run plan of a default run: cannot read its seccomp filter")

@@ -16,6 +16,10 @@ the runtime and ``lamina run``'s fast path can never drift apart::
         state.json, exit.json, log, runtime.log, bundle/config.json, bundle/pid,
         rootfs/, hosts, resolv.conf, hostname
     runtime/<runc|crun>/            the OCI runtime's own state (its ``--root``)
+    runtime/netns/<id>              a container's network namespace (bind mount)   (lamina.network)
+    runtime/netavark/               netavark's and aardvark-dns's run-time config
+    networks/<name>.json            a network's config (netavark's format)         (lamina.network)
+    networks/attachments/<id>.json  a container's attachment: its lease, ports, netns
     cache/run/<hex of image>.json   run plans of the fast path  (lamina.runtime.plans)
     cache/build/, cache/build-*/    the builder's caches (records, context, COPY --from, mounts)
     cache/registry-blob-sources.json  which repository each blob was seen in (cross-repo mounts)
@@ -73,6 +77,10 @@ PID_FILE = "pid"  # in bundle/
 INIT_FILE_NAMES = ("hosts", "resolv.conf", "hostname")
 
 RUNTIME_STATE = "runtime"
+NETNS = os.path.join(RUNTIME_STATE, "netns")
+NETAVARK_CONFIG = os.path.join(RUNTIME_STATE, "netavark")
+NETWORKS = "networks"
+NETWORK_ATTACHMENTS = os.path.join(NETWORKS, "attachments")
 RUN_PLANS = os.path.join("cache", "run")
 
 # ---------------------------------------------------------------------- the builder
@@ -139,6 +147,23 @@ def container_dir(root: str, container_id: str, *parts: str) -> str:
 def runtime_state_dir(root: str, runtime: str) -> str:
     """The ``--root`` of the OCI runtime ``runtime`` (runc, crun)."""
     return os.path.join(root, RUNTIME_STATE, runtime)
+
+
+def netns_path(root: str, container_id: str) -> str:
+    """The bind-mounted network namespace of a container (the runtime joins it)."""
+    return os.path.join(root, NETNS, container_id)
+
+
+def netavark_config_dir(root: str) -> str:
+    return os.path.join(root, NETAVARK_CONFIG)
+
+
+def networks_dir(root: str) -> str:
+    return os.path.join(root, NETWORKS)
+
+
+def attachments_dir(root: str) -> str:
+    return os.path.join(root, NETWORK_ATTACHMENTS)
 
 
 def run_plans_dir(root: str) -> str:

@@ -67,7 +67,9 @@ def _files(directory: Path) -> dict[str, tuple[int, bytes | None]]:
 
 
 def _same_but_id(text: bytes | None, cid: str) -> Any:
-    return None if text is None else text.decode().replace(cid, ID)
+    # On the default bridge network the short id is the host name (as with Docker), so
+    # it is in hostname, hosts and HOSTNAME: a difference by nature, like the id.
+    return None if text is None else text.decode().replace(cid, ID).replace(cid[:12], "<short>")
 
 
 def _mount_of(path: str, snaps: str, upper_sid: int) -> tuple[str, str, list[str]]:

@@ -168,7 +168,7 @@ def test_init_files(run: Runner, rootfs: Path) -> None:
 def test_host_network_gets_the_hosts_resolv_conf(run: Runner) -> None:
     with open("/etc/resolv.conf") as f:
         host = f.read()
-    assert run("cat", "/etc/resolv.conf").out == host
+    assert run("cat", "/etc/resolv.conf", network="host").out == host
 
 
 def test_masked_and_readonly_paths(run: Runner) -> None:

@@ -17,6 +17,7 @@ from lamina.runtime.bundle.spec import (
     Volume,
     build_spec,
     exec_process,
+    namespaces,
     parse_env_option,
     process_args,
     working_dir,
@@ -246,9 +247,31 @@ def test_namespaces(network: str, want: list[str]) -> None:
     assert all(set(ns) == {"type"} for ns in spec["linux"]["namespaces"])  # new, not joined
 
 
-def test_unknown_network_is_refused() -> None:
+@pytest.mark.parametrize("network", ["", "-x", "a/b", "n" * 65, "with space"])
+def test_unknown_network_is_refused(network: str) -> None:
     with pytest.raises(InvalidArgument, match="network"):
-        RunOptions(network="bridge")
+        RunOptions(network=network)
+
+
+def test_a_bridge_network_joins_the_namespace_lamina_network_made() -> None:
+    spec = spec_for(options=RunOptions(network="bridge"))
+    assert spec["linux"]["namespaces"][-1] == {"type": "network"}
+    ns = namespaces(RunOptions(network="backend"), "/root/runtime/netns/x")
+    assert ns[-1] == {"type": "network", "path": "/root/runtime/netns/x"}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"network": "host", "publish": ("80",)},
+        {"network": "none", "publish_all": True},
+        {"add_hosts": ("nocolon",)},
+        {"add_hosts": ("bad_name:1.2.3.4",)},
+    ],
+)
+def test_bad_network_options_are_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgument):
+        RunOptions(**fields)  # type: ignore[arg-type]
 
 
 def test_read_only_root() -> None:

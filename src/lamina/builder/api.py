@@ -33,15 +33,16 @@ from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
-NETWORKS = ("host", "none")
+NETWORKS = ("bridge", "host", "none")
 
 
 @dataclass(frozen=True, slots=True)
 class BuildOptions:
     """``context``: the build context directory; ``dockerfile``: the file's path (for
     ``NAME.dockerignore``); ``secrets``: id -> host file for ``RUN --mount=type=secret``;
-    ``network``: what ``RUN`` gets by default (``host``, as buildah's ``--network
-    host``: lamina has no sandbox network; ``RUN --network=none`` isolates a step);
+    ``network``: what ``RUN`` gets by default (``bridge``: a private namespace on the
+    default network, NAT out, as ``lamina run``; ``host``; ``none``; ``RUN
+    --network=none|host`` overrides it for a step);
     ``source_date_epoch``: clamp file mtimes and set every time in the config to it."""
 
     context: str
@@ -52,7 +53,7 @@ class BuildOptions:
     no_cache: bool = False
     secrets: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    network: str = "host"
+    network: str = "bridge"
     source_date_epoch: int | None = None
     compression: str = "gzip"
     runtime: str = "runc"
@@ -63,7 +64,7 @@ class BuildOptions:
             raise InvalidArgument(f"--jobs must be at least 1, not {self.jobs}")
         if self.network not in NETWORKS:
             raise InvalidArgument(
-                f"unknown network {self.network!r}", hint="use --network host or none"
+                f"unknown network {self.network!r}", hint="use --network bridge, host or none"
             )
         for name in ("build_args", "secrets", "labels"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))

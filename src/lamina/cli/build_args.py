@@ -24,9 +24,9 @@ def add_parsers(sub: Parsers) -> None:
     p.add_argument("--iidfile", default=None, help="write the image ID to this file")
     p.add_argument(
         "--network",
-        choices=["host", "none"],
-        default="host",
-        help="the network of RUN steps (default host; RUN --network=none overrides)",
+        choices=["bridge", "host", "none"],
+        default="bridge",
+        help="the network of RUN steps (default bridge: private, NAT out; RUN --network overrides)",
     )
     p.add_argument(
         "--jobs", type=int, default=2, help="stages built at once when independent (default 2)"

@@ -76,6 +76,35 @@ class _StoreImages:
         return unpack_to_snapshots(self._store, self._images[image.id], snapshotter)
 
 
+def add_network_options(p: argparse.ArgumentParser) -> None:
+    """``run``'s network options, in a group of their own."""
+    g = p.add_argument_group("network")
+    g.add_argument(
+        "--network",
+        "--net",
+        default="bridge",
+        metavar="MODE",
+        help="bridge (default: a private namespace on the 'lamina' network), host, none, "
+        "or a network's name",
+    )
+    g.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="[IP:][HOST:]CTR[/udp]",
+        help="publish a container port on the host",
+    )
+    g.add_argument("-P", "--publish-all", action="store_true", help="publish every EXPOSEd port")
+    g.add_argument(
+        "--add-host", action="append", default=[], metavar="NAME:IP", help="add to /etc/hosts"
+    )
+    g.add_argument("--dns", action="append", default=[], metavar="IP", help="a nameserver")
+    g.add_argument(
+        "--dns-search", action="append", default=[], metavar="DOMAIN", help="a search domain"
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lamina.cli.output import open_store
     from lamina.cli.security_args import security_options
@@ -98,6 +127,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             user=args.user,
             hostname=args.hostname,
             network=args.network,
+            publish=tuple(args.publish),
+            publish_all=args.publish_all,
+            add_hosts=tuple(args.add_host),
+            dns=tuple(args.dns),
+            dns_search=tuple(args.dns_search),
             read_only=args.read_only,
             tty=args.tty,
             interactive=args.interactive,
@@ -190,10 +224,11 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from lamina.runtime.lifecycle import get, remove
+    from lamina.runtime.lifecycle import get, remove, sweep_networks
     from lamina.runtime.run import snapshot_remover
 
     cstore = _containers(args)
+    sweep_networks(cstore)
     snap = _snapshotter(_root(args))
     for ref in args.containers:
         remove(cstore, get(cstore, ref), force=args.force, remove_snapshot=snapshot_remover(snap))

@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mount": ("container_cmd", "cmd_mount"),
     "umount": ("container_cmd", "cmd_umount"),
     "build": ("build_cmd", "cmd_build"),
+    "network": ("network_cmd", "cmd_network"),
+    "port": ("network_cmd", "cmd_port"),
     "registry": ("registry_cmd", "cmd_registry"),
     "push": ("remote_cmd", "cmd_push"),
     "pull": ("remote_cmd", "cmd_pull"),
@@ -58,6 +60,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # (or when every parser is built, for --help).
 ARG_MODULES: dict[str, str] = {
     "build": "build_args",
+    "network": "network_cmd",
+    "port": "network_cmd",
     "registry": "registry_args",
     "push": "remote_args",
     "pull": "remote_args",
@@ -269,7 +273,8 @@ def _container_parsers(sub: _Subcommands) -> None:
     p.add_argument("-u", "--user", default=None, help="user[:group], names or ids")
     p.add_argument("--entrypoint", default=None, help="replace the image's ENTRYPOINT")
     p.add_argument("--hostname", default=None, help="container host name")
-    p.add_argument("--network", choices=["host", "none"], default="host")
+    if not isinstance(p, _Unbuilt):  # the network options live with the run command
+        importlib.import_module("lamina.cli.container_cmd").add_network_options(p)
     p.add_argument("-v", "--volume", action="append", default=[], help="HOST:CTR[:ro]")
     p.add_argument("--read-only", action="store_true", help="mount the root read-only")
     p.add_argument("--name", default=None, help="container name")
@@ -335,8 +340,8 @@ def _load(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _fast_run(argv: Sequence[str]) -> int | None:
-    """``lamina run [--rm] [--name N] [--security-opt seccomp=unconfined] IMAGE [CMD...]``
-    from a cached run plan (see
+    """``lamina run [--rm] [--name N] [--network bridge|host]
+    [--security-opt seccomp=unconfined] IMAGE [CMD...]`` from a cached run plan (see
     lamina.runtime.plans.replay), without argparse or the full run path; None when the
     command line asks for more, or no valid plan exists."""
     root = None
@@ -351,7 +356,7 @@ def _fast_run(argv: Sequence[str]) -> int | None:
     if i >= len(argv) or argv[i] != "run":
         return None
     i += 1
-    rm, name, variant = False, None, ""
+    rm, name, variant, network = False, None, "", None
     while i < len(argv) and argv[i].startswith("-"):
         if argv[i] == "--rm" and not rm:
             rm, i = True, i + 1
@@ -359,19 +364,29 @@ def _fast_run(argv: Sequence[str]) -> int | None:
             if argv[i + 1] != "seccomp=unconfined":
                 return None
             variant, i = "unconfined", i + 2
+        elif argv[i] == "--network" and network is None and i + 1 < len(argv):
+            network, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--network=") and network is None:
+            network, i = argv[i][len("--network=") :], i + 1
         elif argv[i] == "--name" and name is None and i + 1 < len(argv):
             name, i = argv[i + 1], i + 2
         elif argv[i].startswith("--name=") and name is None:
             name, i = argv[i][len("--name=") :], i + 1
         else:
             return None
-    if i >= len(argv) or not argv[i]:
+    if i >= len(argv) or not argv[i] or network not in (None, "bridge", "host"):
         return None
     from lamina.runtime.plans.replay import try_run
     from lamina.sysinfo import default_root
 
     return try_run(
-        root or default_root(), argv[i], argv[i + 1 :], rm=rm, name=name, variant=variant
+        root or default_root(),
+        argv[i],
+        argv[i + 1 :],
+        rm=rm,
+        name=name,
+        variant=variant,
+        network=network or "bridge",
     )
 
 

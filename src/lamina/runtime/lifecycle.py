@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import Conflict, InvalidArgument, LaminaError, NotFound, ToolError
@@ -177,9 +177,15 @@ def default_hostname(c: Container, options: RunOptions) -> str:
 
 
 def prepare_bundle(
-    store: ContainerStore, c: Container, config: ContainerConfig, options: RunOptions
+    store: ContainerStore,
+    c: Container,
+    config: ContainerConfig,
+    options: RunOptions,
+    *,
+    attachment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the bundle of ``c`` (its rootfs must be in place) and return the spec.
+    """Write the bundle of ``c`` (its rootfs must be in place) and return the spec;
+    ``attachment`` is its network attachment (lamina.network) on a bridge network.
 
     Checks that volume sources exist, then resolves USER in the rootfs, creates WORKDIR
     there, writes the init files and ``bundle/config.json``
@@ -205,6 +211,7 @@ def prepare_bundle(
         user=options.user if options.user is not None else config.user,
         workdir=working_dir(config, options),
         hostname=default_hostname(c, options),
+        attachment=attachment,
     )
 
 
@@ -464,6 +471,7 @@ def remove(
     deadline = time.monotonic() + 5.0
     while _alive(c.keeper_pid, c.keeper_start) and time.monotonic() < deadline:
         time.sleep(_POLL)
+    release_network(store, c.id)
     if c.rootfs.startswith(store.path(c.id) + "/"):
         if unmount is None:
             from lamina.snapshot.mount import unmount_all
@@ -474,6 +482,30 @@ def remove(
         with contextlib.suppress(NotFound):
             remove_snapshot(c)
     store.remove_dir(c)
+
+
+def release_network(store: ContainerStore, container_id: str) -> None:
+    """Tear down the container's network attachment, if it has one (bridge networks:
+    the veth, firewall rules and address lease; see lamina.network.attachments)."""
+    from lamina.network.attachments import detach
+
+    detach(store.root, container_id)
+
+
+def sweep_networks(store: ContainerStore) -> list[str]:
+    """Release the networks of containers that no longer run (their keeper was killed
+    before it could): run at the start of ``run`` and ``rm``."""
+    from lamina.network.attachments import sweep
+
+    def running(container_id: str) -> bool:
+        # "created" counts as gone: the sweep spares a record while the process that
+        # attached it lives, so a created record whose creator died never starts
+        try:
+            return refresh(store, store.get(container_id)).status == "running"
+        except NotFound:
+            return False
+
+    return sweep(store.root, running)
 
 
 # ---------------------------------------------------------------------- logs

@@ -116,10 +116,13 @@ def run_container(
             mounts = [_volatile(m) for m in mounts]
         c = cstore.update(c.id, snapshot_key=key)
         mount_all(mounts, c.rootfs)
-        spec = lifecycle.prepare_bundle(cstore, c, image.config, options)
+        attachment = _attach(root, cstore, c, image, options)
+        spec = lifecycle.prepare_bundle(cstore, c, image.config, options, attachment=attachment)
         variant = _plan_variant(request, snapshotter, runtime)
         if variant is not None:
             _save_plan(
+                attachment,
+                options.network,
                 request.image,
                 cstore,
                 c,
@@ -142,11 +145,45 @@ def run_container(
             on_exit = [sys.executable, "-m", "lamina.cli.main", "--root", root, "rm", "-f", c.id]
         c = lifecycle.start_detached(cstore, c, tty=options.tty, on_exit=on_exit)
         return RunOutcome(c, 0, detached=True)
-    result = lifecycle.run_foreground(cstore, c, tty=options.tty, interactive=options.interactive)
+    try:
+        result = lifecycle.run_foreground(
+            cstore, c, tty=options.tty, interactive=options.interactive
+        )
+    finally:
+        # as Docker: a stopped container keeps its record, not its address and ports
+        lifecycle.release_network(cstore, c.id)
     c = lifecycle.get(cstore, c.id)
     if request.remove:
         lifecycle.remove(cstore, c, force=True, remove_snapshot=remove_snapshot)
     return RunOutcome(c, result.exit_code)
+
+
+def _attach(
+    root: str, cstore: ContainerStore, c: Container, image: RunImage, options: RunOptions
+) -> dict[str, Any] | None:
+    """Put ``c`` on its network (``bridge``: the default one), after releasing the
+    networks of containers that died unwatched; None with ``--network host|none``."""
+    if options.network in ("host", "none"):
+        return None
+    from lamina.network.attachments import attach
+    from lamina.network.config import DEFAULT_NETWORK
+    from lamina.network.ports import check_unique, parse_publish, publish_all
+    from lamina.runtime import lifecycle
+
+    lifecycle.sweep_networks(cstore)
+    ports = [parse_publish(p) for p in options.publish]
+    if options.publish_all:
+        ports += publish_all(image.config.exposed_ports or ())
+    check_unique(ports)
+    network = DEFAULT_NETWORK if options.network == "bridge" else options.network
+    return attach(
+        root,
+        c.id,
+        c.name,
+        network,
+        ports=ports,
+        aliases=[] if network == DEFAULT_NETWORK else [c.name, c.short_id],
+    )
 
 
 def init_snapshot(snap: Snapshotter, top: str) -> str:
@@ -195,8 +232,10 @@ def _volatile(mount: Mount) -> Mount:
 def _plan_variant(request: RunRequest, snap: Snapshotter, runtime: OCIRuntime) -> str | None:
     """The plan variant (lamina.runtime.plans.cache.VARIANTS) of this run if it used only
     what the fast path replays: the default options (or the defaults but seccomp
-    unconfined), the overlay snapshotter and plain runc; else None."""
+    unconfined; ``--network host`` is planned apart too), the overlay snapshotter and
+    plain runc; else None."""
     from lamina.runtime.bundle.security.options import UNCONFINED, SecurityOptions
+    from lamina.runtime.plans.cache import PLAN_NETWORKS
     from lamina.snapshot.overlay import OverlaySnapshotter
 
     if request.detach or not isinstance(snap, OverlaySnapshotter):
@@ -204,13 +243,21 @@ def _plan_variant(request: RunRequest, snap: Snapshotter, runtime: OCIRuntime) -
     if runtime.name != "runc" or runtime.wrap:
         return None
     options = request.options
-    if options == RunOptions(args=options.args):
+    if options.network not in PLAN_NETWORKS:
+        return None
+    if options == RunOptions(args=options.args, network=options.network):
         return ""
-    unconfined = RunOptions(args=options.args, security=SecurityOptions(seccomp=UNCONFINED))
+    unconfined = RunOptions(
+        args=options.args,
+        network=options.network,
+        security=SecurityOptions(seccomp=UNCONFINED),
+    )
     return "unconfined" if options == unconfined else None
 
 
 def _save_plan(
+    attachment: dict[str, Any] | None,
+    network_mode: str,
     image_ref: str,
     cstore: ContainerStore,
     c: Container,
@@ -264,6 +311,9 @@ def _save_plan(
         init_files=init_files,
         host=cache.host_facts(),
         variant=variant,
+        network=attachment["network"] if attachment else None,
+        address=attachment["ip"] if attachment else None,
+        mode=network_mode,
     )
     if plan is not None:
         cache.save_plan(cstore.root, plan)

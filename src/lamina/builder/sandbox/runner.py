@@ -292,7 +292,7 @@ class Process:
     env: tuple[str, ...]
     user: str = ""
     workdir: str = "/"
-    network: str = "host"
+    network: str = "bridge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +314,7 @@ def run_process(
     """Run ``process`` in the mounted ``ws.rootfs`` and wait. ``stubs`` (made for
     ``ws.rootfs`` and its upper dir) are removed from the view again when this returns;
     call ``stubs.prune_upper()`` once the root is unmounted."""
+    from lamina.network.config import DEFAULT_NETWORK
     from lamina.oci.config import ContainerConfig
     from lamina.runtime.bundle.spec import RunOptions
     from lamina.runtime.bundle.writer import write_bundle
@@ -326,6 +327,13 @@ def run_process(
         for m in mounts:
             is_file = m.type == "bind" and os.path.isfile(m.source)
             stubs.ensure(m.destination, directory=not is_file)
+        attachment = None
+        if process.network == "bridge":
+            # the default network with NAT, as `lamina run` (apt-get works); released
+            # below, or by the next run's sweep if this build is killed
+            from lamina.network.attachments import attach
+
+            attachment = attach(ws.root, ws.container_id, f"build-{ws.id}", DEFAULT_NETWORK)
         # the bundle `lamina run` writes, with the step's USER and WORKDIR as they are
         # (BuildKit's rules, not `docker run -u/-w`'s) and the --mount mounts added
         write_bundle(
@@ -338,9 +346,14 @@ def run_process(
             workdir=process.workdir or "/",
             hostname=HOSTNAME,
             extra_mounts=[m.to_json() for m in mounts],
+            attachment=attachment,
         )
         return _run(ws, runtime, on_output)
     finally:
+        if process.network == "bridge":
+            from lamina.network.attachments import detach
+
+            detach(ws.root, ws.container_id)
         stubs.remove_from_view()
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lamina.errors import InvalidArgument, LaminaError
 
@@ -50,18 +51,29 @@ PLACEHOLDERS = (
 )
 
 
-def hosts_content(hostname: str, network: str, host_hosts: str | None = None) -> str:
-    """``/etc/hosts``: the host's with ``--network host``, else localhost lines; and a
-    line for the container's own name (127.0.1.1 when it has no address of its own)."""
+def hosts_content(
+    hostname: str,
+    network: str,
+    host_hosts: str | None = None,
+    *,
+    address: str | None = None,
+    add_hosts: Sequence[str] = (),
+) -> str:
+    """``/etc/hosts``: the host's with ``--network host``, else localhost lines; a line
+    for the container's own name (its ``address`` on a bridge network, else 127.0.1.1
+    when no line names it yet); then the ``--add-host NAME:IP`` lines."""
     if network == "host" and host_hosts is not None:
         text = host_hosts if host_hosts.endswith("\n") or not host_hosts else host_hosts + "\n"
     else:
         text = _LOCALHOST
+    extra = "".join(f"{ip}\t{name}\n" for name, _, ip in (h.partition(":") for h in add_hosts))
+    if address is not None:
+        return text + f"{address}\t{hostname}\n" + extra
     for line in text.splitlines():
         names = line.split("#", 1)[0].split()[1:]
         if hostname in names:
-            return text
-    return text + f"127.0.1.1\t{hostname}\n"
+            return text + extra
+    return text + f"127.0.1.1\t{hostname}\n" + extra
 
 
 def _is_loopback(address: str) -> bool:
@@ -89,17 +101,59 @@ def filter_resolv_conf(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def resolv_conf_content(network: str, host_resolv_conf: str | None) -> str:
+def _override(text: str, nameservers: Sequence[str], search: Sequence[str]) -> str:
+    """``text`` with its nameserver lines replaced by ``nameservers`` and its search
+    domains by ``search`` (each only when given)."""
+    out = []
+    for line in text.splitlines():
+        word = line.split()[:1]
+        if (nameservers and word == ["nameserver"]) or (
+            search and word in (["search"], ["domain"])
+        ):
+            continue
+        out.append(line)
+    if search:
+        out.append("search " + " ".join(search))
+    out.extend(f"nameserver {ip}" for ip in nameservers)
+    return "\n".join(out) + "\n"
+
+
+def resolv_conf_content(
+    network: str,
+    host_resolv_conf: str | None,
+    *,
+    nameservers: Sequence[str] = (),
+    search: Sequence[str] = (),
+    dns: Sequence[str] = (),
+    dns_search: Sequence[str] = (),
+) -> str:
     """``/etc/resolv.conf``: the host's as is with ``--network host``; with ``none``
-    there is no one to ask, so only the search domains are kept."""
+    there is no one to ask, so only the search domains are kept; on a bridge network
+    the network's DNS server (``nameservers``: aardvark-dns on a user network, with its
+    ``search`` domain) or else the host's reachable ones. ``--dns`` and
+    ``--dns-search`` replace the nameservers and search domains in every case."""
     if network == "host":
-        return host_resolv_conf or ""
-    keep = [
-        line
-        for line in (host_resolv_conf or "").splitlines()
-        if line.split()[:1] in (["search"], ["domain"], ["options"])
-    ]
-    return "\n".join(["# --network none: no nameserver", *keep]) + "\n"
+        text = host_resolv_conf or ""
+    elif network == "none":
+        keep = [
+            line
+            for line in (host_resolv_conf or "").splitlines()
+            if line.split()[:1] in (["search"], ["domain"], ["options"])
+        ]
+        text = "\n".join(["# --network none: no nameserver", *keep]) + "\n"
+    elif nameservers:
+        host_search = [
+            word
+            for line in (host_resolv_conf or "").splitlines()
+            if line.split()[:1] == ["search"]
+            for word in line.split()[1:]
+        ]
+        text = _override("", nameservers, [*search, *host_search])
+    else:
+        text = filter_resolv_conf(host_resolv_conf or "")
+    if dns or dns_search:
+        text = _override(text, dns, dns_search)
+    return text
 
 
 def hostname_content(hostname: str) -> str:
@@ -132,15 +186,35 @@ def write_init_files(
     *,
     host_hosts: str = HOST_HOSTS,
     host_resolv_conf: str = HOST_RESOLV_CONF,
+    attachment: Mapping[str, Any] | None = None,
+    add_hosts: Sequence[str] = (),
+    dns: Sequence[str] = (),
+    dns_search: Sequence[str] = (),
 ) -> dict[str, str]:
     """Write hosts, resolv.conf and hostname into ``container_dir``.
 
+    ``attachment`` is the container's record from :mod:`lamina.network` (its
+    ``ip``, ``dns_servers``, ``search_domains``) when it is on a bridge network.
     Returns the ``init_files`` mapping of :func:`lamina.runtime.bundle.spec.build_spec`
     (container path -> file written here).
     """
+    att = attachment or {}
     contents = {
-        "hosts": hosts_content(hostname, network, _read_host_file(host_hosts)),
-        "resolv.conf": resolv_conf_content(network, _read_host_file(host_resolv_conf)),
+        "hosts": hosts_content(
+            hostname,
+            network,
+            _read_host_file(host_hosts),
+            address=att.get("ip"),
+            add_hosts=add_hosts,
+        ),
+        "resolv.conf": resolv_conf_content(
+            network,
+            _read_host_file(host_resolv_conf),
+            nameservers=att.get("dns_servers") or (),
+            search=att.get("search_domains") or (),
+            dns=dns,
+            dns_search=dns_search,
+        ),
         "hostname": hostname_content(hostname),
     }
     out: dict[str, str] = {}

@@ -42,7 +42,10 @@ if TYPE_CHECKING:
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NETWORKS = ("host", "none")
+# --network words; any other is the name of a network (lamina.network.config's rule).
+NETWORKS = ("host", "none", "bridge")
+DEFAULT_NETWORK_MODE = "bridge"  # a private namespace on the default bridge network
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NOFILE_LIMIT = 1048576  # what dockerd's containers get (containerd's unit sets it)
 
 # moby oci/defaults.go: paths the container must not read (kernel memory, keys,
@@ -135,6 +138,9 @@ class RunOptions:
     :func:`parse_env_option`). ``workdir`` must be absolute. ``user`` is the raw
     ``-u`` text (resolved by :func:`lamina.runtime.bundle.users.resolve_user`).
     ``security``: seccomp, capabilities, devices, ``--privileged``.
+    ``network``: ``bridge`` (the default network), ``host``, ``none`` or a network's
+    name; ``publish`` the ``-p`` items, ``publish_all`` is ``-P``; ``add_hosts``
+    (``NAME:IP``), ``dns`` and ``dns_search`` change the init files.
     """
 
     args: tuple[str, ...] = ()
@@ -143,12 +149,17 @@ class RunOptions:
     workdir: str | None = None
     user: str | None = None
     hostname: str | None = None
-    network: str = "host"
+    network: str = DEFAULT_NETWORK_MODE
     read_only: bool = False
     tty: bool = False
     interactive: bool = False
     volumes: tuple[Volume, ...] = field(default=())
     security: SecurityOptions = field(default_factory=SecurityOptions)
+    publish: tuple[str, ...] = ()
+    publish_all: bool = False
+    add_hosts: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "args", tuple(self.args))
@@ -156,10 +167,25 @@ class RunOptions:
         object.__setattr__(self, "volumes", tuple(self.volumes))
         if self.entrypoint is not None:
             object.__setattr__(self, "entrypoint", tuple(self.entrypoint))
-        if self.network not in NETWORKS:
+        for name in ("publish", "add_hosts", "dns", "dns_search"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.network not in NETWORKS and not _NETWORK_NAME.fullmatch(self.network):
             raise InvalidArgument(
-                f"unknown network {self.network!r}", hint="use --network host or --network none"
+                f"unknown network {self.network!r}",
+                hint="use --network bridge, host, none or the name of a network",
             )
+        if (self.publish or self.publish_all) and self.network in ("host", "none"):
+            raise InvalidArgument(
+                f"ports cannot be published with --network {self.network}",
+                hint="drop -p/-P, or use a bridge network",
+            )
+        for item in self.add_hosts:
+            host, sep, address = item.partition(":")
+            if not sep or not address or not host:
+                raise InvalidArgument(
+                    f"--add-host {item!r} is not NAME:IP", hint="e.g. --add-host db:10.0.0.5"
+                )
+            check_hostname(host)
         for item in self.env:
             check_env_item(item)
         if self.workdir is not None and not self.workdir.startswith("/"):
@@ -336,11 +362,14 @@ def mounts(options: RunOptions, init_files: Mapping[str, str]) -> list[dict[str,
     return out
 
 
-def namespaces(options: RunOptions) -> list[dict[str, str]]:
-    kinds = ["pid", "ipc", "uts", "mount"]
+def namespaces(options: RunOptions, netns: str | None = None) -> list[dict[str, str]]:
+    """Docker's namespaces; the network one is ``netns`` (a bind-mounted namespace that
+    lamina.network wired) when given, else a new, empty one (only a loopback device),
+    and none of its own with ``--network host``."""
+    out = [{"type": kind} for kind in ("pid", "ipc", "uts", "mount")]
     if options.network != "host":
-        kinds.append("network")  # a new, empty one: only the loopback device
-    return [{"type": kind} for kind in kinds]
+        out.append({"type": "network", "path": netns} if netns else {"type": "network"})
+    return out
 
 
 # ---------------------------------------------------------------------- the document
@@ -358,6 +387,7 @@ def build_spec(
     cgroups_path: str | None = None,
     nofile: int = NOFILE_LIMIT,
     host_security: HostSecurity | None = None,
+    netns: str | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` of the bundle (runtime-spec 1.0.2, config.md/config-linux.md).
 
@@ -369,6 +399,7 @@ def build_spec(
     at most theirs. ``host_security`` is what
     :func:`lamina.runtime.bundle.security.gather` read for ``options.security``: the
     seccomp profile above all; without it the spec has no seccomp filter.
+    ``netns`` is the path of the network namespace to join.
     """
     if not rootfs.startswith("/"):
         raise InvalidArgument(f"rootfs {rootfs!r} must be an absolute path")
@@ -389,7 +420,7 @@ def build_spec(
         # capabilities and noNewPrivileges: apply_security below
     }
     linux: dict[str, Any] = {
-        "namespaces": namespaces(options),
+        "namespaces": namespaces(options, netns),
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),
         # No limits (memory, cpu...), but Docker's device rule: deny every device but

@@ -46,6 +46,7 @@ def write_bundle(
     workdir: str,
     hostname: str,
     extra_mounts: Sequence[Mapping[str, Any]] = (),
+    attachment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``<bundle>/config.json`` for the process ``config`` and ``options`` describe,
     run as ``user`` (``-u`` text: name, uid, ``user:group``...) in ``workdir`` (made
@@ -54,6 +55,8 @@ def write_bundle(
     The caller picks ``user`` and ``workdir`` by its own rules (``docker run``'s ``-u``
     and ``-w`` over the image's, or a build step's USER and WORKDIR). ``extra_mounts``
     are runtime-spec mount objects added after the default and init-file mounts.
+    ``attachment`` is the container's network attachment (lamina.network): its
+    namespace is joined and its address and DNS go into the init files.
     """
     from lamina.runtime.bundle.initlayer import write_init_files
     from lamina.runtime.bundle.security.options import gather
@@ -63,7 +66,15 @@ def write_bundle(
     # the primary group among the supplementary ones, as Docker and BuildKit do
     resolved = resolve_user(rootfs, user, primary_in_groups=True)
     cwd = prepare_workdir(rootfs, workdir)
-    init_files = write_init_files(init_dir, hostname, options.network)
+    init_files = write_init_files(
+        init_dir,
+        hostname,
+        options.network,
+        attachment=attachment,
+        add_hosts=options.add_hosts,
+        dns=options.dns,
+        dns_search=options.dns_search,
+    )
     spec = build_spec(
         config,
         options,
@@ -74,6 +85,7 @@ def write_bundle(
         cwd=cwd,
         nofile=nofile_limit(),
         host_security=gather(options.security),
+        netns=attachment.get("netns") if attachment else None,
     )
     spec["mounts"].extend(dict(m) for m in extra_mounts)
     path = os.path.join(bundle, CONFIG_FILE)

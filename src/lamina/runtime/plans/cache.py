@@ -32,9 +32,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 # Bump when what the full path puts in a spec changes, so older plans are not replayed.
-PLAN_VERSION = 3
+PLAN_VERSION = 4
 # The container id written into a plan's spec in place of the real one.
 SENTINEL = "0" * 64
+# Its short id (the host name on a bridge network), and in the init files its address.
+SHORT_SENTINEL = "shortid00000"
+ADDRESS_SENTINEL = "<container-address>"
 # The host's files the init files and the spec come from; the last is the default
 # seccomp profile (lamina.runtime.bundle.security.seccomp.DEFAULT_PROFILE: not imported, as it
 # pulls in json).
@@ -45,15 +48,18 @@ _MAX_PLAN = 4 << 20
 # The option sets a plan may be made for besides the defaults: the name of each is
 # part of the plan's file name (``lamina run --security-opt seccomp=unconfined``).
 VARIANTS = ("", "unconfined")
+# The --network modes a plan can be made for and replayed with (bridge: the default).
+PLAN_NETWORKS = ("bridge", "host")
 
 
-def plan_path(root: str, image: str, variant: str = "") -> str | None:
-    """Where the plan for ``image`` (as typed) and ``variant`` (one of
-    :data:`VARIANTS`) lives; None when the name is too long to be a file name."""
+def plan_path(root: str, image: str, variant: str = "", network: str = "bridge") -> str | None:
+    """Where the plan for ``image`` (as typed), ``variant`` (one of :data:`VARIANTS`)
+    and ``--network network`` lives; None when the name is too long to be a file name."""
     name = image.encode().hex()
-    if len(name) > 200 or variant not in VARIANTS:
+    if len(name) > 200 or variant not in VARIANTS or network not in PLAN_NETWORKS:
         return None
     suffix = f".{variant}" if variant else ""
+    suffix += "" if network == "bridge" else f".{network}"
     return os.path.join(run_plans_dir(root), name + suffix + ".json")
 
 
@@ -105,15 +111,32 @@ def make_plan(
     init_files: dict[str, str],
     host: dict[str, Any],
     variant: str = "",
+    network: str | None = None,
+    address: str | None = None,
+    mode: str = "bridge",
 ) -> dict[str, Any] | None:
     """The plan of a finished full-path run of ``image`` (its container ``container_id``
-    prepared with default options), or None when it cannot be replayed."""
+    prepared with default options), or None when it cannot be replayed.
+
+    ``network`` is the network the container was attached to (None: host networking)
+    and ``address`` its address there: the replay attaches each container anew.
+    ``mode`` is the ``--network`` it ran with (one of :data:`PLAN_NETWORKS`)."""
+    short = container_id[:12]
     text = dumps(spec, sort_keys=True)
     text = text.replace(container_id, SENTINEL)
-    if container_id[:12] in text or refs_key is None:
-        return None  # the short id is in the spec (e.g. as host name): not replayable
+    if SHORT_SENTINEL in text or refs_key is None:
+        return None
+    text = text.replace(short, SHORT_SENTINEL)  # the host name, and HOSTNAME
     out = loads(text)
     out["process"]["args"] = None
+    files = {}
+    for name, written in init_files.items():
+        if SHORT_SENTINEL in written or ADDRESS_SENTINEL in written:
+            return None
+        generic = written.replace(short, SHORT_SENTINEL)
+        if address is not None:
+            generic = generic.replace(address + "\t", ADDRESS_SENTINEL + "\t")
+        files[name] = generic
     return {
         "version": PLAN_VERSION,
         "image": image,
@@ -127,12 +150,14 @@ def make_plan(
         "spec": out,
         "entrypoint": list(entrypoint),
         "cmd": list(cmd),
-        "init_files": init_files,
+        "init_files": files,
+        "network": network,
+        "mode": mode,
     }
 
 
 def save_plan(root: str, plan: dict[str, Any]) -> None:
-    path = plan_path(root, plan["image"], plan.get("variant", ""))
+    path = plan_path(root, plan["image"], plan.get("variant", ""), plan["mode"])
     if path is None:
         return
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -140,10 +165,12 @@ def save_plan(root: str, plan: dict[str, Any]) -> None:
     write_file_atomic(path, dumps(plan).encode(), durable=False)
 
 
-def load_plan(root: str, image: str, variant: str = "") -> dict[str, Any] | None:
-    """The plan for ``image`` and ``variant`` if there is one and it still holds (see
-    the module doc)."""
-    path = plan_path(root, image, variant)
+def load_plan(
+    root: str, image: str, variant: str = "", network: str = "bridge"
+) -> dict[str, Any] | None:
+    """The plan for ``image``, ``variant`` and ``--network network`` if there is one
+    and it still holds (see the module doc)."""
+    path = plan_path(root, image, variant, network)
     if path is None:
         return None
     try:
@@ -155,6 +182,8 @@ def load_plan(root: str, image: str, variant: str = "") -> dict[str, Any] | None
     if not isinstance(plan, dict) or plan.get("version") != PLAN_VERSION:
         return None
     if plan.get("image") != image or plan.get("variant") != variant:
+        return None
+    if plan.get("mode", "bridge") != network:
         return None
     if plan.get("refs") != refs_key(root):
         return None

@@ -9,9 +9,10 @@ typing on purpose; the paths and options come from :mod:`lamina.stateroot`, as t
 path's do, and tests/runtime/test_runtime_parity.py holds the two to the same bundle,
 mounts and records.
 
-Eligible invocations: ``run [--rm] [--name NAME] [--security-opt seccomp=unconfined]
-IMAGE [CMD...]`` with the default runtime and the overlay snapshotter (each option set
-its own plan); ``LAMINA_FASTRUN=0`` turns the fast path off.
+Eligible invocations: ``run [--rm] [--name NAME] [--network bridge|host]
+[--security-opt seccomp=unconfined] IMAGE [CMD...]`` with the default runtime and the
+overlay snapshotter (each option set its own plan); ``LAMINA_FASTRUN=0`` turns the fast
+path off.
 What it writes (records, snapshots, mounts) is the full path's format, so ``ps``,
 ``logs``, ``diff``, ``commit`` and ``rm`` treat its containers like any other, and a
 kill -9 leaves what ``lamina rm`` cleans.
@@ -23,7 +24,7 @@ import os
 
 from lamina.errors import AlreadyExists
 from lamina.lightstd import Flock, dumps, loads, suppress
-from lamina.runtime.plans.cache import SENTINEL, load_plan
+from lamina.runtime.plans.cache import ADDRESS_SENTINEL, SENTINEL, SHORT_SENTINEL, load_plan
 from lamina.runtime.records.fields import (
     check_name,
     is_id,
@@ -37,6 +38,7 @@ from lamina.stateroot import (
     BUNDLE,
     CONFIG_FILE,
     CONTAINERS_LOCK,
+    EXIT_FILE,
     INIT_FILE_NAMES,
     OVERLAY_OPTIONS,
     PID_FILE,
@@ -184,16 +186,18 @@ def _start(
         ),
     )
     try:
+        address = _attach(root, plan, record)
         for init_name in INIT_FILE_NAMES:
+            content = plan["init_files"][init_name].replace(SHORT_SENTINEL, cid[:12])
             write_file_atomic(
                 os.path.join(cdir, init_name),
-                plan["init_files"][init_name].encode(),
+                content.replace(ADDRESS_SENTINEL, address).encode(),
                 0o644,
                 durable=False,
             )
         spec = plan["spec"]
         spec["process"]["args"] = argv
-        text = dumps(spec).replace(SENTINEL, cid)
+        text = dumps(spec).replace(SENTINEL, cid).replace(SHORT_SENTINEL, cid[:12])
         bundle = os.path.join(cdir, BUNDLE)
         write_file_atomic(os.path.join(bundle, CONFIG_FILE), text.encode(), durable=False)
         log = os.path.join(cdir, RUNTIME_LOG)
@@ -226,6 +230,10 @@ def _start(
         with forward_signals(pid):
             _, status = os.waitpid(pid, 0)
         code, _error = runtime_outcome(os.waitstatus_to_exitcode(status), log, offset)
+        if plan.get("network"):
+            from lamina.network.attachments import detach
+
+            detach(root, cid)  # as the full path: an exited container keeps no address
     except BaseException:
         _cleanup(root, plan, record, snaps, mounted=rootfs)
         raise
@@ -252,6 +260,11 @@ def _cleanup(
 
     cid = record["id"]
     argv = plan["runtime"]
+    if plan.get("network"):
+        from lamina.network.attachments import detach
+
+        with suppress(OSError):
+            detach(root, cid)
     # `runc run` deletes its state when the process ends; it is left only if runc died.
     if os.path.exists(os.path.join(argv[-1], cid)):
         pid = os.posix_spawnp(argv[0], [*argv, "delete", "--force", cid], os.environ)
@@ -267,6 +280,50 @@ def _cleanup(
     remove_tree(cdir)
 
 
+def _attach(root: str, plan: dict[str, Any], record: dict[str, Any]) -> str:
+    """Put the container on the plan's network (as lamina.runtime.run._attach does for
+    a default run) after sweeping what dead containers left; its address ("" with host
+    networking)."""
+    network = plan.get("network")
+    if not network:
+        return ""
+    from lamina.network.attachments import attach, sweep
+
+    cdirs = containers_dir(root)
+    sweep(root, lambda cid: cid == record["id"] or _still_running(cdirs, cid))
+    return str(attach(root, record["id"], record["name"], network)["ip"])
+
+
+def _still_running(cdirs: str, cid: str) -> bool:
+    """lamina.runtime.lifecycle.refresh's verdict on whether a record still runs, read
+    without its imports: not once it has an exit file, or once neither its keeper nor
+    its process lives."""
+    cdir = os.path.join(cdirs, cid)
+    try:
+        with open(os.path.join(cdir, STATE_FILE), "rb") as fh:
+            doc = loads(fh.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict) or doc.get("status") == "exited":
+        return False
+    if os.path.exists(os.path.join(cdir, EXIT_FILE)):
+        return False
+    if doc.get("status") != "running":
+        return False  # created: its creator (the attachment's owner) died before it ran
+    for pid_key, start_key in (("keeper_pid", "keeper_start"), ("pid", "pid_start")):
+        pid = doc.get(pid_key)
+        if isinstance(pid, int) and pid > 0:
+            started = start_time(pid)
+            if started is not None and doc.get(start_key) in (0, started):
+                return True
+    try:
+        with open(os.path.join(cdir, BUNDLE, PID_FILE), encoding="ascii") as fh:
+            pid = int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return False
+    return pid > 0 and start_time(pid) is not None
+
+
 def try_run(
     root: str,
     image: str,
@@ -275,6 +332,7 @@ def try_run(
     rm: bool,
     name: str | None,
     variant: str = "",
+    network: str = "bridge",
 ) -> int | None:
     """The fast path if a valid plan for ``image`` exists, else None (take the full path).
 
@@ -285,7 +343,7 @@ def try_run(
         return None
     code = None
     if os.environ.get("LAMINA_SNAPSHOTTER", "overlay") == "overlay":
-        plan = load_plan(root, image, variant)
+        plan = load_plan(root, image, variant, network)
         if plan is not None:
             from lamina.snapshot.raw_metadata import ChainChanged
 
