@@ -28,6 +28,7 @@ from lamina.registry.server.context import (
     error_response,
     internal_error,
 )
+from lamina.registry.server.limits import Limits
 from lamina.registry.server.metrics import CONTENT_TYPE, Metrics
 from lamina.registry.storage.api import RegistryStorage
 
@@ -151,6 +152,7 @@ def make_app(
     upload_ttl: float = UPLOAD_TTL,
     expiry_interval: float | None = None,
     chunk_min_length: int = 0,
+    limits: Limits | None = None,
 ) -> web.Application:
     """The registry as an aiohttp application over ``storage``.
 
@@ -159,10 +161,12 @@ def make_app(
     Prometheus text at ``/metrics``. Upload sessions idle for ``upload_ttl`` seconds are
     cancelled by a sweep every ``expiry_interval`` seconds (default: a quarter of the
     TTL, at most an hour). ``chunk_min_length`` is announced as ``OCI-Chunk-Min-Length``.
+    ``limits`` (see ``limits.Limits``) bound what one request or client may hold.
     """
     ctx = Context(
-        storage, authenticator, Metrics() if metrics else None, upload_ttl, chunk_min_length
-    )
+        storage, authenticator, Metrics() if metrics else None, upload_ttl, chunk_min_length,
+        limits=limits,
+    )  # fmt: skip
     # Upload bodies stream through the handlers; this only caps what aiohttp itself
     # would buffer (it never reads a body we do not ask for).
     app = web.Application(client_max_size=p.MANIFEST_MAX + 1)
