@@ -286,3 +286,13 @@ def test_caps_answer_503_and_429_with_retry_after(serve: type[Serve]) -> None:
             s.close()
     time.sleep(0.3)
     assert request(port, "GET", "/v2/")[0] == 200
+
+
+def test_a_bad_limit_is_refused_with_a_hint(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*LAMINA, "registry", "serve", "--addr", "127.0.0.1:0", "--storage", str(tmp_path),
+         "--idle-timeout", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "idle_timeout must be > 0" in proc.stderr and "Traceback" not in proc.stderr

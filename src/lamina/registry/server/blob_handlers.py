@@ -104,7 +104,12 @@ _SLICE = 8 << 20
 class _LoopSendfile:
     """sendfile(2) from a file to a non-blocking socket, driven by the event loop's
     writability callback: no thread waits on the peer, and a watchdog ends a transfer
-    that made no progress for ``idle`` seconds."""
+    that made no progress for ``idle`` seconds.
+
+    The trade-off: a page of the blob not in the page cache is read from disk by the
+    kernel inside sendfile, on the loop. Registry blobs are hot (pushed, then pulled
+    many times) and a slice is bounded by _SLICE, while a thread per transfer let any
+    64 stalled readers take every thread."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock_fd: int, file_fd: int, *,

@@ -4,6 +4,8 @@ SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import resource
 import signal
 import ssl
@@ -16,6 +18,8 @@ from lamina.registry.authn.api import Authenticator
 from lamina.registry.server.app import CONTEXT_KEY, UPLOAD_TTL, make_app
 from lamina.registry.server.limits import ConnectionGuard, Limits, guard_middleware
 from lamina.registry.storage import open_storage
+
+log = logging.getLogger("lamina.registry.server")
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
@@ -123,11 +127,17 @@ def serve(
     ssl_context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     storage = open_storage(storage_location)
     limits = limits or Limits()
+    nofile = raise_nofile_limit()
+    # A connection holds a descriptor, its blob send a second one: keep the cap under
+    # what the process may open, so the cap answers 503 before accept() fails.
+    fits = max(16, (nofile - 64) // 2)
+    if limits.max_connections > fits:
+        log.warning("RLIMIT_NOFILE is %d: at most %d connections", nofile, fits)
+        limits = dataclasses.replace(limits, max_connections=fits)
     app = make_app(
         storage, authenticator=authenticator, metrics=metrics, upload_ttl=upload_ttl,
         limits=limits,
     )  # fmt: skip
-    raise_nofile_limit()
     coro = _run(app, host, port, ssl_context, ready, limits=limits)
     try:
         import uvloop
