@@ -5,8 +5,8 @@ path and the connection is plain TCP, else streamed from ``open_blob`` in 1 MiB 
 Both run on the event loop (sendfile driven by the socket's writability callback), so a
 peer that stops reading costs a file descriptor until ``Limits.idle_timeout``, never a
 thread. Measured against the former thread-per-transfer sendfile (256 MiB, tmpfs, same
-run): equal within this shared machine's noise, 1 client and 32 (about 750 and 890 MiB/s
-each), and a larger SO_SNDBUF bought nothing measurable either."""
+run): equal within this shared machine's noise, 1 client and 32 (about 750 MiB/s for
+one, 890 MiB/s in all for 32), and a larger SO_SNDBUF bought nothing measurable either."""
 
 from __future__ import annotations
 
