@@ -1,7 +1,10 @@
 """lamina's registry server against Debian's docker-registry (distribution 2.8), on loopback.
 
 - blob GET throughput: a 256 MiB blob read to /dev/null with curl, five reads per round,
-  rounds interleaved (A B A B), the median of all reads;
+  rounds interleaved (A B A B), the median of all reads; also with CONCURRENT (32)
+  curls at once (aggregate MiB/s), and one curl at a time while STALLED (200) clients
+  hold connections (upload PATCHes that send headers then nothing, blob GETs that never
+  read, request heads that never end);
 - manifest GET requests/second: ``wrk -c32 -d5s -t2``;
 - blob HEAD requests/second: ``ab -i -k -c32 -t5`` (wrk 4.1 waits for a body after a HEAD
   answer that has a Content-Length, so it cannot measure HEAD);
@@ -17,8 +20,10 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +37,8 @@ ROUNDS = int(os.environ.get("LAMINA_BENCH_ROUNDS", "3"))
 BLOB_MIB = int(os.environ.get("LAMINA_BENCH_REGISTRY_BLOB_MIB", "256"))
 WRK_SECONDS = os.environ.get("LAMINA_BENCH_WRK_SECONDS", "5")
 GETS = int(os.environ.get("LAMINA_BENCH_REGISTRY_GETS", "5"))
+CONCURRENT = int(os.environ.get("LAMINA_BENCH_REGISTRY_CONCURRENT", "32"))
+STALLED = int(os.environ.get("LAMINA_BENCH_REGISTRY_STALLED", "200"))
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 REPO = "bench/blob"
 
@@ -133,6 +140,61 @@ def _curl_seconds(url: str) -> float:
     return float(out)
 
 
+def _curl_concurrent(url: str, n: int) -> float:
+    """Wall seconds for ``n`` curls reading ``url`` at once."""
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(["curl", "-sf", "-o", "/dev/null", url], stdout=subprocess.DEVNULL)
+        for _ in range(n)
+    ]
+    for proc in procs:
+        if proc.wait() != 0:
+            raise RuntimeError(f"curl {url} exited {proc.returncode}")
+    return time.perf_counter() - start
+
+
+def _connect(port: int, source: str = "127.0.0.1", rcvbuf: int | None = None) -> socket.socket:
+    s = socket.socket()
+    if rcvbuf is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.bind((source, 0))
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def _stall(url: str, digest: str, total: int) -> list[socket.socket]:
+    """``total`` stalled clients, a third of each kind; PATCHes come from distinct
+    loopback addresses so no per-client cap turns them away."""
+    port = int(url.rsplit(":", 1)[1])
+    stalled: list[socket.socket] = []
+    for i in range(total // 3):
+        source = f"127.0.1.{i % 250 + 1}"
+        s = _connect(port, source)
+        s.sendall(f"POST /v2/{REPO}/blobs/uploads/ HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Length: 0\r\n\r\n".encode())  # fmt: skip
+        head = s.recv(65536).decode(errors="replace")
+        m = re.search(r"(?im)^Location:\s*(\S+)", head)
+        assert m is not None, head
+        location = re.sub(r"^https?://[^/]+", "", m[1])
+        s.sendall(
+            f"PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream"
+            f"\r\nContent-Length: {1 << 20}\r\n\r\n".encode()
+            + b"x" * 1000
+        )
+        stalled.append(s)
+    for _ in range(total // 3):
+        s = _connect(port, rcvbuf=4096)
+        s.sendall(f"GET /v2/{REPO}/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        stalled.append(s)
+    while len(stalled) < total:
+        s = _connect(port)
+        s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        stalled.append(s)
+    time.sleep(0.5)
+    return stalled
+
+
 def _wrk(url: str) -> float:
     out = subprocess.run(
         ["wrk", "-c32", f"-d{WRK_SECONDS}s", "-t2", "-H", f"Accept: {OCI_MANIFEST}", url],
@@ -173,6 +235,10 @@ def _hwm_mb(pid: int) -> float:
 
 
 def main() -> None:
+    # the stalled clients and their servers' descriptors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 4096 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
     work = tmpfs(CACHE / "registry-work", "4g")
     try:
         _run(fresh(work / "run"))
@@ -216,6 +282,8 @@ def _run(work: Path) -> None:
             _push_manifest(url, manifest)
         blob.unlink()  # the page cache is for the servers now
         get_s: dict[str, list[float]] = {n: [] for n in servers}
+        concurrent_s: dict[str, list[float]] = {n: [] for n in servers}
+        stalled_s: dict[str, list[float]] = {n: [] for n in servers}
         manifest_rps: dict[str, list[float]] = {n: [] for n in servers}
         head_rps: dict[str, list[float]] = {n: [] for n in servers}
         for r in range(ROUNDS):
@@ -224,6 +292,16 @@ def _run(work: Path) -> None:
                 runs = [_curl_seconds(f"{url}/v2/{REPO}/blobs/{digest}") for _ in range(GETS)]
                 get_s[name].extend(runs)
                 seconds = statistics.median(runs)
+                blob_url = f"{url}/v2/{REPO}/blobs/{digest}"
+                wall = _curl_concurrent(blob_url, CONCURRENT)
+                concurrent_s[name].append(wall)
+                stalled = _stall(url, digest, STALLED)
+                try:
+                    under = [_curl_seconds(blob_url) for _ in range(GETS)]
+                finally:
+                    for sock in stalled:
+                        sock.close()
+                stalled_s[name].extend(under)
                 rps = _wrk(f"{url}/v2/{REPO}/manifests/latest")
                 manifest_rps[name].append(rps)
                 head = _ab_head(f"{url}/v2/{REPO}/blobs/{digest}")
@@ -231,6 +309,8 @@ def _run(work: Path) -> None:
                     head_rps[name].append(head)
                 print(
                     f"  round {r + 1} {name:<16} blob GET {BLOB_MIB / seconds:8.0f} MiB/s  "
+                    f"x{CONCURRENT} {CONCURRENT * BLOB_MIB / wall:8.0f} MiB/s  "
+                    f"stalled {BLOB_MIB / statistics.median(under):8.0f} MiB/s  "
                     f"manifest GET {rps:8.0f} req/s  blob HEAD {head or 0:8.0f} req/s",
                     file=sys.stderr,
                 )
@@ -243,11 +323,13 @@ def _run(work: Path) -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    _report(get_s, manifest_rps, head_rps, rss)
+    _report(get_s, concurrent_s, stalled_s, manifest_rps, head_rps, rss)
 
 
 def _report(
     get_s: dict[str, list[float]],
+    concurrent_s: dict[str, list[float]],
+    stalled_s: dict[str, list[float]],
     manifest_rps: dict[str, list[float]],
     head_rps: dict[str, list[float]],
     rss: dict[str, float],
@@ -256,6 +338,12 @@ def _report(
     for name, seconds in get_s.items():
         results[name] = {
             "blob_get_mib_s": round(BLOB_MIB / statistics.median(seconds), 1),
+            f"blob_get_x{CONCURRENT}_mib_s": round(
+                CONCURRENT * BLOB_MIB / statistics.median(concurrent_s[name]), 1
+            ),
+            f"blob_get_stalled{STALLED}_mib_s": round(
+                BLOB_MIB / statistics.median(stalled_s[name]), 1
+            ),
             "manifest_get_rps": round(statistics.median(manifest_rps[name]), 1),
             "blob_head_rps": round(statistics.median(head_rps[name]), 1)
             if head_rps[name]
@@ -265,7 +353,13 @@ def _report(
     ours, theirs = results["lamina"], results["docker-registry"]
     ratios = {
         key: round(float(ours[key]) / float(theirs[key]), 2)  # type: ignore[arg-type]
-        for key in ("blob_get_mib_s", "manifest_get_rps", "blob_head_rps")
+        for key in (
+            "blob_get_mib_s",
+            f"blob_get_x{CONCURRENT}_mib_s",
+            f"blob_get_stalled{STALLED}_mib_s",
+            "manifest_get_rps",
+            "blob_head_rps",
+        )
         if ours[key] and theirs[key]
     }
     doc = {

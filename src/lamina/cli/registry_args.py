@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ def add_parsers(sub: Parsers) -> None:
         default=24 * 3600.0,
         help="seconds an idle upload session lives (default: a day)",
     )
+    _add_limits(s)
     w = actions.add_parser("passwd", help="add, change or delete a user in an htpasswd file")
     w.add_argument("file", metavar="FILE", help="the htpasswd file (created if missing)")
     w.add_argument("user", metavar="USER")
@@ -65,3 +67,21 @@ def add_parsers(sub: Parsers) -> None:
         help="also delete manifests no tag reaches (and then their blobs)",
     )
     g.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _add_limits(s: argparse.ArgumentParser) -> None:
+    """What one client may hold of the server (``registry.server.limits.Limits``)."""
+    for flag, default, what in (
+        ("--header-timeout", 20.0, "seconds a request head may take to arrive whole"),
+        ("--keepalive-timeout", 60.0, "seconds an idle keep-alive connection stays open"),
+        ("--idle-timeout", 60.0, "seconds a body read or answer write may make no progress"),
+    ):
+        s.add_argument(flag, type=float, default=default, help=f"{what} (default: {default:g})")
+    s.add_argument(
+        "--max-connections", type=int, default=8192,
+        help="open connections; more get 503 + Retry-After (default: 8192)",
+    )  # fmt: skip
+    s.add_argument(
+        "--max-uploads-per-client", type=int, default=32,
+        help="concurrent upload bodies per client address; more get 429 (default: 32)",
+    )  # fmt: skip

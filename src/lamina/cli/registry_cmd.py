@@ -82,6 +82,7 @@ def _authenticator(args: argparse.Namespace, host: str, port: int) -> Authentica
 
 def _serve(args: argparse.Namespace) -> int:
     from lamina.registry.server import parse_addr, serve
+    from lamina.registry.server.limits import Limits
 
     host, port = parse_addr(args.addr)
     authenticator = _authenticator(args, host, port)
@@ -98,6 +99,13 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         metrics=not args.no_metrics,
         upload_ttl=args.upload_ttl,
+        limits=Limits(
+            header_timeout=args.header_timeout,
+            keepalive_timeout=args.keepalive_timeout,
+            idle_timeout=args.idle_timeout,
+            max_connections=args.max_connections,
+            max_uploads_per_client=args.max_uploads_per_client,
+        ),
         ready=ready,
     )
     return 0

@@ -29,6 +29,7 @@ from lamina.registry.server.context import (
     error_response,
     internal_error,
 )
+from lamina.registry.server.limits import Limits
 from lamina.registry.server.metrics import CONTENT_TYPE, Metrics
 from lamina.registry.storage.api import RegistryStorage, SweepsTemporaries
 
@@ -228,6 +229,7 @@ def make_app(
     expiry_interval: float | None = None,
     chunk_min_length: int = 0,
     temporary_age: float = TEMPORARY_AGE,
+    limits: Limits | None = None,
 ) -> web.Application:
     """The registry as an aiohttp application over ``storage``.
 
@@ -239,10 +241,12 @@ def make_app(
     (default: a quarter of the TTL, at most an hour). ``chunk_min_length`` is
     announced as ``OCI-Chunk-Min-Length``. At start-up, temporaries older than
     ``temporary_age`` seconds that killed writers left are swept (never a live upload).
+    ``limits`` (see ``limits.Limits``) bound what one request or client may hold.
     """
     ctx = Context(
-        storage, authenticator, Metrics() if metrics else None, upload_ttl, chunk_min_length
-    )
+        storage, authenticator, Metrics() if metrics else None, upload_ttl, chunk_min_length,
+        limits=limits,
+    )  # fmt: skip
     # Upload bodies stream through the handlers; this only caps what aiohttp itself
     # would buffer (it never reads a body we do not ask for).
     app = web.Application(client_max_size=p.MANIFEST_MAX + 1, handler_args={"logger": _SERVER_LOG})

@@ -5,10 +5,11 @@ translation of lamina errors into distribution-spec refusals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -25,6 +26,7 @@ from lamina.errors import (
 from lamina.registry import protocol as p
 from lamina.registry import routes as r
 from lamina.registry.authn.api import Authenticator
+from lamina.registry.server.limits import RETRY_AFTER, ConnectionGuard, Limits
 from lamina.registry.server.metrics import Metrics
 from lamina.registry.storage.api import RegistryStorage
 from lamina.registry.storage.filesystem import FilesystemStorage
@@ -65,12 +67,20 @@ class Context:
         metrics: Metrics | None,
         upload_ttl: float,
         chunk_min_length: int,
+        *,
+        limits: Limits | None = None,
     ) -> None:
         self.storage = storage
         self.authenticator = authenticator
         self.metrics = metrics
         self.upload_ttl = upload_ttl
         self.chunk_min_length = chunk_min_length
+        self.limits = limits or Limits()
+        # Set by ``serve`` when connections go through its guard (header/keep-alive
+        # deadlines); None under a bare aiohttp runner (tests, embedding).
+        self.guard: ConnectionGuard | None = None
+        # Upload bodies being read, by peer address (the per-client cap).
+        self.uploading: dict[str, int] = {}
         # Local filesystem metadata calls (stat, a few-byte read) take microseconds: a
         # thread hop would cost more than the call, so they run on the loop.
         self.local = isinstance(storage, FilesystemStorage)
@@ -81,10 +91,11 @@ class Context:
         # Parsed referrer candidates by manifest digest: bytes under a digest never
         # change, so a manifest is parsed once for every referrers query.
         self.subjects: dict[str, tuple[str, int, object] | None] = {}
-        # Blocking transfers (sendfile, body streaming) wait on the network for as long
-        # as the peer is slow: they get their own threads so metadata calls never queue
-        # behind them.
-        self.transfers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="registry-io")
+        # Disk-bound work of transfers (hashing a finished upload, reading a blob for a
+        # stream): its own threads so metadata calls never queue behind it. Nothing in
+        # here ever waits on a peer: network waits happen on the event loop, where a
+        # stalled client costs a file descriptor, not a thread.
+        self.transfers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="registry-io")
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """A storage call that may take long (hashing, listing, remote I/O): in a thread."""
@@ -102,6 +113,28 @@ class Context:
     async def transfer(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.transfers, functools.partial(fn, *args))
+
+    @contextlib.contextmanager
+    def upload_slot(self, peer: str | None) -> Iterator[None]:
+        """Hold one of the peer's concurrent upload bodies; 429 when it has them all."""
+        key = peer or "?"
+        held = self.uploading.get(key, 0)
+        if held >= self.limits.max_uploads_per_client:
+            raise p.RegistryError(
+                "TOOMANYREQUESTS",
+                f"{held} uploads from {key} are in progress already",
+                headers={"Retry-After": RETRY_AFTER},
+                hint="finish or cancel the other uploads first",
+            )
+        self.uploading[key] = held + 1
+        try:
+            yield
+        finally:
+            left = self.uploading[key] - 1
+            if left:
+                self.uploading[key] = left
+            else:
+                del self.uploading[key]
 
     def lock(self, uuid: str) -> asyncio.Lock:
         lock = self.locks.get(uuid)

@@ -1,17 +1,16 @@
 """Blob uploads (distribution-spec end-4a/4b, end-5, end-6, end-11, end-13, end-14): the
 I/O around ``protocol``'s upload state machine.
 
-Request bodies are never held whole: a worker thread runs the driver's
-``append_upload`` over an iterator that pulls the body from the event loop about 1 MiB
-at a time, so memory stays bounded whatever the blob size and the loop never blocks on
-the disk.
+Request bodies are never held whole: the event loop reads about 1 MiB at a time (with
+a no-progress timeout) and a worker thread appends each piece with the driver's
+``append_upload``, so memory stays bounded whatever the blob size, the loop never
+blocks on the disk, and a stalled client never holds a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 from aiohttp import StreamReader, web
 
@@ -21,33 +20,28 @@ from lamina.registry import protocol as p
 from lamina.registry.server.context import BASE_HEADERS, BYTES_IN, Context
 from lamina.registry.storage.api import CHUNK
 
+# Body bytes handed to the storage per call. The filesystem driver appends each piece
+# as it comes; a remote driver pays a few requests per call, so it gets fewer, bigger
+# pieces (above S3's 5 MiB part minimum).
+LOCAL_PIECE = CHUNK
+REMOTE_PIECE = 8 << 20
 
-class _Body:
-    """The request body as an iterator of ~CHUNK pieces, read from a worker thread."""
 
-    def __init__(self, content: StreamReader, loop: asyncio.AbstractEventLoop) -> None:
-        self._content = content
-        self._loop = loop
-        self.count = 0
-
-    async def _piece(self) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while total < CHUNK:
-            data = await self._content.readany()
+async def _read_piece(content: StreamReader, size: int, idle: float) -> list[bytes]:
+    """Up to ``size`` bytes of the body, read on the loop; TimeoutError when the peer
+    sends nothing for ``idle`` seconds."""
+    parts: list[bytes] = []
+    total = 0
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(loop.time() + idle) as deadline:
+        while total < size:
+            data = await content.readany()
             if not data:
                 break
             parts.append(data)
             total += len(data)
-        self.count += total
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            piece = asyncio.run_coroutine_threadsafe(self._piece(), self._loop).result()
-            if not piece:
-                return
-            yield piece
+            deadline.reschedule(loop.time() + idle)
+    return parts
 
 
 def _has_body(request: web.Request) -> bool:
@@ -67,11 +61,46 @@ def _content_length(request: web.Request) -> int | None:
 
 
 async def _append(ctx: Context, request: web.Request, name: str, uuid: str) -> tuple[int, int]:
-    """Stream the body into the session; returns (new total size, bytes read)."""
-    body = _Body(request.content, asyncio.get_running_loop())
-    size = await ctx.transfer(ctx.storage.append_upload, name, uuid, body)
-    request[BYTES_IN] = request.get(BYTES_IN, 0) + body.count
-    return size, body.count
+    """Stream the body into the session; returns (new total size, bytes read).
+
+    The body is read on the event loop with a no-progress timeout, and each piece is
+    written by a thread while the next one is read: a client that stalls holds its
+    socket and at most two pieces of memory, never a thread. A stall ends the request
+    with 408 and the bytes stored so far stay in the session (a chunked client can ask
+    for its offset and resume)."""
+    idle = ctx.limits.idle_timeout
+    piece = LOCAL_PIECE if ctx.local else REMOTE_PIECE
+    size = await ctx.quick(ctx.storage.upload_size, name, uuid)
+    count = 0
+    writing: asyncio.Future[int] | None = None
+    with ctx.upload_slot(request.remote):
+        try:
+            while True:
+                try:
+                    parts = await _read_piece(request.content, piece, idle)
+                except TimeoutError:
+                    raise p.RegistryError(
+                        "BLOB_UPLOAD_INVALID",
+                        f"the request body made no progress for {idle:g}s",
+                        status=408,
+                        hint="send the body without pausing, or raise --idle-timeout",
+                    ) from None
+                if writing is not None:
+                    size = await writing
+                    writing = None
+                if not parts:
+                    break
+                count += sum(map(len, parts))
+                request[BYTES_IN] = request.get(BYTES_IN, 0) + sum(map(len, parts))
+                loop = asyncio.get_running_loop()
+                writing = loop.run_in_executor(
+                    ctx.transfers, ctx.storage.append_upload, name, uuid, parts
+                )
+        finally:
+            if writing is not None:
+                # never leave a write running behind a failed request
+                await asyncio.wait([writing])
+    return size, count
 
 
 def _session(name: str, uuid: str, offset: int) -> p.UploadSession:
