@@ -4,8 +4,9 @@ Targets run one after another (``--jobs 2`` for two at a time), each as
 ``python -m fuzz.harness`` under atheris, started from its seed corpus
 ``fuzz/corpus/<target>/``. New corpus entries go to a temporary directory; a crash,
 a timeout or an input slower than ``--slow`` seconds is saved to
-``fuzz/findings/<target>/``. Prints one line per target (executions, findings, the
-slowest input) and exits 1 if any target had a finding.
+``fuzz/findings/<target>/``, the slowest input of each run to
+``fuzz/findings/slowest/<target>``. Prints one line per target (executions, findings,
+the slowest input) and exits 1 if any target had a finding.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def run_target(
             with open(report, encoding="utf-8") as f:
                 stats = json.load(f)
             slowest = Path(report + ".slowest").read_bytes()
+            keep = findings_dir / "slowest"
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / target).write_bytes(slowest)  # to replay it: python -m fuzz.harness
     found = tuple(sorted(str(p) for p in set(out_dir.iterdir()) - before))
     result = Result(
         target,
