@@ -67,8 +67,15 @@ def glob_regex(pattern: str) -> str:
     return "".join(out)
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(glob_regex(pattern), re.DOTALL)
+    except re.error as exc:  # a range that ends before it starts: "[z-a]"
+        raise InvalidArgument(f"bad pattern {pattern!r}: {exc}") from exc
+
+
 def _strip_prefix(value: str, pattern: str, longest: bool) -> str:
-    rx = re.compile(glob_regex(pattern), re.DOTALL)
+    rx = _glob(pattern)
     ends = range(len(value), -1, -1) if longest else range(len(value) + 1)
     for end in ends:
         if rx.fullmatch(value[:end]):
@@ -77,7 +84,7 @@ def _strip_prefix(value: str, pattern: str, longest: bool) -> str:
 
 
 def _strip_suffix(value: str, pattern: str, longest: bool) -> str:
-    rx = re.compile(glob_regex(pattern), re.DOTALL)
+    rx = _glob(pattern)
     starts = range(len(value) + 1) if longest else range(len(value), -1, -1)
     for start in starts:
         if rx.fullmatch(value[start:]):
@@ -94,7 +101,7 @@ def _too_long() -> LimitExceeded:
 def _replace(value: str, pattern: str, replacement: str, every: bool) -> str:
     if not pattern:
         return value
-    rx = re.compile(glob_regex(pattern), re.DOTALL)
+    rx = _glob(pattern)
     budget = MAX_EXPANSION
 
     def substitute(_match: re.Match[str]) -> str:
