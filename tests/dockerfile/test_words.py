@@ -263,3 +263,10 @@ def test_fuzz_expand_raises_only_invalid_argument(pieces: list[str], escape: str
 )
 def test_expand_heredoc_keeps_quotes_and_escapes(content: str, expected: str) -> None:
     assert expand_heredoc(content, {"FOO": "bar"}) == expected
+
+
+@pytest.mark.parametrize("word", ["${A/[z-a]/x}", "${A#[/-!]}", "${A%%[9-0]*}"])
+def test_a_pattern_with_a_reversed_range_is_an_error_not_re_error(word: str) -> None:
+    # found by fuzz/targets/words.py: "[z-a]" reached re.compile and raised re.error
+    with pytest.raises(InvalidArgument, match="bad pattern"):
+        expand(word, {"A": "hello"})

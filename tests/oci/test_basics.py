@@ -71,6 +71,8 @@ DESCRIPTOR_ERRORS: list[tuple[str, Any, str]] = [
     ("negative size", dj(size=-1), "negative"),
     ("size over int64", dj(size=1 << 63), "over int64"),
     ("data not base64", dj(data="!!"), "base64"),
+    # found by fuzz/targets/manifest.py: non-ASCII text raised a bare ValueError
+    ("data not ASCII", dj(data="eA\u00e9="), "base64"),
     ("data wrong size", dj(data="eHg="), "size mismatch"),
     ("annotations not strings", dj(annotations={"a": 1}), "annotations"),
     ("urls not strings", dj(urls=[1]), "urls"),

@@ -501,3 +501,11 @@ def test_index_with_manifests_replaces_entries() -> None:
     assert [m.size for m in new.manifests] == [7]
     assert new.annotations == idx.annotations
     assert new.media_type == idx.media_type
+
+
+@pytest.mark.parametrize("declared", [{"a": 1}, ["application/vnd.oci.image.index.v1+json"], 2])
+def test_parse_document_refuses_a_media_type_that_is_not_a_string(declared: object) -> None:
+    # found by fuzz/targets/manifest.py: an unhashable mediaType raised TypeError
+    data = json.dumps({"schemaVersion": 2, "mediaType": declared, "manifests": []}).encode()
+    with pytest.raises(InvalidFormat, match="must be a string"):
+        parse_document(data)

@@ -385,3 +385,24 @@ def test_is_valid_tag(tag: str, ok: bool) -> None:
 )
 def test_is_valid_repository(name: str, ok: bool) -> None:
     assert is_valid_repository(name) is ok
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "docker.io/ocker.io/u1.2",
+        "docker.io/a.b/c:1",
+        "docker.io/h:5/x",
+        "docker.io/docker.io/u/2j/r.u/i2",
+        "docker.io/localhost/x",
+    ],
+)
+def test_familiar_form_keeps_docker_io_when_the_repository_looks_like_a_host(text: str) -> None:
+    # found by fuzz/targets/reference.py: "docker.io/a.b/c" was shown as "a.b/c", which
+    # reads back as repository "c" on registry "a.b"
+    try:
+        ref = Reference.parse(text)
+    except InvalidReference:
+        return  # not a name at all: nothing to show
+    assert Reference.parse(ref.familiar()) == ref
+    assert ref.familiar().startswith("docker.io/")

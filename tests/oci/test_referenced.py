@@ -135,3 +135,18 @@ def test_non_manifest_blobs(media_type: str, data: bytes) -> None:
 def test_malformed_declared_manifest_raises(media_type: str, data: bytes) -> None:
     with pytest.raises(InvalidFormat):
         referenced_descriptors(media_type, data)
+
+
+@pytest.mark.parametrize("declared", [{"mediaType": mt.OCI_MANIFEST}, [mt.OCI_INDEX], 2])
+def test_a_media_type_that_is_not_a_string_is_sniffed_by_shape(declared: object) -> None:
+    # found by fuzz/targets/manifest.py: an object or a list as the JSON mediaType of an
+    # untyped blob made the collector's set lookup raise TypeError (unhashable)
+    digest = "sha256:" + "a" * 64
+    obj = {
+        "schemaVersion": 2,
+        "mediaType": declared,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": digest, "size": 2},
+        "layers": [],
+    }
+    got = referenced_descriptors("", json.dumps(obj).encode())
+    assert [str(d.digest) for d in got] == [digest]

@@ -100,7 +100,7 @@ class _Glob:
         """``reverse``: the glob of the reversed strings; ``anywhere``: a leading star."""
         pieces = _glob_pieces(pattern)
         tokens: list[re.Pattern[str] | None] = [
-            None if p == ".*" else re.compile(p, re.DOTALL) for p in pieces
+            None if p == ".*" else _compile(p, pattern) for p in pieces
         ]
         if reverse:
             tokens.reverse()
@@ -154,11 +154,18 @@ class _Glob:
         return flags
 
 
+def _compile(regex: str, pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(regex, re.DOTALL)
+    except re.error as exc:  # a range that ends before it starts: "[z-a]"
+        raise InvalidArgument(f"bad pattern {pattern!r}: {exc}") from exc
+
+
 def _fixed(pattern: str) -> re.Pattern[str] | None:
     """The regex of a glob without a star: every match has the same length, so a
     regex finds bash's matches, fast and without backtracking."""
     pieces = _glob_pieces(pattern)
-    return None if ".*" in pieces else re.compile("".join(pieces), re.DOTALL)
+    return None if ".*" in pieces else _compile("".join(pieces), pattern)
 
 
 def _strip_prefix(value: str, pattern: str, longest: bool) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -93,7 +92,7 @@ class Descriptor:
         if obj.get("data") is not None:
             try:
                 data = base64.b64decode(obj["data"], validate=True)
-            except (binascii.Error, TypeError) as exc:
+            except (ValueError, TypeError) as exc:  # binascii.Error; non-ASCII text
                 raise InvalidFormat(f"{what} has invalid base64 data") from exc
         annotations = obj.get("annotations") or {}
         urls = obj.get("urls") or []

@@ -316,6 +316,9 @@ def parse_document(data: bytes, media_type: str | None = None) -> Manifest | Ind
         _check_schema_version({"schemaVersion": 1}, "manifest")
     obj = load_json_object(data, "manifest or index")
     declared = obj.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        # an object or a list is unhashable: the set lookups below would raise TypeError
+        raise InvalidFormat("manifest or index field 'mediaType' must be a string")
     if declared in mt.MANIFEST_TYPES:
         return Manifest.from_json(obj)
     if declared in mt.INDEX_TYPES:
@@ -347,6 +350,8 @@ def _sniff_kind(obj: dict[str, Any]) -> str:
     shape decides (image-spec image-index.md: mediaType is only SHOULD).
     """
     declared = obj.get("mediaType")
+    if not isinstance(declared, str):
+        declared = None  # unhashable or absent: the shape decides
     if declared in mt.MANIFEST_TYPES:
         return "manifest"
     if declared in mt.INDEX_TYPES:

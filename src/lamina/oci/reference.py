@@ -184,6 +184,10 @@ class Reference:
         rest = self.repository[len(OFFICIAL_REPO_PREFIX) :]
         if self.repository.startswith(OFFICIAL_REPO_PREFIX) and "/" not in rest:
             return rest
+        first = self.repository.split("/", 1)[0]
+        if "/" in self.repository and ("." in first or ":" in first or first == "localhost"):
+            # "docker.io/a.b/c" shown as "a.b/c" would read back as registry a.b
+            return self.name
         return self.repository
 
     def _suffix(self) -> str:

@@ -9,7 +9,6 @@ route needs; the client parses challenges and formats the scopes it asks a token
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -225,7 +224,7 @@ def parse_authorization(header: str | None) -> tuple[str, str, str] | None:
     if kind == "basic" and rest:
         try:
             raw = base64.b64decode(rest, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             raise RegistryError("UNAUTHORIZED", "malformed Basic credentials") from exc
         user, sep, password = raw.partition(":")
         if not sep:
