@@ -112,17 +112,10 @@ class BuildCache:
     def get(self, key: str, store: Provider) -> CacheRecord | None:
         """The record of ``key`` whose layer blob is in ``store``, else None."""
         path = self._path(key)
-        try:
-            with open(path, "rb") as f:
-                data = f.read(_MAX_RECORD + 1)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise LaminaError(f"cannot read the build cache record {path}: {exc}") from exc
-        try:
-            record = CacheRecord.from_json(json.loads(data))
-        except (ValueError, LaminaError):
-            self._drop(path)  # damaged (cannot happen with atomic writes): a miss
+        found, record = self._load(path)
+        if record is None:
+            if found:
+                self._drop(path)  # damaged (cannot happen with atomic writes): a miss
             return None
         if record.layer is not None and not store.has(record.layer.digest):
             self._drop(path)  # its blob was pruned
@@ -131,18 +124,22 @@ class BuildCache:
 
     def read(self, key: str) -> CacheRecord | None:
         """The record of ``key`` as stored (None if absent or damaged); changes nothing."""
-        path = self._path(key)
+        return self._load(self._path(key))[1]
+
+    @staticmethod
+    def _load(path: str) -> tuple[bool, CacheRecord | None]:
+        """Whether the record file exists, and its record (None if absent or damaged)."""
         try:
             with open(path, "rb") as f:
                 data = f.read(_MAX_RECORD + 1)
         except FileNotFoundError:
-            return None
+            return False, None
         except OSError as exc:
             raise LaminaError(f"cannot read the build cache record {path}: {exc}") from exc
         try:
-            return CacheRecord.from_json(json.loads(data))
+            return True, CacheRecord.from_json(json.loads(data))
         except (ValueError, LaminaError):
-            return None
+            return True, None
 
     def plan_prune(
         self,
