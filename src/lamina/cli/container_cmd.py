@@ -18,8 +18,8 @@ from lamina.sysinfo import default_root
 
 if TYPE_CHECKING:
     from lamina.image.images import Image
-    from lamina.runtime.bundle.resources import Resources
     from lamina.runtime.api import RunImage
+    from lamina.runtime.bundle.resources import Resources
     from lamina.runtime.records.containers import Container, ContainerStore
     from lamina.snapshot.api import Snapshotter
     from lamina.store.api import Store
@@ -111,7 +111,9 @@ def add_limit_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("limits")
     g.add_argument("-m", "--memory", metavar="SIZE", help="memory limit, e.g. 64m (at least 6m)")
     g.add_argument(
-        "--memory-swap", metavar="SIZE", help="memory plus swap limit (needs --memory; -1: no limit)"
+        "--memory-swap",
+        metavar="SIZE",
+        help="memory plus swap limit (needs --memory; -1: no limit)",
     )
     g.add_argument(
         "--pids-limit", metavar="N", help="most processes and threads (default 2048; -1: no limit)"

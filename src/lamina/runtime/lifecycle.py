@@ -47,8 +47,8 @@ from lamina.sysinfo import start_time
 
 if TYPE_CHECKING:
     from lamina.oci.config import ContainerConfig
-    from lamina.runtime.driver.oom import OomWatch
     from lamina.runtime.bundle.spec import RunOptions
+    from lamina.runtime.driver.oom import OomWatch
 
 # The spec, user and init-layer modules are imported by the functions that need them:
 # `lamina ps`, `stop` or `rm` should not pay for them (start-up time is a feature).

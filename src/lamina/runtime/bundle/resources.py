@@ -12,6 +12,7 @@ units, the 6 MiB memory floor, swap counting memory plus swap).
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 from dataclasses import dataclass
@@ -48,12 +49,28 @@ ULIMITS = (
 )
 # tmpfs options a user may give (mount(8) tmpfs section and the generic flags)
 _TMPFS_FLAGS = frozenset(
-    "ro rw exec noexec suid nosuid dev nodev atime noatime relatime strictatime "
-    "nodiratime diratime sync async dirsync".split()
+    [
+        "ro",
+        "rw",
+        "exec",
+        "noexec",
+        "suid",
+        "nosuid",
+        "dev",
+        "nodev",
+        "atime",
+        "noatime",
+        "relatime",
+        "strictatime",
+        "nodiratime",
+        "diratime",
+        "sync",
+        "async",
+        "dirsync",
+    ]
 )
 _TMPFS_VALUES = frozenset(("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "huge"))
 _TMPFS_DEFAULTS = ("nosuid", "nodev", "noexec")  # docker's, before the user's options
-_OPPOSITE = {"exec": "noexec", "suid": "nosuid", "dev": "nodev"}
 
 
 def parse_size(text: str, what: str) -> int:
@@ -146,7 +163,7 @@ class Tmpfs:
 
 
 def _tmpfs_option(opt: str) -> str:
-    key, eq, value = opt.partition("=")
+    key, _, value = opt.partition("=")
     if key == "size":  # the kernel takes k/m/g but not docker's "mb"/"MiB"
         return f"size={parse_size(value, 'tmpfs size')}"
     return opt
@@ -197,7 +214,8 @@ class Resources:
             raise InvalidArgument(f"invalid --cpus {self.cpus}", hint="e.g. --cpus 0.5 or 2")
         if self.cpu_shares is not None and not 2 <= self.cpu_shares <= 262144:
             raise InvalidArgument(
-                f"invalid --cpu-shares {self.cpu_shares}", hint="between 2 and 262144 (1024 = normal)"
+                f"invalid --cpu-shares {self.cpu_shares}",
+                hint="between 2 and 262144 (1024 = normal)",
             )
         if self.shm_size is not None and self.shm_size <= 0:
             raise InvalidArgument("--shm-size must be above 0", hint="e.g. --shm-size 64m")
@@ -244,7 +262,7 @@ def parse_cpus(text: str) -> float:
         value = float(text)
     except ValueError:
         raise InvalidArgument(f"invalid --cpus {text!r}", hint="e.g. --cpus 0.5 or 2") from None
-    if value != value:  # NaN
+    if math.isnan(value):
         raise InvalidArgument(f"invalid --cpus {text!r}", hint="e.g. --cpus 0.5 or 2")
     return value
 

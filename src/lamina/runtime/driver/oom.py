@@ -48,11 +48,13 @@ class OomWatch:
                 return
             if self._stop:
                 return  # finish() woke it: it judges by itself
-            if count >= 2 or self._oom_kills() > 0:
-                # two events at once: an OOM and the removal; else the cgroup still
-                # exists and says whether it killed
+            # The kernel signals an OOM (before its oom_kill count moves) and the
+            # cgroup's removal (after it left the filesystem): an event while the
+            # cgroup exists, or two at once, is an OOM (containerd's rule too).
+            gone = not os.path.isdir(self.directory)
+            if count >= 2 or not gone:
                 self._oom = True
-            if not os.path.isdir(self.directory):
+            if gone:
                 return
 
     def _oom_kills(self) -> int:
