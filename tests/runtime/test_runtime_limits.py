@@ -5,6 +5,7 @@ then the spec they make and the errors of bad values."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +23,11 @@ from lamina.runtime.bundle.resources import (
 )
 from lamina.runtime.bundle.spec import RunOptions, build_spec
 from lamina.runtime.bundle.users import ResolvedUser
-from lamina.runtime.driver.runc import find_binary, select_runtime
+from lamina.runtime.driver.runc import OCIRuntime, find_binary, select_runtime
+from lamina.runtime.lifecycle import prepare_bundle, remove, start_detached, wait_exited
 from lamina.runtime.records.containers import ContainerStore
+from lamina.runtime.run import RunRequest, _plan_variant
+from lamina.snapshot.overlay import OverlaySnapshotter
 
 MiB = 1 << 20
 # the container's own cgroup of a controller (runc and crun bind it at /sys/fs/cgroup/X)
@@ -62,6 +66,26 @@ def test_memory_limit_oom_kill_is_recorded(
     free = run(*dd, runtime=runtime, keep=True)  # no limit: the same dd is no OOM
     assert free.result.exit_code == 0, free.err
     assert cstore.get(free.container.id).oom_killed is False
+
+
+@pytest.mark.root
+def test_detached_oom_kill_is_recorded(cstore: ContainerStore, rootfs: Path, runtime: str) -> None:
+    c = cstore.create(
+        image_ref="busybox:test", image_id="sha256:" + "0" * 64, runtime=runtime, rootfs=str(rootfs)
+    )
+    options = RunOptions(
+        args=("dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"),
+        resources=limits(memory=64 * MiB),
+    )
+    prepare_bundle(cstore, c, ContainerConfig(cmd=("sh",)), options)
+    c = start_detached(cstore, c)
+    try:
+        c = wait_exited(cstore, c, 30.0)
+        assert c.status == "exited"
+        assert c.exit_code == 137
+        assert c.oom_killed is True
+    finally:
+        remove(cstore, c, force=True)
 
 
 @pytest.mark.root
@@ -242,3 +266,26 @@ def test_bad_values_are_clean_cli_errors(option: list[str], tmp_path: Any) -> No
     assert proc.returncode not in (0, 1), proc.stderr
     assert "Traceback" not in proc.stderr
     assert "error" in proc.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("resources", "planned"),
+    [
+        (Resources(), True),  # the default pids limit is part of the default spec
+        (Resources(memory=64 * MiB), False),
+        (Resources(pids_limit=50), False),
+        (Resources(pids_limit=-1), False),
+        (Resources(cpus=1.0), False),
+        (Resources(ulimits=(Ulimit.parse("nofile=100"),)), False),
+        (Resources(shm_size=MiB), False),
+        (Resources(tmpfs=(Tmpfs.parse("/run"),)), False),
+    ],
+)
+def test_only_default_limits_are_planned(
+    resources: Resources, planned: bool, tmp_path: Path
+) -> None:
+    request = RunRequest(image="busybox", options=RunOptions(args=("true",), resources=resources))
+    runc = OCIRuntime("runc", str(tmp_path), binary="/bin/true")
+    variant = _plan_variant(request, OverlaySnapshotter(str(tmp_path)), runc)
+    assert (variant == "") is planned
+    assert variant in ("", None)

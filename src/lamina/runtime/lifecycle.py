@@ -327,6 +327,8 @@ def start_detached(
         "state_root": store.root,
         "wrap": list(runtime.wrap),
         "on_exit": list(on_exit),
+        # set when memory is limited: the monitor reads the OOM kills there
+        "cgroups_path": _load_spec(store, c).get("linux", {}).get("cgroupsPath"),
     }
     read_fd, write_fd = os.pipe()
     try:

@@ -57,21 +57,10 @@ class OomWatch:
             if gone:
                 return
 
-    def _oom_kills(self) -> int:
-        try:
-            with open(os.path.join(self.directory, "memory.oom_control"), encoding="ascii") as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill":
-                        return int(value)
-        except (OSError, ValueError):
-            pass
-        return 0
-
     def finish(self) -> bool:
         """After the container's process ended: whether the OOM killer struck; removes
         the cgroup if the runtime left it (it never started)."""
-        if os.path.isdir(self.directory) and self._oom_kills() > 0:
+        if os.path.isdir(self.directory) and oom_kills(self.directory) > 0:
             self._oom = True
         if self._made:
             with contextlib.suppress(OSError):
@@ -83,6 +72,27 @@ class OomWatch:
             self._thread.join()
         os.close(self._efd)
         return self._oom
+
+
+def oom_kills(directory: str) -> int:
+    """The ``oom_kill`` count of a v1 memory cgroup (0 when it cannot be read)."""
+    try:
+        with open(os.path.join(directory, "memory.oom_control"), encoding="ascii") as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def was_oom_killed(cgroups_path: str) -> bool:
+    """Whether the OOM killer struck in the cgroup of a container that ended but is
+    not deleted yet (a detached one: ``runc create``/``start`` leave the cgroup until
+    ``delete``)."""
+    directory = cgroup_dir(cgroups_path)
+    return directory is not None and oom_kills(directory) > 0
 
 
 def cgroup_dir(cgroups_path: str) -> str | None:
