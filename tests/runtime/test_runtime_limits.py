@@ -4,6 +4,7 @@ then the spec they make and the errors of bad values."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from runtime_support import Runner
 
-from helpers.cli import LAMINA
+from helpers.cli import LAMINA, Lamina
 from lamina.errors import InvalidArgument, NotFound
 from lamina.oci.config import ContainerConfig
 from lamina.runtime.bundle.resources import (
@@ -289,3 +290,39 @@ def test_only_default_limits_are_planned(
     variant = _plan_variant(request, OverlaySnapshotter(str(tmp_path)), runc)
     assert (variant == "") is planned
     assert variant in ("", None)
+
+
+# ---------------------------------------------------------------------- the CLI
+
+
+@pytest.mark.root
+def test_cli_limits_and_oom_in_ps(lamina: Lamina) -> None:
+    lamina("bootstrap", "busybox", "-t", "bb")
+    dd = ["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"]
+    run = ["run", "--network", "none"]
+    killed = lamina(*run, "--name", "hog", "-m", "64m", "bb", *dd, check=False)
+    assert killed.returncode == 137, killed.stderr
+    (record,) = json.loads(lamina("ps", "-a", "--json").stdout)
+    assert record["name"] == "hog"
+    assert record["exit_code"] == 137
+    assert record["oom_killed"] is True
+    out = lamina(
+        *run,
+        "--rm",
+        "--ulimit",
+        "nofile=100:200",
+        "--shm-size",
+        "1m",
+        "--tmpfs",
+        "/scratch:size=2m",
+        "--pids-limit",
+        "60",
+        "bb",
+        "sh",
+        "-c",
+        "ulimit -n; df -k /dev/shm | tail -1; cat /sys/fs/cgroup/pids/pids.max; "
+        "grep -c ' /scratch tmpfs' /proc/mounts",
+    ).stdout.splitlines()
+    assert out[0] == "100"
+    assert out[1].split()[1] == "1024"
+    assert out[2:] == ["60", "1"]
