@@ -224,13 +224,23 @@ def cgroups_path(c: Container, options: RunOptions) -> str | None:
     return f"/lamina/{c.id}" if options.resources.memory is not None else None
 
 
-def _oom_watch(store: ContainerStore, c: Container) -> OomWatch | None:
-    """The OOM watch of a container whose spec names its cgroup (see cgroups_path)."""
+def _spec_cgroups_path(store: ContainerStore, c: Container) -> str | None:
+    """The ``cgroupsPath`` of the container's spec, if it has one (see cgroups_path);
+    the spec is parsed only then: most have none, and a run should not pay for it."""
     try:
+        with open(os.path.join(store.bundle_dir(c), CONFIG_FILE), "rb") as f:
+            if b'"cgroupsPath"' not in f.read(MAX_CONFIG_BYTES + 1):
+                return None
         path = _load_spec(store, c).get("linux", {}).get("cgroupsPath")
-    except (NotFound, ToolError, AttributeError):
+    except (OSError, NotFound, ToolError, AttributeError):
         return None
-    if not isinstance(path, str):
+    return path if isinstance(path, str) else None
+
+
+def _oom_watch(store: ContainerStore, c: Container) -> OomWatch | None:
+    """The OOM watch of a container whose spec names its cgroup."""
+    path = _spec_cgroups_path(store, c)
+    if path is None:
         return None
     from lamina.runtime.driver.oom import watch
 
@@ -328,7 +338,7 @@ def start_detached(
         "wrap": list(runtime.wrap),
         "on_exit": list(on_exit),
         # set when memory is limited: the monitor reads the OOM kills there
-        "cgroups_path": _load_spec(store, c).get("linux", {}).get("cgroupsPath"),
+        "cgroups_path": _spec_cgroups_path(store, c),
     }
     read_fd, write_fd = os.pipe()
     try:
