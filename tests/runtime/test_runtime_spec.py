@@ -220,7 +220,10 @@ def test_defaults_like_docker() -> None:
     assert "/proc/kcore" in linux["maskedPaths"]
     assert linux["readonlyPaths"] == list(READONLY_PATHS)
     assert "/proc/sys" in linux["readonlyPaths"]
-    assert linux["resources"] == {"devices": [{"allow": False, "access": "rwm"}]}
+    assert linux["resources"] == {
+        "pids": {"limit": 2048},  # Podman's default
+        "devices": [{"allow": False, "access": "rwm"}],
+    }
     dests = [m["destination"] for m in spec["mounts"]]
     assert dests == [
         "/proc",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lamina.cli.output import print_json, print_table, time_ago
 from lamina.errors import InvalidArgument, NotFound, Unsupported
@@ -19,6 +19,7 @@ from lamina.sysinfo import default_root
 if TYPE_CHECKING:
     from lamina.image.images import Image
     from lamina.runtime.api import RunImage
+    from lamina.runtime.bundle.resources import Resources
     from lamina.runtime.records.containers import Container, ContainerStore
     from lamina.snapshot.api import Snapshotter
     from lamina.store.api import Store
@@ -105,6 +106,53 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_limit_options(p: argparse.ArgumentParser) -> None:
+    """``run``'s resource limits, in a group of their own (lamina.runtime.bundle.resources)."""
+    g = p.add_argument_group("limits")
+    g.add_argument("-m", "--memory", metavar="SIZE", help="memory limit, e.g. 64m (at least 6m)")
+    g.add_argument(
+        "--memory-swap",
+        metavar="SIZE",
+        help="memory plus swap limit (needs --memory; -1: no limit)",
+    )
+    g.add_argument(
+        "--pids-limit", metavar="N", help="most processes and threads (default 2048; -1: no limit)"
+    )
+    g.add_argument("--cpus", metavar="N", help="CPUs the container may use, e.g. 0.5")
+    g.add_argument("-c", "--cpu-shares", metavar="N", help="relative CPU weight (1024 = normal)")
+    g.add_argument(
+        "--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]", help="an rlimit"
+    )
+    g.add_argument("--shm-size", metavar="SIZE", help="size of /dev/shm (default 64m)")
+    g.add_argument(
+        "--tmpfs", action="append", default=[], metavar="PATH[:OPTS]", help="mount a tmpfs"
+    )
+
+
+def limit_options(args: argparse.Namespace) -> Resources:
+    """The :class:`Resources` of ``run``'s limit options."""
+    from lamina.runtime.bundle import resources as r
+
+    fields: dict[str, Any] = {}
+    if args.memory is not None:
+        fields["memory"] = r.parse_size(args.memory, "--memory")
+    if args.memory_swap is not None:
+        fields["memory_swap"] = r.parse_swap(args.memory_swap)
+    if args.pids_limit is not None:
+        fields["pids_limit"] = r.parse_int(args.pids_limit, "--pids-limit")
+    if args.cpus is not None:
+        fields["cpus"] = r.parse_cpus(args.cpus)
+    if args.cpu_shares is not None:
+        fields["cpu_shares"] = r.parse_int(args.cpu_shares, "--cpu-shares")
+    if args.shm_size is not None:
+        fields["shm_size"] = r.parse_size(args.shm_size, "--shm-size")
+    return r.Resources(
+        ulimits=tuple(r.Ulimit.parse(u) for u in args.ulimit),
+        tmpfs=tuple(r.Tmpfs.parse(t) for t in args.tmpfs),
+        **fields,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lamina.cli.output import open_store
     from lamina.cli.security_args import security_options
@@ -137,6 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             interactive=args.interactive,
             volumes=tuple(Volume.parse(v) for v in args.volume),
             security=security_options(args),
+            resources=limit_options(args),
         ),
         name=args.name,
         detach=args.detach,

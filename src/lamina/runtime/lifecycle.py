@@ -48,6 +48,7 @@ from lamina.sysinfo import start_time
 if TYPE_CHECKING:
     from lamina.oci.config import ContainerConfig
     from lamina.runtime.bundle.spec import RunOptions
+    from lamina.runtime.driver.oom import OomWatch
 
 # The spec, user and init-layer modules are imported by the functions that need them:
 # `lamina ps`, `stop` or `rm` should not pay for them (start-up time is a feature).
@@ -116,6 +117,7 @@ def refresh(store: ContainerStore, c: Container) -> Container:
                 status="exited",
                 exit_code=code if isinstance(code, int) else None,
                 finished=str(done.get("finished") or now()),
+                oom_killed=done.get("oom_killed") is True,
                 pid=0,
                 keeper_pid=0,
             )
@@ -212,7 +214,37 @@ def prepare_bundle(
         workdir=working_dir(config, options),
         hostname=default_hostname(c, options),
         attachment=attachment,
+        cgroups_path=cgroups_path(c, options),
     )
+
+
+def cgroups_path(c: Container, options: RunOptions) -> str | None:
+    """Docker's ``/<engine>/<id>`` when memory is limited, so the keeper knows the
+    memory cgroup to watch for OOM kills (runc and crun pick different defaults)."""
+    return f"/lamina/{c.id}" if options.resources.memory is not None else None
+
+
+def _spec_cgroups_path(store: ContainerStore, c: Container) -> str | None:
+    """The ``cgroupsPath`` of the container's spec, if it has one (see cgroups_path);
+    the spec is parsed only then: most have none, and a run should not pay for it."""
+    try:
+        with open(os.path.join(store.bundle_dir(c), CONFIG_FILE), "rb") as f:
+            if b'"cgroupsPath"' not in f.read(MAX_CONFIG_BYTES + 1):
+                return None
+        path = _load_spec(store, c).get("linux", {}).get("cgroupsPath")
+    except (OSError, NotFound, ToolError, AttributeError):
+        return None
+    return path if isinstance(path, str) else None
+
+
+def _oom_watch(store: ContainerStore, c: Container) -> OomWatch | None:
+    """The OOM watch of a container whose spec names its cgroup."""
+    path = _spec_cgroups_path(store, c)
+    if path is None:
+        return None
+    from lamina.runtime.driver.oom import watch
+
+    return watch(path)
 
 
 # ---------------------------------------------------------------------- run
@@ -251,6 +283,8 @@ def run_foreground(
         c.id, status="running", started=now(), keeper_pid=me, keeper_start=start_time(me) or 0
     )
     code: int | None = EXIT_RUNTIME_FAILED
+    oom = _oom_watch(store, c)
+    oom_killed = False
     try:
         result = runtime.run(
             c.id,
@@ -266,11 +300,19 @@ def run_foreground(
         return result
     finally:
         finished = now()
+        if oom is not None:
+            oom_killed = oom.finish()
         with contextlib.suppress(OSError):
-            write_exit(store.path(c.id), code, finished)
+            write_exit(store.path(c.id), code, finished, oom_killed=oom_killed)
         with contextlib.suppress(NotFound):  # `rm -f` from elsewhere removed it
             store.update(
-                c.id, status="exited", exit_code=code, finished=finished, pid=0, keeper_pid=0
+                c.id,
+                status="exited",
+                exit_code=code,
+                finished=finished,
+                pid=0,
+                keeper_pid=0,
+                oom_killed=oom_killed,
             )
 
 
@@ -295,6 +337,8 @@ def start_detached(
         "state_root": store.root,
         "wrap": list(runtime.wrap),
         "on_exit": list(on_exit),
+        # set when memory is limited: the monitor reads the OOM kills there
+        "cgroups_path": _spec_cgroups_path(store, c),
     }
     read_fd, write_fd = os.pipe()
     try:

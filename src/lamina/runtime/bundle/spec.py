@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import InvalidArgument
+from lamina.runtime.bundle.resources import Resources
 from lamina.runtime.bundle.security.capabilities import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
@@ -141,6 +142,7 @@ class RunOptions:
     ``network``: ``bridge`` (the default network), ``host``, ``none`` or a network's
     name; ``publish`` the ``-p`` items, ``publish_all`` is ``-P``; ``add_hosts``
     (``NAME:IP``), ``dns`` and ``dns_search`` change the init files.
+    ``resources``: the limits (:mod:`lamina.runtime.bundle.resources`).
     """
 
     args: tuple[str, ...] = ()
@@ -160,6 +162,7 @@ class RunOptions:
     add_hosts: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
+    resources: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "args", tuple(self.args))
@@ -197,10 +200,10 @@ class RunOptions:
         if self.user is not None and (not self.user or "\0" in self.user):
             raise InvalidArgument("the user (-u) must not be empty")
         seen: set[str] = set()
-        for vol in self.volumes:
-            if vol.container in seen:
-                raise InvalidArgument(f"duplicate mount point {vol.container!r}")
-            seen.add(vol.container)
+        for dest in [v.container for v in self.volumes] + [t.path for t in self.resources.tmpfs]:
+            if dest in seen:
+                raise InvalidArgument(f"duplicate mount point {dest!r}")
+            seen.add(dest)
 
 
 def check_env_item(item: str) -> None:
@@ -352,13 +355,20 @@ def mounts(options: RunOptions, init_files: Mapping[str, str]) -> list[dict[str,
     ``docker run -v x:/dev/shm``). ``init_files`` maps a container path (a value of
     :data:`INIT_FILES`) to the host file holding it.
     """
-    taken = {vol.container for vol in options.volumes}
+    limits = options.resources
+    extra = [bind_mount(v.host, v.container, read_only=v.read_only) for v in options.volumes]
+    extra += [t.mount() for t in limits.tmpfs]  # --tmpfs: like a volume, but a tmpfs
+    taken = {m["destination"] for m in extra}
     out = [m for m in default_mounts() if m["destination"] not in taken]
+    shm = limits.shm_option()
+    for m in out:
+        if shm is not None and m["destination"] == "/dev/shm":
+            m["options"] = [o for o in m["options"] if not o.startswith("size=")] + [shm]
     for dest in sorted(init_files):
         if dest not in taken:
             out.append(bind_mount(init_files[dest], dest))
-    vols = sorted(options.volumes, key=lambda v: (v.container.count("/"), v.container))
-    out.extend(bind_mount(v.host, v.container, read_only=v.read_only) for v in vols)
+    extra.sort(key=lambda m: (m["destination"].count("/"), m["destination"]))
+    out.extend(extra)
     return out
 
 
@@ -416,17 +426,20 @@ def build_spec(
         "args": process_args(config, options),
         "env": process_env(config, options, hostname=hostname, home=user.home),
         "cwd": cwd if cwd is not None else working_dir(config, options),
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+        "rlimits": options.resources.rlimits(nofile),
         # capabilities and noNewPrivileges: apply_security below
     }
     linux: dict[str, Any] = {
         "namespaces": namespaces(options, netns),
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),
-        # No limits (memory, cpu...), but Docker's device rule: deny every device but
-        # the runtime's defaults (null, zero, tty, pts...), which runc and crun add
-        # themselves. Without it CAP_MKNOD would open the host's disks.
-        "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+        # The limits (the pids one by default), and Docker's device rule: deny every
+        # device but the runtime's defaults (null, zero, tty, pts...), which runc and
+        # crun add themselves. Without it CAP_MKNOD would open the host's disks.
+        "resources": {
+            **options.resources.linux_resources(),
+            "devices": [{"allow": False, "access": "rwm"}],
+        },
     }
     if cgroups_path is not None:
         linux["cgroupsPath"] = cgroups_path

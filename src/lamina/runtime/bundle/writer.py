@@ -47,6 +47,7 @@ def write_bundle(
     hostname: str,
     extra_mounts: Sequence[Mapping[str, Any]] = (),
     attachment: Mapping[str, Any] | None = None,
+    cgroups_path: str | None = None,
 ) -> dict[str, Any]:
     """Write ``<bundle>/config.json`` for the process ``config`` and ``options`` describe,
     run as ``user`` (``-u`` text: name, uid, ``user:group``...) in ``workdir`` (made
@@ -57,6 +58,7 @@ def write_bundle(
     are runtime-spec mount objects added after the default and init-file mounts.
     ``attachment`` is the container's network attachment (lamina.network): its
     namespace is joined and its address and DNS go into the init files.
+    ``cgroups_path`` is the spec's ``linux.cgroupsPath`` (default: the runtime's choice).
     """
     from lamina.runtime.bundle.initlayer import write_init_files
     from lamina.runtime.bundle.security.options import gather
@@ -86,6 +88,7 @@ def write_bundle(
         nofile=nofile_limit(),
         host_security=gather(options.security),
         netns=attachment.get("netns") if attachment else None,
+        cgroups_path=cgroups_path,
     )
     spec["mounts"].extend(dict(m) for m in extra_mounts)
     path = os.path.join(bundle, CONFIG_FILE)

@@ -30,6 +30,7 @@ import threading
 from typing import Any
 
 from lamina.errors import LaminaError
+from lamina.runtime.driver.oom import was_oom_killed
 from lamina.runtime.driver.runc import OCIRuntime
 from lamina.runtime.records.containers import now, write_exit
 
@@ -150,8 +151,10 @@ def run_monitor(spec: dict[str, Any], report_fd: int) -> int:
     if copier is not None:
         copier.join(5.0)
     os.close(log_fd)
+    cgroups_path = spec.get("cgroups_path")
+    oom_killed = isinstance(cgroups_path, str) and was_oom_killed(cgroups_path)
     with contextlib.suppress(OSError):
-        write_exit(directory, code, now())
+        write_exit(directory, code, now(), oom_killed=oom_killed)
     with contextlib.suppress(LaminaError):
         runtime.delete(container_id, force=True)
     on_exit = spec.get("on_exit")

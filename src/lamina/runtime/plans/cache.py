@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 # Bump when what the full path puts in a spec changes, so older plans are not replayed.
-PLAN_VERSION = 4
+PLAN_VERSION = 5  # 5: the default spec has a pids limit
 # The container id written into a plan's spec in place of the real one.
 SENTINEL = "0" * 64
 # Its short id (the host name on a bridge network), and in the init files its address.

@@ -127,6 +127,7 @@ def run(
         "keeper_start": start_time(me) or 0,
         "finished": "",
         "exit_code": None,
+        "oom_killed": False,  # plans run without --memory: no OOM watch
         "labels": {},
     }
     record["started"] = record["created"]

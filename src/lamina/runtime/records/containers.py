@@ -159,6 +159,7 @@ class Container:
     started: str = ""
     finished: str = ""
     exit_code: int | None = None
+    oom_killed: bool = False  # Docker's State.OOMKilled
     labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

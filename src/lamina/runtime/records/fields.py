@@ -61,9 +61,20 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o600, *, durable: boo
         raise os_error("write", path, exc) from exc
 
 
-def write_exit(directory: str, code: int | None, finished: str, *, durable: bool = True) -> None:
-    """The keeper's ``exit.json``: how the container's process ended."""
-    data = dumps({"exit_code": code, "finished": finished}).encode()
+def write_exit(
+    directory: str,
+    code: int | None,
+    finished: str,
+    *,
+    durable: bool = True,
+    oom_killed: bool = False,
+) -> None:
+    """The keeper's ``exit.json``: how the container's process ended (``oom_killed``:
+    the kernel's OOM killer struck in its memory cgroup)."""
+    doc: dict[str, object] = {"exit_code": code, "finished": finished}
+    if oom_killed:
+        doc["oom_killed"] = True
+    data = dumps(doc).encode()
     write_file_atomic(os.path.join(directory, EXIT_FILE), data, 0o644, durable=durable)
 
 
