@@ -23,6 +23,7 @@ process ends; :func:`refresh` folds it, and dead processes, into the record, so 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -125,8 +126,10 @@ def refresh(store: ContainerStore, c: Container) -> Container:
         if pid and _alive(pid, c.pid_start if c.pid else 0):
             return c
         return store.update(c.id, status="exited", finished=now(), pid=0, keeper_pid=0)
-    except NotFound:  # removed meanwhile
-        return c
+    except NotFound:
+        # Removed meanwhile (a foreground `run --rm` removes its record once its
+        # process ended): it has exited, and a waiter must not take it for running.
+        return dataclasses.replace(c, status="exited", pid=0, keeper_pid=0)
 
 
 def list_containers(store: ContainerStore, *, all: bool = False) -> list[Container]:
