@@ -69,3 +69,30 @@ def test_stop_of_foreground_returns_on_exit(bb: Lamina, rm: bool) -> None:
         assert listed == []
     else:
         assert [(c["status"], c["exit_code"]) for c in listed] == [("exited", 137)]
+
+
+def test_init_is_pid_1_and_reaps(bb: Lamina) -> None:
+    script = (
+        "tr '\\0' ' ' < /proc/1/cmdline; echo; (sleep 0.2 &); sleep 1;"
+        " grep -l '^State:.*Z' /proc/[0-9]*/status; echo done"
+    )
+    out = bb("run", "--rm", "--init", "bb", "sh", "-c", script).stdout.splitlines()
+    assert out[0].startswith("/run/lamina-init -- sh -c")
+    assert out[1:] == ["done"], "an orphan was left a zombie"  # the init reaped it
+    plain = bb("run", "--rm", "bb", "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline").stdout
+    assert not plain.startswith("/run/lamina-init")
+
+
+def test_init_passes_sigterm_to_the_command(bb: Lamina) -> None:
+    # Without an init, `sleep` is PID 1 and the kernel drops SIGTERM: stop waits -t.
+    proc = _foreground(bb, "--init", "--name", "s", "bb", "sh", "-c", "sleep 1000")
+    try:
+        _wait_running(bb, "s")
+        started = time.monotonic()
+        bb("stop", "-t", "10", "s")
+        took = time.monotonic() - started
+        assert took < 3, f"stop took {took:.1f} s: SIGTERM did not end the command"
+        assert proc.wait(5) == 143
+    finally:
+        proc.kill()
+        proc.wait()

@@ -105,6 +105,24 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_init_options(p: argparse.ArgumentParser) -> None:
+    """``run --init``, in a group of its own."""
+    g = p.add_argument_group("init")
+    g.add_argument(
+        "--init",
+        action="store_true",
+        help="run an init (catatonit) as PID 1: it reaps zombies and forwards signals",
+    )
+
+
+def _init_path(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "init", False):
+        return None
+    from lamina.runtime.driver.initproc import find_init
+
+    return find_init()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lamina.cli.output import open_store
     from lamina.cli.security_args import security_options
@@ -137,6 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             interactive=args.interactive,
             volumes=tuple(Volume.parse(v) for v in args.volume),
             security=security_options(args),
+            init=_init_path(args),
         ),
         name=args.name,
         detach=args.detach,
