@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,15 @@ def test_init_passes_sigterm_to_the_command(bb: Lamina) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_kill_9_of_run_rm_is_cleaned_by_the_next_command(bb: Lamina) -> None:
+    root = str(bb.root)  # type: ignore[attr-defined]
+    proc = _foreground(bb, "--rm", "--name", "k", "bb", "sleep", "1")
+    _wait_running(bb, "k")
+    proc.kill()  # kill -9 of lamina: the container lives on, then exits unwatched
+    proc.wait()
+    time.sleep(1.5)  # the container's `sleep 1` ends with no lamina to remove it
+    assert json.loads(bb("ps", "-a", "--json").stdout) == []
+    assert root not in Path("/proc/self/mountinfo").read_text()
+    assert not [p for p in (Path(root) / "containers").iterdir() if not p.name.startswith(".")]

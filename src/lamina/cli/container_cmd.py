@@ -162,6 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         remove=args.rm,
         runtime=args.runtime,
     )
+    _sweep_auto_removed(args)
     root = _root(args)
     outcome = run_container(
         root,
@@ -175,9 +176,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _sweep_auto_removed(args: argparse.Namespace) -> None:
+    """Remove what a killed foreground ``run --rm`` left (Docker's daemon would have)."""
+    from lamina.runtime.lifecycle import sweep_auto_removed
+    from lamina.runtime.run import snapshot_remover
+
+    sweep_auto_removed(_containers(args), snapshot_remover(_snapshotter(_root(args))))
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
     from lamina.runtime.lifecycle import list_containers
     from lamina.runtime.records.containers import parse_time, status_text
+
+    _sweep_auto_removed(args)
 
     containers = list_containers(_containers(args), all=args.all)
     if args.quiet:

@@ -487,6 +487,26 @@ def remove(
     store.remove_dir(c)
 
 
+def sweep_auto_removed(
+    store: ContainerStore, remove_snapshot: Callable[[Container], None] | None = None
+) -> list[str]:
+    """Remove the ``--rm`` containers that exited with no lamina left to remove them
+    (their foreground ``lamina run`` was killed -9); returns their ids."""
+    gone = []
+    for record in store.list():
+        if not record.auto_remove or record.status == "created":
+            continue
+        if record.keeper_pid and _alive(record.keeper_pid, record.keeper_start):
+            continue  # its keeper lives: it removes the record itself
+        c = refresh(store, record)
+        if c.status != "exited":
+            continue
+        with contextlib.suppress(LaminaError, OSError):  # removed meanwhile, or next time
+            remove(store, c, remove_snapshot=remove_snapshot)
+            gone.append(c.id)
+    return gone
+
+
 def release_network(store: ContainerStore, container_id: str) -> None:
     """Tear down the container's network attachment, if it has one (bridge networks:
     the veth, firewall rules and address lease; see lamina.network.attachments)."""
