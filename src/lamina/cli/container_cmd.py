@@ -153,6 +153,24 @@ def limit_options(args: argparse.Namespace) -> Resources:
     )
 
 
+def add_init_options(p: argparse.ArgumentParser) -> None:
+    """``run --init``, in a group of its own."""
+    g = p.add_argument_group("init")
+    g.add_argument(
+        "--init",
+        action="store_true",
+        help="run an init (catatonit) as PID 1: it reaps zombies and forwards signals",
+    )
+
+
+def _init_path(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "init", False):
+        return None
+    from lamina.runtime.driver.initproc import find_init
+
+    return find_init()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lamina.cli.output import open_store
     from lamina.cli.security_args import security_options
@@ -186,12 +204,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             volumes=tuple(Volume.parse(v) for v in args.volume),
             security=security_options(args),
             resources=limit_options(args),
+            init=_init_path(args),
         ),
         name=args.name,
         detach=args.detach,
         remove=args.rm,
         runtime=args.runtime,
     )
+    _sweep_auto_removed(args)
     root = _root(args)
     outcome = run_container(
         root,
@@ -205,9 +225,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _sweep_auto_removed(args: argparse.Namespace) -> None:
+    """Remove what a killed foreground ``run --rm`` left (Docker's daemon would have)."""
+    from lamina.runtime.lifecycle import sweep_auto_removed
+    from lamina.runtime.run import snapshot_remover
+
+    sweep_auto_removed(_containers(args), snapshot_remover(_snapshotter(_root(args))))
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
     from lamina.runtime.lifecycle import list_containers
     from lamina.runtime.records.containers import parse_time, status_text
+
+    _sweep_auto_removed(args)
 
     containers = list_containers(_containers(args), all=args.all)
     if args.quiet:

@@ -276,6 +276,7 @@ def _container_parsers(sub: _Subcommands) -> None:
     if not isinstance(p, _Unbuilt):  # the network options live with the run command
         importlib.import_module("lamina.cli.container_cmd").add_network_options(p)
         importlib.import_module("lamina.cli.container_cmd").add_limit_options(p)
+        importlib.import_module("lamina.cli.container_cmd").add_init_options(p)
     p.add_argument("-v", "--volume", action="append", default=[], help="HOST:CTR[:ro]")
     p.add_argument("--read-only", action="store_true", help="mount the root read-only")
     p.add_argument("--name", default=None, help="container name")

@@ -23,6 +23,7 @@ process ends; :func:`refresh` folds it, and dead processes, into the record, so 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -127,8 +128,10 @@ def refresh(store: ContainerStore, c: Container) -> Container:
         if pid and _alive(pid, c.pid_start if c.pid else 0):
             return c
         return store.update(c.id, status="exited", finished=now(), pid=0, keeper_pid=0)
-    except NotFound:  # removed meanwhile
-        return c
+    except NotFound:
+        # Removed meanwhile (a foreground `run --rm` removes its record once its
+        # process ended): it has exited, and a waiter must not take it for running.
+        return dataclasses.replace(c, status="exited", pid=0, keeper_pid=0)
 
 
 def list_containers(store: ContainerStore, *, all: bool = False) -> list[Container]:
@@ -526,6 +529,26 @@ def remove(
         with contextlib.suppress(NotFound):
             remove_snapshot(c)
     store.remove_dir(c)
+
+
+def sweep_auto_removed(
+    store: ContainerStore, remove_snapshot: Callable[[Container], None] | None = None
+) -> list[str]:
+    """Remove the ``--rm`` containers that exited with no lamina left to remove them
+    (their foreground ``lamina run`` was killed -9); returns their ids."""
+    gone = []
+    for record in store.list():
+        if not record.auto_remove or record.status == "created":
+            continue
+        if record.keeper_pid and _alive(record.keeper_pid, record.keeper_start):
+            continue  # its keeper lives: it removes the record itself
+        c = refresh(store, record)
+        if c.status != "exited":
+            continue
+        with contextlib.suppress(LaminaError, OSError):  # removed meanwhile, or next time
+            remove(store, c, remove_snapshot=remove_snapshot)
+            gone.append(c.id)
+    return gone
 
 
 def release_network(store: ContainerStore, container_id: str) -> None:

@@ -102,6 +102,11 @@ class Workspace:
         if runtime is not None:
             with contextlib.suppress(LaminaError):
                 runtime.delete(self.container_id, force=True)
+        # a build killed -9 mid-RUN left its network attachment (netns, veth, lease)
+        from lamina.network.attachments import detach
+
+        with contextlib.suppress(LaminaError, OSError):
+            detach(self.root, self.container_id)
         unmount_all(self.dir)
         parent = os.path.dirname(self.dir)
         try:
@@ -391,6 +396,7 @@ def _run(
             stdout=write_fd,
             stderr=write_fd,
             own_process_group=True,
+            cancel_on_interrupt=True,  # Ctrl-C cancels the step at once
         )
     except NotFound as exc:
         raise ToolError(f"cannot run the build step: {exc.message}", hint=exc.hint) from exc

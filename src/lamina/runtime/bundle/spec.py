@@ -163,6 +163,9 @@ class RunOptions:
     dns: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     resources: Resources = field(default_factory=Resources)
+    # --init: the host path of an init (catatonit or tini), bound read-only at INIT_PATH
+    # and run as PID 1 with the command as its child (it reaps zombies, forwards signals)
+    init: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "args", tuple(self.args))
@@ -341,6 +344,11 @@ def default_mounts() -> list[dict[str, Any]]:
     ]
 
 
+# Where --init's binary appears inside (as Docker's /sbin/docker-init, podman's
+# /run/podman-init): under /run, so the image's own files are never shadowed.
+INIT_PATH = "/run/lamina-init"
+
+
 def bind_mount(source: str, destination: str, *, read_only: bool = False) -> dict[str, Any]:
     options = ["rbind", "rprivate"]
     if read_only:
@@ -423,7 +431,9 @@ def build_spec(
     process: dict[str, Any] = {
         "terminal": options.tty,
         "user": proc_user,
-        "args": process_args(config, options),
+        "args": [INIT_PATH, "--", *process_args(config, options)]
+        if options.init
+        else process_args(config, options),
         "env": process_env(config, options, hostname=hostname, home=user.home),
         "cwd": cwd if cwd is not None else working_dir(config, options),
         "rlimits": options.resources.rlimits(nofile),
@@ -448,7 +458,8 @@ def build_spec(
         "process": process,
         "root": {"path": rootfs, "readonly": options.read_only},
         "hostname": hostname,
-        "mounts": mounts(options, init_files),
+        "mounts": mounts(options, init_files)
+        + ([bind_mount(options.init, INIT_PATH, read_only=True)] if options.init else []),
         "linux": linux,
     }
     apply_security(spec, options.security, host_security or HostSecurity(), uid=user.uid)

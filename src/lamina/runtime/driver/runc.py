@@ -16,6 +16,7 @@ host. When that does not work, :func:`select_runtime` falls back to runc and say
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -172,8 +173,13 @@ class OCIRuntime:
         stdout: int | IO[Any] | None = None,
         stderr: int | IO[Any] | None = None,
         own_process_group: bool = True,
+        cancel_on_interrupt: bool = False,
     ) -> RunResult:
         """Run the container in the foreground and wait for it (``runc run``).
+
+        With ``cancel_on_interrupt`` (a build step) SIGINT or SIGTERM is no message for
+        the container but a cancel: its process is killed at once (a ``sleep`` as PID 1
+        would ignore the forwarded signal) and KeyboardInterrupt raised once runc ended.
 
         The standard streams are inherited unless given. The signals of
         :data:`FORWARDED_SIGNALS` that reach lamina meanwhile are forwarded. With
@@ -192,6 +198,7 @@ class OCIRuntime:
             stdout=stdout,
             stderr=stderr,
             own_process_group=own_process_group,
+            cancel=container_id if cancel_on_interrupt else None,
         )
 
     def exec(
@@ -228,6 +235,7 @@ class OCIRuntime:
         stdout: int | IO[Any] | None,
         stderr: int | IO[Any] | None,
         own_process_group: bool,
+        cancel: str | None = None,
     ) -> RunResult:
         offset = log_size(log)
         try:
@@ -240,8 +248,42 @@ class OCIRuntime:
             )
         except OSError as exc:
             raise ToolError(f"cannot start {self.name}: {exc}") from exc
+        if cancel is not None:
+            return self._wait_cancellable(proc, cancel, log, offset)
         with forward_signals(proc.pid):
             code = proc.wait()
+        return RunResult(*runtime_outcome(code, log, offset))
+
+    def _wait_cancellable(
+        self, proc: subprocess.Popen[bytes], container_id: str, log: str, offset: int
+    ) -> RunResult:
+        cancelled: list[int] = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            cancelled.append(signum)
+            with contextlib.suppress(Conflict, ToolError):
+                self.kill(container_id, signal.SIGKILL)
+
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread: no signals to take
+            pass
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if cancelled:  # the signal came before runc had created it
+                        with contextlib.suppress(Conflict, ToolError):
+                            self.kill(container_id, signal.SIGKILL)
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        if cancelled:
+            raise KeyboardInterrupt
         return RunResult(*runtime_outcome(code, log, offset))
 
     def create(
