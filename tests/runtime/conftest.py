@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from runtime_support import Ran, Runner
 
+from lamina.errors import NotFound
 from lamina.oci.config import ContainerConfig
 from lamina.runtime.bundle.spec import RunOptions
+from lamina.runtime.driver.runc import find_binary, select_runtime
 from lamina.runtime.lifecycle import prepare_bundle, remove, run_foreground
 from lamina.runtime.records.containers import ContainerStore
 
@@ -69,3 +71,19 @@ def run(cstore: ContainerStore, rootfs: Path, tmp_path: Path) -> Runner:
         return Ran(c, result, out_path.read_text(), err_path.read_text())
 
     return go
+
+
+@pytest.fixture(params=["runc", "crun"])
+def runtime(request: pytest.FixtureRequest, cstore: ContainerStore) -> str:
+    """Each OCI runtime in turn, for tests that must hold under both (a host that
+    cannot run crun skips it, which fails under CI)."""
+    name: str = request.param
+    if name == "crun":
+        try:
+            find_binary("crun")
+        except NotFound:
+            pytest.skip("crun is not installed")
+        chosen, warning = select_runtime("crun", cstore.root)
+        if chosen.name != "crun":
+            pytest.skip(f"crun cannot run containers on this host: {warning}")
+    return name

@@ -13,7 +13,7 @@ import pytest
 from runtime_support import Runner
 
 from helpers.cli import LAMINA, Lamina
-from lamina.errors import InvalidArgument, NotFound
+from lamina.errors import InvalidArgument
 from lamina.oci.config import ContainerConfig
 from lamina.runtime.bundle.resources import (
     RLIM_INFINITY,
@@ -24,7 +24,7 @@ from lamina.runtime.bundle.resources import (
 )
 from lamina.runtime.bundle.spec import RunOptions, build_spec
 from lamina.runtime.bundle.users import ResolvedUser
-from lamina.runtime.driver.runc import OCIRuntime, find_binary, select_runtime
+from lamina.runtime.driver.runc import OCIRuntime
 from lamina.runtime.lifecycle import prepare_bundle, remove, start_detached, wait_exited
 from lamina.runtime.records.containers import ContainerStore
 from lamina.runtime.run import RunRequest, _plan_variant
@@ -33,20 +33,6 @@ from lamina.snapshot.overlay import OverlaySnapshotter
 MiB = 1 << 20
 # the container's own cgroup of a controller (runc and crun bind it at /sys/fs/cgroup/X)
 OWN = "/sys/fs/cgroup/{0}/{1}"
-
-
-@pytest.fixture(params=["runc", "crun"])
-def runtime(request: pytest.FixtureRequest, cstore: ContainerStore) -> str:
-    name: str = request.param
-    if name == "crun":
-        try:
-            find_binary("crun")
-        except NotFound:
-            pytest.skip("crun is not installed")
-        chosen, warning = select_runtime("crun", cstore.root)
-        if chosen.name != "crun":
-            pytest.skip(f"crun cannot run containers on this host: {warning}")
-    return name
 
 
 def limits(**fields: Any) -> Resources:

@@ -19,7 +19,6 @@ from lamina.oci.config import ContainerConfig
 from lamina.runtime.bundle.security.devices import DeviceRequest, resolve
 from lamina.runtime.bundle.security.options import SecurityOptions
 from lamina.runtime.bundle.spec import RunOptions
-from lamina.runtime.driver.runc import find_binary, select_runtime
 from lamina.runtime.lifecycle import exec_in, prepare_bundle, remove, start_detached
 from lamina.runtime.records.containers import ContainerStore
 
@@ -39,20 +38,6 @@ def probe_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def probed(rootfs: Path, probe_binary: Path) -> Path:
     shutil.copy2(probe_binary, rootfs / "bin" / "probe")
     return rootfs
-
-
-@pytest.fixture(params=["runc", "crun"])
-def runtime(request: pytest.FixtureRequest, cstore: ContainerStore) -> str:
-    name: str = request.param
-    if name == "crun":
-        try:
-            find_binary("crun")
-        except NotFound:
-            pytest.skip("crun is not installed")
-        chosen, warning = select_runtime("crun", cstore.root)
-        if chosen.name != "crun":
-            pytest.skip(f"crun cannot run containers on this host: {warning}")
-    return name
 
 
 def sec(**fields: object) -> SecurityOptions:
