@@ -342,3 +342,17 @@ def lamina_cli(
     if check and proc.returncode != 0:
         pytest.fail(f"lamina {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+def outward_ipv4() -> str | None:
+    """This host's address on a route out (a UDP connect sends nothing)."""
+    for target in ("10.255.255.255", "198.51.100.1"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect((target, 9))
+            except OSError:
+                continue
+            address = str(s.getsockname()[0])
+        if not address.startswith("127.") and address != "0.0.0.0":
+            return address
+    return None

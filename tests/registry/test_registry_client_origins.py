@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from registry_client_support import outward_ipv4
 
 from helpers.images import make_random_image
 from lamina.errors import LaminaError, ToolError
@@ -270,19 +271,6 @@ def test_a_redirect_loop_is_a_clear_error_after_max_redirects() -> None:
 # -- the token realm: over TLS, unless the registry itself is insecure ------------------
 
 
-def _outward_ipv4() -> str | None:
-    for target in ("10.255.255.255", "198.51.100.1"):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.connect((target, 9))
-            except OSError:
-                continue
-            address = str(s.getsockname()[0])
-        if not address.startswith("127.") and address != "0.0.0.0":
-            return address
-    return None
-
-
 def test_plain_http_token_realm_of_a_tls_registry_gets_no_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,7 +278,7 @@ def test_plain_http_token_realm_of_a_tls_registry_gets_no_credentials(
 
     from lamina.http.tls import verified_context
 
-    address = _outward_ipv4()
+    address = outward_ipv4()
     if address is None:
         pytest.skip("no non-loopback IPv4 address to serve verified TLS on")
     ca = trustme.CA()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_client_support import free_port
+from registry_client_support import free_port, outward_ipv4
 
 from helpers.cli import LAMINA
 from helpers.images import make_random_image
@@ -25,26 +24,12 @@ from lamina.errors import NotFound
 from lamina.store.local import LocalStore
 
 
-def _outward_ipv4() -> str | None:
-    """This host's address on a route out (a UDP connect sends nothing)."""
-    for target in ("10.255.255.255", "198.51.100.1"):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.connect((target, 9))
-            except OSError:
-                continue
-            address = str(s.getsockname()[0])
-        if not address.startswith("127.") and address != "0.0.0.0":
-            return address
-    return None
-
-
 @pytest.fixture(scope="module")
 def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(host:port of a TLS lamina registry, the PEM of the CA that signed its cert)."""
     import trustme
 
-    address = _outward_ipv4()
+    address = outward_ipv4()
     if address is None:
         pytest.skip("no non-loopback IPv4 address to serve verified TLS on")
     tmp = tmp_path_factory.mktemp("tls-registry")
