@@ -21,6 +21,7 @@ from lamina.runtime.bundle.resources import (
     Tmpfs,
     Ulimit,
     parse_size,
+    swap_accounting,
 )
 from lamina.runtime.bundle.spec import RunOptions, build_spec
 from lamina.runtime.bundle.users import ResolvedUser
@@ -312,3 +313,30 @@ def test_cli_limits_and_oom_in_ps(lamina: Lamina) -> None:
     assert out[0] == "100"
     assert out[1].split()[1] == "1024"
     assert out[2:] == ["60", "1"]
+
+
+def test_default_swap_is_twice_memory_where_swap_is_accounted(tmp_path: Path) -> None:
+    # Docker: --memory alone allows as much swap again (memory+swap = 2x memory), but
+    # only where the kernel accounts swap; elsewhere runc could not write the limit.
+    assert Resources(memory=64 * MiB).linux_resources(True)["memory"] == {
+        "limit": 64 * MiB,
+        "swap": 128 * MiB,
+    }
+    assert Resources(memory=64 * MiB).linux_resources(False)["memory"] == {"limit": 64 * MiB}
+    given = Resources(memory=64 * MiB, memory_swap=96 * MiB).linux_resources(True)
+    assert given["memory"]["swap"] == 96 * MiB
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    assert not swap_accounting(str(v1))
+    (v1 / "memory" / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+    assert swap_accounting(str(v1))
+    v2 = tmp_path / "v2"
+    (v2 / "init.scope").mkdir(parents=True)
+    (v2 / "cgroup.controllers").write_text("cpu memory pids\n")
+    assert not swap_accounting(str(v2))
+    (v2 / "init.scope" / "memory.swap.max").write_text("max\n")
+    assert swap_accounting(str(v2))
+    # and the spec this host gets agrees with what this host has
+    doc = spec(Resources(memory=64 * MiB))
+    expected = {"limit": 64 * MiB} | ({"swap": 128 * MiB} if swap_accounting() else {})
+    assert doc["linux"]["resources"]["memory"] == expected

@@ -13,8 +13,10 @@ units, the 6 MiB memory floor, swap counting memory plus swap).
 from __future__ import annotations
 
 import math
+import os
 import posixpath
 import re
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,13 +228,20 @@ class Resources:
         if len(set(paths)) != len(paths):
             raise InvalidArgument("the same --tmpfs path is given twice")
 
-    def linux_resources(self) -> dict[str, Any]:
-        """The cgroup part of ``linux.resources`` (the caller adds its device rules)."""
+    def linux_resources(self, swap_accounting: bool = False) -> dict[str, Any]:
+        """The cgroup part of ``linux.resources`` (the caller adds its device rules).
+
+        ``--memory`` without ``--memory-swap`` allows as much swap again (memory plus
+        swap = twice the memory), as Docker does, where the kernel accounts swap
+        (``swap_accounting``); elsewhere runc could not write the swap limit at all.
+        """
         out: dict[str, Any] = {}
         if self.memory is not None:
             memory: dict[str, Any] = {"limit": self.memory}
             if self.memory_swap is not None:
                 memory["swap"] = self.memory_swap
+            elif swap_accounting:
+                memory["swap"] = 2 * self.memory
             out["memory"] = memory
         if self.pids_limit > 0:
             out["pids"] = {"limit": self.pids_limit}
@@ -255,6 +264,21 @@ class Resources:
 
     def shm_option(self) -> str | None:
         return None if self.shm_size is None else f"size={self.shm_size}"
+
+
+def swap_accounting(cgroup_root: str = "/sys/fs/cgroup") -> bool:
+    """Whether this kernel limits swap per cgroup: v1's ``memory.memsw.*`` files (absent
+    when booted with swapaccount=0 or without CONFIG_MEMCG_SWAP), or v2's
+    ``memory.swap.max``, which only non-root cgroups have."""
+    if os.path.exists(os.path.join(cgroup_root, "memory", "memory.memsw.limit_in_bytes")):
+        return True
+    if not os.path.exists(os.path.join(cgroup_root, "cgroup.controllers")):
+        return False
+    with suppress(OSError), os.scandir(cgroup_root) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                return os.path.exists(os.path.join(entry.path, "memory.swap.max"))
+    return False
 
 
 def parse_cpus(text: str) -> float:

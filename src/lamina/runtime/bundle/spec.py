@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import InvalidArgument
-from lamina.runtime.bundle.resources import Resources
+from lamina.runtime.bundle.resources import Resources, swap_accounting
 from lamina.runtime.bundle.security.capabilities import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
@@ -439,6 +439,7 @@ def build_spec(
         "rlimits": options.resources.rlimits(nofile),
         # capabilities and noNewPrivileges: apply_security below
     }
+    limits = options.resources
     linux: dict[str, Any] = {
         "namespaces": namespaces(options, netns),
         "maskedPaths": list(MASKED_PATHS),
@@ -447,7 +448,9 @@ def build_spec(
         # device but the runtime's defaults (null, zero, tty, pts...), which runc and
         # crun add themselves. Without it CAP_MKNOD would open the host's disks.
         "resources": {
-            **options.resources.linux_resources(),
+            **limits.linux_resources(
+                limits.memory is not None and limits.memory_swap is None and swap_accounting()
+            ),
             "devices": [{"allow": False, "access": "rwm"}],
         },
     }
