@@ -117,6 +117,10 @@ def test_a_published_port_serves_the_host(bb: Lamina) -> None:
         assert _get(f"http://127.0.0.1:{port}/") == "hello-from-httpd\n"
         assert bb("port", cid).stdout == f"80/tcp -> 127.0.0.1:{port}\n"
         assert bb("port", cid, "80").stdout == f"127.0.0.1:{port}\n"
+        # ps shows it as Docker does, in the table and in --json
+        assert f"127.0.0.1:{port}->80/tcp" in bb("ps").stdout
+        [row] = [c for c in json.loads(bb("ps", "--json").stdout) if c["id"] == cid]
+        assert row["ports"] == [f"127.0.0.1:{port}->80/tcp"]
     finally:
         bb("rm", "-f", cid)
     assert rules_naming(f"--dport {port}") == []

@@ -244,8 +244,15 @@ def cmd_ps(args: argparse.Namespace) -> int:
         for c in containers:
             print(c.short_id)
         return 0
+    from lamina.network.stack import NetavarkNetworks
+
+    nets = NetavarkNetworks(str(args.root or default_root()))
+
+    def ports(c: Any) -> list[str]:
+        return _ps_ports(nets.attachment(c.id)) if c.status == "running" else []
+
     if args.json:
-        print_json([c.to_json() for c in containers])
+        print_json([c.to_json() | {"ports": ports(c)} for c in containers])
         return 0
     from lamina.errors import InvalidReference
     from lamina.oci.reference import Reference
@@ -264,11 +271,20 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 f'"{command[:20]}…"' if len(command) > 20 else f'"{command}"',
                 time_ago(parse_time(c.created)),
                 status_text(c),
+                ", ".join(ports(c)),
                 c.name,
             ]
         )
-    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], rows)
+    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
     return 0
+
+
+def _ps_ports(record: dict[str, Any] | None) -> list[str]:
+    """Docker's PORTS column: ``127.0.0.1:8080->80/tcp``, one per published port."""
+    return [
+        f"{m.get('host_ip') or '0.0.0.0'}:{m['host_port']}->{m['container_port']}/{m['protocol']}"
+        for m in (record or {}).get("ports", [])
+    ]
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
