@@ -128,6 +128,29 @@ def test_a_published_port_serves_the_host(bb: Lamina) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
 
 
+def test_a_published_port_range_serves_each_port(bb: Lamina) -> None:
+    port = _free_port()
+    while port > 65000:
+        port = _free_port()
+    two = (
+        "mkdir -p /a /b && echo a > /a/index.html && echo b > /b/index.html && "
+        "httpd -p 80 -h /a && exec httpd -f -p 81 -h /b"
+    )
+    cid = bb(
+        "run", "-d", "-p", f"127.0.0.1:{port}-{port + 1}:80-81", "bb", "sh", "-c", two
+    ).stdout.strip()  # fmt: skip
+    try:
+        assert _get(f"http://127.0.0.1:{port}/") == "a\n"
+        assert _get(f"http://127.0.0.1:{port + 1}/") == "b\n"
+        assert bb("port", cid).stdout == (
+            f"80/tcp -> 127.0.0.1:{port}\n81/tcp -> 127.0.0.1:{port + 1}\n"
+        )
+        assert bb("port", cid, "81").stdout == f"127.0.0.1:{port + 1}\n"
+    finally:
+        bb("rm", "-f", cid)
+    assert rules_naming(f"--dport {port}") == []
+
+
 def test_containers_on_a_user_network_reach_each_other_by_name(bb: Lamina) -> None:
     bb("network", "create", "backend")
     web = bb(

@@ -281,9 +281,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def _ps_ports(record: dict[str, Any] | None) -> list[str]:
     """Docker's PORTS column: ``127.0.0.1:8080->80/tcp``, one per published port."""
+    from lamina.network.ports import expand
+
     return [
         f"{m.get('host_ip') or '0.0.0.0'}:{m['host_port']}->{m['container_port']}/{m['protocol']}"
-        for m in (record or {}).get("ports", [])
+        for mapping in (record or {}).get("ports", [])
+        for m in expand(mapping)
     ]
 
 

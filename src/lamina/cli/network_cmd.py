@@ -85,14 +85,14 @@ def cmd_network(args: argparse.Namespace) -> int:
 
 def cmd_port(args: argparse.Namespace) -> int:
     from lamina.errors import NotFound
-    from lamina.network.ports import format_mapping
+    from lamina.network.ports import expand, format_mapping
     from lamina.runtime.lifecycle import get
     from lamina.runtime.records.containers import ContainerStore
 
     root = str(args.root or default_root())
     c = get(ContainerStore(root), args.container)
     record = _networks(args).attachment(c.id)
-    mappings = record["ports"] if record else []
+    mappings = [one for m in (record["ports"] if record else []) for one in expand(m)]
     if args.private is not None:
         port, _, proto = args.private.partition("/")
         mappings = [
