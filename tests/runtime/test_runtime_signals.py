@@ -84,6 +84,16 @@ def test_init_is_pid_1_and_reaps(bb: Lamina) -> None:
     assert not plain.startswith("/run/lamina-init")
 
 
+def test_init_works_on_a_read_only_root(bb: Lamina) -> None:
+    # The init is bound at /run/lamina-init: the runtime must not need to create its
+    # mount point in a root it cannot write.
+    proc = bb(
+        "run", "--rm", "--init", "--read-only", "bb", "sh", "-c",
+        "cat /proc/1/comm; touch /x 2>/dev/null && echo wrote || echo refused",
+    )  # fmt: skip
+    assert proc.stdout.splitlines() == ["lamina-init", "refused"]
+
+
 def test_init_passes_sigterm_to_the_command(bb: Lamina) -> None:
     # Without an init, `sleep` is PID 1 and the kernel drops SIGTERM: stop waits -t.
     proc = _foreground(bb, "--init", "--name", "s", "bb", "sh", "-c", "sleep 1000")
