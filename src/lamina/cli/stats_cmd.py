@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from lamina.cli.output import human_size, print_json, print_table
+from lamina.cli.output import human_size, print_json, print_table, table_lines
 from lamina.errors import InvalidArgument
 from lamina.sysinfo import default_root
 
@@ -139,6 +139,11 @@ def _render_lines(fmt: str, rounds: Sequence[ContainerStats]) -> list[str]:
     return lines
 
 
+def _default_table(stats: Sequence[ContainerStats]) -> tuple[list[str], list[list[str]]]:
+    rows = [[cells(s)[k] for k in DEFAULT_COLUMNS] for s in stats]
+    return [HEADERS[k] for k in DEFAULT_COLUMNS], rows
+
+
 def _print_round(args: argparse.Namespace, stats: Sequence[ContainerStats]) -> None:
     if args.json:
         if args.no_stream:
@@ -148,8 +153,7 @@ def _print_round(args: argparse.Namespace, stats: Sequence[ContainerStats]) -> N
     elif args.format is not None:
         sys.stdout.write("".join(line + "\n" for line in _render_lines(args.format, stats)))
     else:
-        rows = [[cells(s)[k] for k in DEFAULT_COLUMNS] for s in stats]
-        print_table([HEADERS[k] for k in DEFAULT_COLUMNS], rows)
+        print_table(*_default_table(stats))
     sys.stdout.flush()
 
 
@@ -178,9 +182,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     try:
         if args.json or args.format is not None or not sys.stdout.isatty():
             while True:
-                started = time.monotonic()
                 _print_round(args, sampler.round(targets()))
-                time.sleep(max(0.0, INTERVAL - (time.monotonic() - started)))
+                time.sleep(INTERVAL)  # a round takes milliseconds (new containers: PRE_READ)
         else:
             _live(sampler, targets)
     except KeyboardInterrupt:
@@ -189,22 +192,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _live(sampler: StatsSampler, targets: Callable[[], list[Container]]) -> None:
-    """A table redrawn in place every second (rich), until Ctrl-C."""
+    """The table redrawn in place every second (rich), until Ctrl-C; lines wider than
+    the terminal are cut, as ``top`` does."""
     from rich.console import Console
     from rich.live import Live
-    from rich.table import Table
+    from rich.text import Text
 
     with Live(console=Console(), auto_refresh=False) as live:
         while True:
-            started = time.monotonic()
-            table = Table(box=None, pad_edge=False)
-            for k in DEFAULT_COLUMNS:
-                table.add_column(HEADERS[k], no_wrap=True)
-            for s in sampler.round(targets()):
-                row = cells(s)
-                table.add_row(*(row[k] for k in DEFAULT_COLUMNS))
-            live.update(table, refresh=True)
-            time.sleep(max(0.0, INTERVAL - (time.monotonic() - started)))
+            lines = table_lines(*_default_table(sampler.round(targets())))
+            live.update(Text("\n".join(lines), no_wrap=True, overflow="crop"), refresh=True)
+            time.sleep(INTERVAL)
 
 
 def cmd_top(args: argparse.Namespace) -> int:
