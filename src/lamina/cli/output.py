@@ -27,14 +27,20 @@ def print_json(value: Any) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    sys.stdout.write("".join(line + "\n" for line in table_lines(headers, rows)))
+
+
+def table_lines(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Columns padded like docker's: three spaces between, last column unpadded."""
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
+    out = []
     for row in [headers, *rows]:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
-        sys.stdout.write("   ".join([*cells, row[-1]]).rstrip() + "\n")
+        out.append("   ".join([*cells, row[-1]]).rstrip())
+    return out
 
 
 def human_size(n: int) -> str:

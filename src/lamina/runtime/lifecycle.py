@@ -104,6 +104,13 @@ def _pid_from_file(store: ContainerStore, c: Container) -> int:
         return 0
 
 
+def init_pid(store: ContainerStore, c: Container) -> int:
+    """The host pid of the container's first process while it lives, else 0: the
+    record's (detached runs), else the runtime's pid file (foreground runs)."""
+    pid = c.pid or _pid_from_file(store, c)
+    return pid if pid and _alive(pid, c.pid_start if c.pid else 0) else 0
+
+
 def refresh(store: ContainerStore, c: Container) -> Container:
     """The record with its live status: exited once ``exit.json`` is there, or once
     neither its keeper nor its process lives any more (exit code then unknown)."""
