@@ -161,7 +161,7 @@ def test_errors_for_unknown_and_stopped_containers(bb: Lamina) -> None:
     proc = bb("top", "done", check=False)
     assert proc.returncode == 8, proc.stderr  # Conflict
     assert "container done is not running" in proc.stderr
-    assert "lamina start" in proc.stderr
+    assert "lamina ps -a" in proc.stderr
     # stats shows a stopped container it is asked for (or -a) with empty figures
     stopped = stats(bb, "done")["done"]
     assert (stopped["cpu_percent"], stopped["pids"], stopped["mem_usage_bytes"]) == (0.0, 0, 0)

@@ -9,6 +9,7 @@ container's processes.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -114,7 +115,7 @@ def _running_pid(store: ContainerStore, c: Container) -> int:
     if not pid:
         raise Conflict(
             f"container {c.name} is not running",
-            hint=f"start it with `lamina start {c.name}`, or run a new one with `lamina run`",
+            hint="see `lamina ps -a` and `lamina logs`; run a new one with `lamina run`",
         )
     return pid
 
@@ -130,6 +131,9 @@ def top(store: ContainerStore, c: Container, ps_args: Sequence[str] = ("-ef",)) 
             text=True,
             timeout=30,
             check=False,
+            # ps cuts lines to $COLUMNS when it is set (as under a pager or pytest);
+            # without it and without a terminal it prints whole command lines.
+            env={k: v for k, v in os.environ.items() if k != "COLUMNS"},
         )
     except FileNotFoundError:
         raise NotFound("ps is not installed", hint="install procps") from None
