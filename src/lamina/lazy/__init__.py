@@ -1,6 +1,7 @@
 """lamina.lazy: lazy start (issue 14), the Nydus picture built for real.
 
-So far the pure format (``format/``): the bootstrap (the merged tree's metadata and
+So far the pure format (``format/``) and the range reader (``reader``, over the
+``ChunkFetcher`` of ``api``): the bootstrap (the merged tree's metadata and
 each file's chunk list, layout v1 in ``format/layout.py``, docs/lazy.md) and data
 blobs of independently compressed, individually verifiable chunks. The converter,
 the reader and the mount come next.
@@ -8,4 +9,4 @@ the reader and the mount come next.
 Nothing is imported here: each room is imported by name.
 """
 
-__all__ = ["format"]
+__all__ = ["api", "format", "reader"]
