@@ -4,7 +4,7 @@ So far the pure format (``format/``) and the range reader (``reader``, over the
 ``ChunkFetcher`` of ``api``): the bootstrap (the merged tree's metadata and
 each file's chunk list, layout v1 in ``format/layout.py``, docs/lazy.md) and data
 blobs of independently compressed, individually verifiable chunks. The converter,
-the reader and the mount come next.
+the OCI packaging and the mount come next.
 
 Nothing is imported here: each room is imported by name.
 """
