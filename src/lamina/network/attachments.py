@@ -239,9 +239,7 @@ def _detached_worker(root: str, container_id: str, fd: int) -> None:
         os.closerange(fd + 1, 1 << 16)  # lamina's other files (none is needed here)
         _teardown(root, container_id, fd)
         status = 0
-    except BaseException:  # noqa: S110 - nobody to tell; the sweep retries (record kept)
-        pass
-    finally:
+    finally:  # whatever failed, nobody is left to tell: the record stays for the sweep
         os._exit(status)
 
 
