@@ -138,3 +138,18 @@ def test_a_subnet_is_claimed_across_roots(tmp_path: Path) -> None:
         first.remove("n1")
     second.create("n3", subnet="10.89.250.0/24")  # released with its network
     second.remove("n3")
+
+
+def test_a_teardown_cut_short_is_redone_by_the_next_detach(tmp_path: Path) -> None:
+    from lamina.network import netavark
+
+    root = str(tmp_path / "root")
+    nets = NetavarkNetworks(root)
+    rec = nets.attach(A, "one", "lamina")
+    chains = own_chains(rec["config"]["subnets"][0]["subnet"])
+    # as if a detach had been killed after netavark removed the veth: the record stays
+    netavark.teardown(root, rec["netns"], rec)
+    nets.detach(A)  # on main: "failed to delete container veth eth0", for ever
+    assert attachments.read(root, A) is None
+    assert not netns.is_bound(rec["netns"])
+    assert rules_of_chains(chains) == []

@@ -218,6 +218,8 @@ def test_kill_9_of_a_foreground_run_leaves_nothing_after_the_next_command(bb: La
     os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the container dies unwatched
     time.sleep(0.5)
     bb("run", "--rm", "bb", "true")  # the next command sweeps
+    # (its own teardown ends in the background: any later command waits for it)
+    assert json.loads(bb("network", "inspect", "lamina").stdout)[0]["containers"] == {}
     assert list(attachments.glob("*.json")) == []
     assert list((root / "runtime" / "netns").iterdir()) == []
     assert rules_of_chains(chains) == []
@@ -253,3 +255,20 @@ def test_publish_all_maps_every_exposed_port(bb: Lamina, tmp_path: Path) -> None
         bb("rm", "-f", cid)
     refused = bb("run", "--rm", "-p", "80", "--network", "host", "bb", "true", check=False)
     assert refused.returncode != 0 and "published" in refused.stderr
+
+
+def test_a_bridge_run_returns_before_its_teardown_and_the_next_command_waits(
+    bb: Lamina,
+) -> None:
+    root = _root(bb)
+    bb("run", "--rm", "bb", "true")  # the plan
+    fast = {"LAMINA_FASTRUN": "require"}
+    out = bb("run", "--rm", "bb", "sh", "-c", "exit 3", env=fast, check=False)
+    assert out.returncode == 3
+    assert bb("ps", "-a", "-q").stdout.strip() == ""  # the container is gone at once
+    inspected = json.loads(bb("network", "inspect", "lamina").stdout)[0]
+    assert inspected["containers"] == {}  # waited for the teardown under way
+    assert list((root / "networks" / "attachments").glob("*.json")) == []
+    assert list((root / "runtime" / "netns").iterdir()) == []
+    subnet = inspected["subnets"][0]["subnet"]
+    assert own_chains(subnet) == set()

@@ -133,21 +133,139 @@ def attach(
     return record
 
 
+def _lock_record(root: str, container_id: str) -> int | None:
+    """A descriptor of the container's record holding its flock, or None when it has no
+    record. The lock is held by whoever tears the attachment down (:func:`detach`, or
+    the child of :func:`detach_later`): a second detacher waits for the first and then
+    finds the record gone, so two never run netavark on one namespace."""
+    import fcntl
+
+    path = record_path(root, container_id)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            os.close(fd)
+            return None  # detached by the holder while this waited
+        except BaseException:
+            os.close(fd)
+            raise
+        if os.fstat(fd).st_ino == current:
+            return fd
+        os.close(fd)  # replaced (attach rewrites it once): lock the new one
+
+
+def _read_fd(fd: int) -> dict[str, Any] | None:
+    try:
+        doc = loads(os.pread(fd, _MAX_RECORD, 0))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def detach(root: str, container_id: str) -> None:
-    """Undo :func:`attach` (all of it, or what a crash left of it); no-op without a record."""
-    record = read(root, container_id)
-    if record is None:
+    """Undo :func:`attach` (all of it, or what a crash left of it); no-op without a record.
+    Waits for a teardown already under way (:func:`detach_later`'s) rather than racing it."""
+    fd = _lock_record(root, container_id)
+    if fd is None:
         return
-    path = record["netns"] if isinstance(record.get("netns"), str) else ""
-    if path and netns.is_bound(path):
-        netavark.teardown(root, path, record)
+    try:
+        _teardown(root, container_id, fd)
+    finally:
+        os.close(fd)
+
+
+def _teardown(root: str, container_id: str, fd: int) -> None:
+    """Tear down the attachment whose record ``fd`` holds locked; unlinks the record."""
+    record = _read_fd(fd)
+    path = record["netns"] if record is not None and isinstance(record.get("netns"), str) else ""
+    if record is not None and path and netns.is_bound(path):
+        from lamina.errors import ToolError
+
+        try:
+            netavark.teardown(root, path, record, hold=fd)
+        except ToolError as exc:
+            if not netavark.gone_veth(exc):
+                raise
+            netavark.setup(root, path, record)  # see gone_veth: rewire, then all of it
+            netavark.teardown(root, path, record, hold=fd)
     if path:
         netns.remove(path)
     with suppress(FileNotFoundError):
         os.unlink(record_path(root, container_id))
-    config = record.get("config")
+    config = record.get("config") if record is not None else None
     if isinstance(config, dict) and config.get("name") == netconfig.DEFAULT_NETWORK:
         netconfig.touch_claim(config, root)
+
+
+def detach_later(root: str, container_id: str) -> None:
+    """:func:`detach` in a child process the caller does not wait for: ``lamina run``
+    returns the container's exit code while netavark still removes the veth and the
+    firewall rules (most of a bridge run's cost when it was the network's last
+    container). The record's lock is taken here and handed to the child, so every later
+    :func:`detach` or :func:`sweep` (and :func:`settle`) waits for the child to finish; if
+    the child is killed, the lock goes with it and the record stays for the sweep."""
+    fd = _lock_record(root, container_id)
+    if fd is None:
+        return
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(fd)
+        raise
+    if pid == 0:  # the child: fork again so no one has to reap the worker
+        try:
+            if os.fork() == 0:
+                _detached_worker(root, container_id, fd)
+        finally:
+            os._exit(0)
+    os.close(fd)  # the lock stays: the worker's descriptor shares its open file
+    os.waitpid(pid, 0)
+
+
+def _detached_worker(root: str, container_id: str, fd: int) -> None:
+    status = 1
+    try:
+        os.setsid()  # Ctrl-C at the terminal is the container's business, not this one's
+        null = os.open(os.devnull, os.O_RDWR)
+        for std in (0, 1, 2):
+            os.dup2(null, std)  # a caller reading our output must not wait for us
+        os.closerange(3, fd)
+        os.closerange(fd + 1, 1 << 16)  # lamina's other files (none is needed here)
+        _teardown(root, container_id, fd)
+        status = 0
+    finally:  # whatever failed, nobody is left to tell: the record stays for the sweep
+        os._exit(status)
+
+
+def settle(root: str, container_id: str | None = None) -> None:
+    """Wait for the teardowns under way (:func:`detach_later`) of ``container_id``, or of
+    every container: afterwards the records say what is on the host."""
+    if container_id is not None:
+        ids = [container_id]
+    else:
+        try:
+            ids = [
+                e[: -len(".json")] for e in os.listdir(attachments_dir(root)) if e.endswith(".json")
+            ]
+        except FileNotFoundError:
+            return
+    import fcntl
+
+    for cid in ids:
+        try:
+            fd = os.open(record_path(root, cid), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # returns at once unless a teardown holds it
+        finally:
+            os.close(fd)
 
 
 def in_use(root: str, network: str) -> list[str]:

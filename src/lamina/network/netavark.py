@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from lamina.lightstd import Flock, dumps, loads
+from lamina.lightstd import dumps, loads
 from lamina.network.spawn import run_tool
 from lamina.stateroot import netavark_config_dir
 
@@ -107,19 +107,32 @@ def _aardvark_or_none() -> str:
 HOST_LOCK = "/run/lamina/netavark.lock"
 
 
-def _call(root: str, command: str, netns: str, record: dict[str, Any]) -> bytes:
+def _call(
+    root: str, command: str, netns: str, record: dict[str, Any], hold: int | None = None
+) -> bytes:
+    import fcntl
+
     from lamina.errors import ToolError
 
     os.makedirs(os.path.dirname(HOST_LOCK), mode=0o755, exist_ok=True)
+    fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        with Flock(HOST_LOCK):
-            return run_tool(
-                _argv(root, command, netns),
-                what=f"netavark {command}",
-                stdin=dumps(setup_input(record)).encode(),
-            )
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A teardown keeps the locks (the host's, and ``hold``: the record's) while it
+        # runs, even if lamina is killed meanwhile: the next sweep must not start
+        # its own teardown beside a netavark still at work. Not setup: it may start
+        # aardvark-dns, a daemon that would hold them for ever.
+        keep = (fd,) if hold is None else (fd, hold)
+        return run_tool(
+            _argv(root, command, netns),
+            what=f"netavark {command}",
+            stdin=dumps(setup_input(record)).encode(),
+            keep_fds=keep if command == "teardown" else (),
+        )
     except ToolError as exc:
         raise ToolError(_explained(exc.message), hint=exc.hint) from exc
+    finally:
+        os.close(fd)
 
 
 def _explained(message: str) -> str:
@@ -153,6 +166,14 @@ def setup(root: str, netns: str, record: dict[str, Any]) -> dict[str, Any]:
     return status if isinstance(status, dict) else {}
 
 
-def teardown(root: str, netns: str, record: dict[str, Any]) -> None:
-    """Undo :func:`setup`: the veth, the firewall rules, the DNS entries."""
-    _call(root, "teardown", netns, record)
+def teardown(root: str, netns: str, record: dict[str, Any], *, hold: int | None = None) -> None:
+    """Undo :func:`setup`: the veth, the firewall rules, the DNS entries. ``hold``: a
+    descriptor whose flock netavark keeps until it is done (see :func:`_call`)."""
+    _call(root, "teardown", netns, record, hold)
+
+
+def gone_veth(exc: BaseException) -> bool:
+    """Whether netavark's teardown failed because the container's veth is gone already:
+    an earlier teardown was cut short (killed) after removing it. netavark stops there,
+    before the firewall rules; a setup again and a teardown remove them."""
+    return "No such device" in str(getattr(exc, "message", exc))

@@ -15,9 +15,16 @@ _MAX_OUTPUT = 1 << 20
 
 
 def run_tool(
-    argv: Sequence[str], *, what: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    what: str,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    keep_fds: Sequence[int] = (),
 ) -> bytes:
     """Run ``argv`` to its end with ``stdin`` as its input; return its stdout.
+    ``keep_fds`` are handed to the tool at their own numbers (with the flocks they hold:
+    a lock then lasts as long as the tool runs, even if lamina is killed meanwhile).
 
     ToolError with the last line of its stderr when it fails or cannot start."""
     from lamina.errors import ToolError
@@ -40,6 +47,8 @@ def run_tool(
                     (os.POSIX_SPAWN_DUP2, files[0], 0),
                     (os.POSIX_SPAWN_DUP2, files[1], 1),
                     (os.POSIX_SPAWN_DUP2, files[2], 2),
+                    # dup2 of a descriptor onto itself clears its close-on-exec flag
+                    *((os.POSIX_SPAWN_DUP2, fd, fd) for fd in keep_fds),
                 ],
             )
         except OSError as exc:

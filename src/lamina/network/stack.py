@@ -36,6 +36,7 @@ class NetavarkNetworks:
         return attachments.sweep(self.root, running)
 
     def attachment(self, container_id: str) -> dict[str, Any] | None:
+        attachments.settle(self.root, container_id)
         return attachments.read(self.root, container_id)
 
     def create(
@@ -48,6 +49,7 @@ class NetavarkNetworks:
 
     def inspect(self, name: str) -> dict[str, Any]:
         doc = dict(netconfig.load(self.root, name))
+        attachments.settle(self.root)  # no container whose teardown is under way
         doc["containers"] = {
             r["container_id"]: {"name": r["container_name"], "ipv4": f"{r['ip']}/{r['prefix']}"}
             for r in attachments.list_records(self.root)
@@ -56,4 +58,5 @@ class NetavarkNetworks:
         return doc
 
     def remove(self, name: str) -> None:
+        attachments.settle(self.root)
         netconfig.remove(self.root, name, in_use=attachments.in_use(self.root, name))

@@ -45,6 +45,7 @@ from lamina.stateroot import (
     ROOTFS,
     RUNTIME_LOG,
     STATE_FILE,
+    attachments_dir,
     container_dir,
     container_key,
     containers_dir,
@@ -232,15 +233,18 @@ def _start(
             _, status = os.waitpid(pid, 0)
         code, _error = runtime_outcome(os.waitstatus_to_exitcode(status), log, offset)
         if plan.get("network"):
-            from lamina.network.attachments import detach
+            from lamina.network.attachments import detach_later
 
-            detach(root, cid)  # as the full path: an exited container keeps no address
+            # As the full path, an exited container keeps no address; but the exit
+            # code need not wait for netavark's teardown (the next command waits for
+            # it if it must: see detach_later).
+            detach_later(root, cid)
     except BaseException:
         _cleanup(root, plan, record, snaps, mounted=rootfs)
         raise
     finished = now()
     if rm:
-        _cleanup(root, plan, record, snaps, mounted=rootfs)
+        _cleanup(root, plan, record, snaps, mounted=rootfs, network=False)
         return code
     write_exit(cdir, code, finished)
     with Flock(os.path.join(containers_dir(root), CONTAINERS_LOCK)):
@@ -251,9 +255,16 @@ def _start(
 
 
 def _cleanup(
-    root: str, plan: dict[str, Any], record: dict[str, Any], snaps: str, *, mounted: str | None
+    root: str,
+    plan: dict[str, Any],
+    record: dict[str, Any],
+    snaps: str,
+    *,
+    mounted: str | None,
+    network: bool = True,
 ) -> None:
-    """What ``lamina rm -f`` does, for a container this process made and waited for."""
+    """What ``lamina rm -f`` does, for a container this process made and waited for
+    (``network=False``: but its network, whose teardown is under way already)."""
     from lamina.errors import NotFound
     from lamina.snapshot.fsutil import remove_tree
     from lamina.snapshot.mount import unmount
@@ -261,7 +272,7 @@ def _cleanup(
 
     cid = record["id"]
     argv = plan["runtime"]
-    if plan.get("network"):
+    if network and plan.get("network"):
         from lamina.network.attachments import detach
 
         with suppress(OSError):
@@ -287,6 +298,11 @@ def _attach(root: str, plan: dict[str, Any], record: dict[str, Any]) -> str:
     networking)."""
     network = plan.get("network")
     if not network:
+        with suppress(FileNotFoundError):
+            if os.listdir(attachments_dir(root)):  # cheap: empty but for running containers
+                from lamina.network.attachments import settle
+
+                settle(root)  # a teardown under way ends first: the next look sees it done
         return ""
     from lamina.network.attachments import attach, sweep
 
