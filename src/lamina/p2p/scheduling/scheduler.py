@@ -12,7 +12,9 @@ Rules (docs/p2p.md):
 
 - back to source: at most ``back_to_source_limit`` peers of a task at once; a live
   seed host is asked first; otherwise the registering peer goes, and a peer that found
-  no parent ``RETRY_BTS`` schedules in a row goes when a slot is free;
+  no parent ``RETRY_BTS`` schedules in a row goes when a slot is free and no holder
+  at all could serve it (every one blocked or dead), never merely because the swarm
+  is busy;
 - parents: a random sample of ``SAMPLE`` holders (peers with a piece or a running
   back-to-source download), without the child, peers on its host, blocklisted
   parents, dead hosts and peers with nothing the child lacks, ranked by the policy.
@@ -195,7 +197,10 @@ class Scheduler:
             resched = resched or f.parent_id in peer.parents
         rec.bytes_from_source += report.bytes_from_source
         rec.bytes_from_peers += report.bytes_from_peers
-        return self._decide(rec, peer, report.digests_known, force=resched)
+        # a running peer that got nothing since its last report is starving on its
+        # parents: sample afresh rather than keep a full but busy set
+        starving = not report.done and peer.state is P.RUNNING
+        return self._decide(rec, peer, report.digests_known, force=resched or starving)
 
     def finish(self, task: str, peer_id: str, outcome: FinishOutcome, reason: str = "") -> None:
         rec, peer = self._peer(task, peer_id)
@@ -369,7 +374,7 @@ class Scheduler:
             )
             return Decision(self._schedule(rec, "parents", digests_known, parents=refs))
         peer.waits += 1
-        if free_slot and peer.waits >= RETRY_BTS:
+        if free_slot and peer.waits >= RETRY_BTS and not self._any_usable(rec, peer):
             return Decision(self._go_to_source(rec, peer, digests_known, "no parent found"))
         return Decision(
             self._schedule(rec, "wait", digests_known, reason="no peer has a piece yet")
@@ -414,6 +419,12 @@ class Scheduler:
         picked = [chosen[v.peer_id] for v in self.policy.choose(child, views, self.parent_limit)]
         self._set_parents(rec, peer, tuple(p.peer_id for p in picked))
         return picked
+
+    def _any_usable(self, rec: TaskRecord, peer: PeerRecord) -> bool:
+        # a full scan, only after RETRY_BTS empty samples: the source is the last
+        # resort, for a peer every holder is blocked or dead for, not a busy swarm
+        now = self.clock.now()
+        return any(self._usable(rec, peer, rec.peers[pid], now) for pid in rec.holders)
 
     def _usable(self, rec: TaskRecord, child: PeerRecord, p: PeerRecord, now: float) -> bool:
         if p is child or p.host_id == child.host_id or p.state not in _SERVING:
