@@ -118,9 +118,10 @@ def test_a_parent_killed_mid_transfer_the_child_finishes_from_the_other(tmp_path
 
     async def go() -> None:
         # the doomed parent is slow (4 MiB/s) so it is killed with pieces in flight
-        async with piecers(tmp_path, "doomed", limit=4 * MiB) as (doomed,), piecers(
-            tmp_path, "steady", limit=16 * MiB
-        ) as (steady,):
+        async with (
+            piecers(tmp_path, "doomed", limit=4 * MiB) as (doomed,),
+            piecers(tmp_path, "steady", limit=16 * MiB) as (steady,),
+        ):
             fill(doomed.store, blob)
             fill(steady.store, blob)
             store = PieceStore(tmp_path / "child", durable=False)

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lamina.errors import InvalidArgument, LaminaError, ToolError
+from lamina.errors import InvalidArgument, LaminaError, NotFound, ToolError
 from lamina.http import network_errors
 from lamina.p2p import api, pieces, tokens
 from lamina.p2p.peer.counters import Counters
@@ -219,11 +219,7 @@ class PeerEngine:
         tf = dl.tf
         try:
             try:
-                schedule = await self._call(
-                    self.scheduler.register(tf.task, dl.peer_id, self.host, tf.size, dl.source)
-                )
-                dl.registered = True
-                self._joined[tf.task] = dl.peer_id
+                schedule = await self._register(dl)
                 await self._follow(dl, schedule)
             except _Unreachable as exc:
                 log.warning("scheduler unreachable: fetching %s from the origin (%s)", tf.task, exc)
@@ -253,9 +249,20 @@ class PeerEngine:
         finally:
             self._downloads.pop(tf.task, None)
 
+    async def _register(self, dl: _Download) -> api.Schedule:
+        tf = dl.tf
+        schedule = await self._call(
+            self.scheduler.register(tf.task, dl.peer_id, self.host, tf.size, dl.source)
+        )
+        dl.registered = True
+        self._joined[tf.task] = dl.peer_id
+        return schedule
+
     async def _call(self, coro: object) -> api.Schedule:
         try:
             return await coro  # type: ignore[no-any-return,misc]
+        except NotFound:
+            raise  # the scheduler forgot this peer (it restarted): register again
         except _failures() as exc:
             raise _Unreachable(str(exc) or type(exc).__name__) from exc
 
@@ -297,8 +304,13 @@ class PeerEngine:
                 waits[0].cancel()
                 if runner is not None and runner.done() and runner.exception() is not None:
                     raise ToolError(f"{tf.task}: {runner.exception()!r}")
-                schedule = await self._report(dl, swarm)
-            await self._report(dl, swarm)
+                try:
+                    schedule = await self._report(dl, swarm)
+                except NotFound as exc:
+                    log.info("%s: %s; registering again", tf.task, exc)
+                    schedule = await self._register(dl)
+            with contextlib.suppress(NotFound):
+                await self._report(dl, swarm)
         finally:
             if runner is not None:
                 runner.cancel()
