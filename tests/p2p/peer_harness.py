@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from peer_harness import Blob, fill, make_blob, piecers, schedule, Piecer
+from peer_harness import Blob, Piecer, fill, make_blob, piecers, schedule
 
 from lamina.http import new_session
 from lamina.p2p.peer.counters import Counters
