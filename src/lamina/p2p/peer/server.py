@@ -15,7 +15,6 @@ parent) and pay the upload token bucket before the piece goes out.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from lamina.errors import InvalidArgument
+from lamina.http.sendfile import send_file_range
 from lamina.p2p import tokens
 from lamina.p2p.peer.counters import Counters
 from lamina.p2p.peer.rates import TokenBucket, take
@@ -137,8 +137,9 @@ def add_piece_routes(
                     transport = request.transport
                     if transport is None:
                         raise ConnectionResetError("the child went away")
-                    loop = asyncio.get_running_loop()
-                    await loop.sendfile(transport, reader, start, end - start)
+                    await send_file_range(
+                        transport, reader.fileno(), offset=start, count=end - start, idle=60.0
+                    )
                     counts.bytes_uploaded += end - start
                     await response.write_eof()
                     return response

@@ -17,6 +17,7 @@ import os
 from aiohttp import web
 
 from lamina.errors import NotFound
+from lamina.http.sendfile import send_file_range
 from lamina.oci.digest import Digest
 from lamina.registry import protocol as p
 from lamina.registry.server.context import BASE_HEADERS, BYTES_OUT, Context
@@ -98,96 +99,6 @@ async def _send_stream(
     await resp.write_eof()
 
 
-# Bytes one writability callback may send before letting the loop serve others: a fast
-# reader on loopback would otherwise take the loop for a whole blob.
-_SLICE = 8 << 20
-
-
-class _LoopSendfile:
-    """sendfile(2) from a file to a non-blocking socket, driven by the event loop's
-    writability callback: no thread waits on the peer, and a watchdog ends a transfer
-    that made no progress for ``idle`` seconds.
-
-    The trade-off: a page of the blob not in the page cache is read from disk by the
-    kernel inside sendfile, on the loop. Registry blobs are hot (pushed, then pulled
-    many times) and a slice is bounded by _SLICE, while a thread per transfer let any
-    64 stalled readers take every thread."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock_fd: int, file_fd: int, *,
-        offset: int, count: int, idle: float,
-    ) -> None:  # fmt: skip
-        self.loop, self.sock_fd, self.file_fd = loop, sock_fd, file_fd
-        self.offset, self.count, self.idle = offset, count, idle
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.progress = loop.time()
-        self.watchdog: asyncio.TimerHandle | None = None
-        self.waiting = False
-
-    def start(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.pump()
-        if not self.done.done():
-            self.watchdog = self.loop.call_at(self.progress + self.idle, self.check)
-
-    def pump(self) -> None:
-        budget = _SLICE
-        try:
-            while self.count > 0 and budget > 0:
-                sent = os.sendfile(self.sock_fd, self.file_fd, self.offset, min(self.count, budget))
-                if sent == 0:
-                    raise ConnectionResetError("blob file ended early")
-                self.offset += sent
-                self.count -= sent
-                budget -= sent
-                self.progress = self.loop.time()
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            self.finish(exc)
-            return
-        if self.count <= 0:
-            self.finish(None)
-        elif not self.waiting:
-            # Level-triggered: called again on every loop turn the socket has room.
-            self.loop.add_writer(self.sock_fd, self.pump)
-            self.waiting = True
-
-    def check(self) -> None:
-        self.watchdog = None
-        if self.done.done():
-            return
-        if self.transport.is_closing():
-            self.finish(ConnectionResetError("connection closed"))
-        elif self.loop.time() - self.progress >= self.idle:
-            self.finish(TimeoutError(f"peer took no byte for {self.idle:g}s"))
-        else:
-            self.watchdog = self.loop.call_at(self.progress + self.idle, self.check)
-
-    def finish(self, exc: BaseException | None) -> None:
-        if self.waiting:
-            self.loop.remove_writer(self.sock_fd)
-            self.waiting = False
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            self.watchdog = None
-        if not self.done.done():
-            if exc is None:
-                self.done.set_result(None)
-            else:
-                self.done.set_exception(exc)
-
-
-async def _flushed(transport: asyncio.WriteTransport, idle: float) -> None:
-    """Wait until the transport's buffer (the status line and headers) is on the wire."""
-    waited = 0.0
-    while transport.get_write_buffer_size():
-        if transport.is_closing() or waited > idle:
-            raise ConnectionResetError("connection lost before the body")
-        await asyncio.sleep(0.001)
-        waited += 0.001
-
-
 async def _send_file(
     ctx: Context,
     request: web.Request,
@@ -201,29 +112,13 @@ async def _send_file(
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("connection lost")
-    await _flushed(transport, ctx.limits.idle_timeout)
-    # HTTP/1.1 answers one request at a time, so once the headers are out nothing else
-    # writes to this socket until the body is sent. A duplicate descriptor: the loop
-    # refuses a writer on a transport's own descriptor, and if the loop closes the
-    # connection meanwhile, the number it frees may be reused by a new connection; the
-    # duplicate keeps this socket alive (and ours) until we are done.
-    sock_fd = os.dup(transport.get_extra_info("socket").fileno())
+    file_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        file_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            send = _LoopSendfile(
-                asyncio.get_running_loop(), sock_fd, file_fd,
-                offset=start, count=length, idle=ctx.limits.idle_timeout,
-            )  # fmt: skip
-            send.start(transport)
-            try:
-                await send.done
-            finally:
-                send.finish(ConnectionResetError("cancelled"))
-        finally:
-            os.close(file_fd)
+        await send_file_range(
+            transport, file_fd, offset=start, count=length, idle=ctx.limits.idle_timeout
+        )
     finally:
-        os.close(sock_fd)
+        os.close(file_fd)
     await resp.write_eof()
 
 
