@@ -51,6 +51,8 @@ class Proc:
 
     def start(self, timeout: float = 30) -> Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.url = ""
+        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [*LAMINA, *self.args],
@@ -61,10 +63,11 @@ class Proc:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            text = self.log.read_text(errors="replace")
+            text = self.log.read_bytes()[offset:].decode(errors="replace")
             for line in text.splitlines():
-                if line.startswith("listening on "):
-                    self.url = line.split()[-1]
+                # "listening on URL" (peer, registry), "... scheduler listening on URL"
+                if "listening on http" in line:
+                    self.url = line.split("listening on ", 1)[1].split()[0]
             if self.url:
                 return self
             if self.proc.poll() is not None:
@@ -252,3 +255,90 @@ def lamina_env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["LAMINA_CONFIG_DIR"] = str(tmp / "config")
     return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Swarm:
+    """A scheduler (or several over one Redis) and peers, all ``lamina`` processes."""
+
+    tmp: Path
+    origin: str
+    key: Path
+    schedulers: list[Proc] = field(default_factory=list)
+    peers: list[Proc] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, tmp: Path, origin: str) -> Swarm:
+        key = tmp / "swarm.key"
+        key.write_bytes(hashlib.sha256(str(tmp).encode()).digest())
+        return cls(tmp, origin, key)
+
+    def start_scheduler(self, *extra: str, port: int = 0, name: str = "") -> Proc:
+        name = name or f"scheduler{len(self.schedulers)}"
+        proc = Proc(
+            [
+                "p2p", "scheduler", "--addr", f"127.0.0.1:{port}",
+                "--swarm-key", str(self.key), *extra,
+            ],
+            self.tmp / name / "log",
+        ).start()  # fmt: skip
+        self.schedulers.append(proc)
+        return proc
+
+    def start_peer(self, *extra: str, scheduler: Proc | None = None) -> Proc:
+        sched = scheduler or self.schedulers[0]
+        name = f"peer{len(self.peers)}"
+        proc = start_peer(
+            self.tmp, self.origin, "--scheduler", sched.url, "--swarm-key", str(self.key),
+            "--host-id", name, *extra, name=name,
+        )  # fmt: skip
+        self.peers.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in [*self.peers, *self.schedulers]:
+            proc.stop()
+
+
+def pull(
+    tmp: Path, peer: Proc, ref: str, name: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``lamina pull --mirror PEER REF`` with its own root, started (not waited for)."""
+    return subprocess.Popen(
+        [*LAMINA, "--root", str(tmp / "roots" / name), "pull", "-q", "--json", "--mirror",
+         peer.url, ref],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env or lamina_env(tmp),
+    )  # fmt: skip
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 300) -> dict[str, object]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def corrupt_cached(cache: Path, size: int, offset: int) -> int:
+    """Flip bytes at ``offset`` of every file under ``cache`` that holds the whole blob
+    (the piece file, the finished blob): the peer verified them once and now serves bad
+    bytes. Returns how many files were changed."""
+    changed = 0
+    for path in cache.rglob("*"):
+        if path.is_file() and path.stat().st_size == size:
+            with open(path, "r+b") as f:
+                f.seek(offset)
+                old = f.read(4096)
+                f.seek(offset)
+                f.write(bytes(b ^ 0xFF for b in old))
+            changed += 1
+    return changed

@@ -165,12 +165,9 @@ def _scheduler(args: argparse.Namespace) -> int:
     key = _read_key(args.swarm_key)
     assert key is not None
     _logging()
+    # it logs "scheduler listening on URL" once it accepts
     run_scheduler(
-        args.addr,
-        key,
-        redis=args.redis,
-        back_to_source_limit=args.back_to_source_limit,
-        ready=_ready,
+        args.addr, key, redis_url=args.redis, back_to_source_limit=args.back_to_source_limit
     )
     return 0
 
