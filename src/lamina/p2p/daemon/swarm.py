@@ -29,7 +29,7 @@ log = logging.getLogger("lamina.p2p.peer")
 
 async def _heartbeat(announce: Callable[[], Awaitable[None]], every: float) -> None:
     failing = False
-    errors = (LaminaError, *network_errors())
+    errors: tuple[type[BaseException], ...] = (LaminaError, *network_errors())
     while True:
         await asyncio.sleep(every)
         try:
