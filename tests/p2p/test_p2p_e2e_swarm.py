@@ -33,6 +33,7 @@ from p2p_e2e_support import (
     start_origin,
 )
 
+from helpers.cli import LAMINA
 from lamina.p2p import tokens
 from lamina.p2p.pieces import piece_length
 from lamina.registry.authn import write_htpasswd
@@ -98,6 +99,15 @@ def test_eight_peers_one_origin_send(
         m = metrics(peer.url)
         assert m[FROM_PEERS] >= LAYER / 2, f"peer {i}: {m[FROM_PEERS]} bytes from peers"
         assert m[FROM_PEERS] > m[FROM_SOURCE], f"peer {i}: {m}"
+    # lamina p2p status: the layer's task, with most bytes from peers
+    cmd = [*LAMINA, "p2p", "status", "--scheduler", swarm.schedulers[0].url,
+           "--swarm-key", str(swarm.key)]  # fmt: skip
+    doc = json.loads(subprocess.run([*cmd, "--json"], capture_output=True, text=True,
+                                    check=True).stdout)  # fmt: skip
+    task = next(t for t in doc["tasks"] if t["task"] == image.layer)
+    assert task["bytes_from_peers"] >= 6 * LAYER and len(doc["hosts"]) == 8
+    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "8 peer(s)" in text and image.layer[:19] in text
 
 
 def _slow_pulls(tmp: Path, swarm: Swarm, ref: str, n: int) -> list[subprocess.Popen[str]]:
