@@ -1,15 +1,12 @@
 """The swarm half of a peer: the engine of :mod:`lamina.p2p.peer` over the scheduler's
 HTTP client, the piece routes on the peer's app, and the host heartbeat.
 
-The heartbeat (``POST /v1/hosts`` every ``HOST_HEARTBEAT`` seconds) keeps the host alive
-at the scheduler and re-announces it after a scheduler restart; a failed beat is
-logged, not fatal: the engine falls back to the upstream while the scheduler is away.
+The engine's own heartbeat (``POST /v1/hosts`` every ``HOST_HEARTBEAT`` seconds) keeps
+the host alive at the scheduler and re-announces it after a scheduler restart.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -17,31 +14,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from lamina.errors import InvalidArgument, LaminaError
-from lamina.http.errors import network_errors
-from lamina.p2p.api import HOST_HEARTBEAT, BlobSource, HostInfo
+from lamina.errors import InvalidArgument
+from lamina.p2p.api import BlobSource, HostInfo
 
 if TYPE_CHECKING:
     from lamina.p2p.daemon.serve import PeerConfig
 
 log = logging.getLogger("lamina.p2p.peer")
-
-
-async def _heartbeat(announce: Callable[[], Awaitable[None]], every: float) -> None:
-    failing = False
-    errors: tuple[type[BaseException], ...] = (LaminaError, *network_errors())
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await announce()
-        except errors as exc:
-            if not failing:
-                log.warning("scheduler heartbeat failed (retrying every %.0fs): %s", every, exc)
-            failing = True
-            continue
-        if failing:
-            log.info("scheduler heartbeat answered again: host re-announced")
-        failing = False
 
 
 async def open_swarm(
@@ -82,12 +61,9 @@ async def open_swarm(
         on_seed=engine.seed,
         counters=engine.counters,
     )
-    beat = asyncio.ensure_future(_heartbeat(lambda: scheduler.announce_host(host), HOST_HEARTBEAT))
+    # the engine announces the host every HOST_HEARTBEAT seconds itself
 
     async def close() -> None:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
         await engine.close()
         await scheduler.close()
 
