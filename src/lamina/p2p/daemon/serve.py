@@ -162,10 +162,6 @@ async def _run(config: PeerConfig, ready: Callable[[str], None] | None) -> None:
 
 
 def run_peer(config: PeerConfig, ready: Callable[[str], None] | None = None) -> None:
-    coro = _run(config, ready)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
+    # asyncio's own loop, not uvloop: the piece server sends pieces with
+    # loop.sendfile, which uvloop does not implement (NotImplementedError).
+    asyncio.run(_run(config, ready))
