@@ -187,9 +187,8 @@ def test_origin_gone_after_the_seed_has_the_blob(
         pulls = [pull(tmp_path, swarm.start_peer(), ref, f"p{i}") for i in range(3)]
         for proc in pulls:
             assert finish(proc)["manifest"] == image.manifest
-        assert not [
-            r for r in proxy.requests if r[0] == "GET" and r[2] == 200 and "/blobs/" in r[1]
-        ][1:]
+        got = [r for r in proxy.requests if r[0] == "GET" and "/blobs/" in r[1] and r[2] < 300]
+        assert len(got) <= len(image.blobs), got  # only the seed's fetches (layer, config)
     finally:
         swarm.stop()
         proxy.stop()
