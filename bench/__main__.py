@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from bench import bench_compression, build, http_client, layers, pushpull, registry, run, s3
+from bench.p2p_sim import report as p2p_sim
 
 BENCHES = {
     "layers": layers.main,
@@ -16,6 +17,7 @@ BENCHES = {
     "http_client": http_client.main,
     "build": build.main,
     "s3": s3.main,
+    "p2p_sim": lambda: p2p_sim.main([]),
 }
 
 

@@ -65,7 +65,7 @@ async def origin(blob: Blob, rate: float = 40 * MiB) -> AsyncIterator[Origin]:
 
 @contextlib.asynccontextmanager
 async def peer(
-    root: Path, name: str, scheduler_url: str, **engine: object
+    root: Path, name: str, scheduler_url: str, *, seed: bool = False, **engine: object
 ) -> AsyncIterator[PeerEngine]:
     """One peer: store, engine and piece server, as the front wires them."""
     store = PieceStore(root / name, durable=False)
@@ -75,7 +75,7 @@ async def peer(
     # the piece server's port must be known before the host is announced
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    host = api.HostInfo(name, f"http://127.0.0.1:{sock.getsockname()[1]}")
+    host = api.HostInfo(name, f"http://127.0.0.1:{sock.getsockname()[1]}", seed=seed)
     eng = PeerEngine(store, client, host, KEY, **engine)  # type: ignore[arg-type]
     add_piece_routes(app, store, KEY, UploadGate(), on_seed=eng.seed, counters=eng.counters)
     await runner.setup()
@@ -124,8 +124,10 @@ def test_a_swarm_of_three_fetches_the_blob_from_the_origin_once(tmp_path: Path) 
                     assert child.counters.bytes_from_peers == blob.size
                 uploaded = sum(e.counters.bytes_uploaded for e in (first, second, third))
                 assert uploaded >= 2 * blob.size
-                # the children's pieces came while the first was still downloading
-                assert first.counters.bytes_uploaded > 0
+                assert first.counters.bytes_uploaded > 0  # the back-to-source peer served
+                metrics = first.counters.prometheus()
+                assert f"lamina_p2p_bytes_from_source_total {blob.size}" in metrics
+                assert "lamina_p2p_bytes_from_peers_total 0" in metrics
                 status = await first.scheduler.status()
                 (task,) = status["tasks"]
                 assert task["state"] == "succeeded"
@@ -182,3 +184,36 @@ def test_a_whole_blob_read_never_ends_with_bytes_that_fail_the_digest(tmp_path: 
             assert not eng.store.has_blob(good.task)
 
     asyncio.run(go())
+
+
+def test_a_seed_host_is_asked_to_fetch_and_the_first_requester_never_touches_the_origin(
+    tmp_path: Path,
+) -> None:
+    blob = make_blob(13 * MiB)
+
+    async def go() -> None:
+        sched = await start_scheduler(KEY)
+        try:
+            async with (
+                origin(blob) as up,
+                peer(tmp_path, "seed", sched.url, seed=True) as seed,
+                peer(tmp_path, "child", sched.url) as child,
+            ):
+                for _ in range(100):  # the seed's heartbeat announced it
+                    if any(h["host_id"] == "seed" for h in (await sched_status(child))["hosts"]):
+                        break
+                    await asyncio.sleep(0.05)
+                got = await asyncio.wait_for(read(child, blob, up.url), 60)
+                assert got == blob.data
+                assert up.requests == 1 and up.sent == blob.size
+                assert seed.counters.bytes_from_source == blob.size
+                assert child.counters.bytes_from_source == 0
+                assert child.counters.bytes_from_peers == blob.size
+        finally:
+            await sched.close()
+
+    asyncio.run(go())
+
+
+async def sched_status(eng: PeerEngine) -> dict[str, list[dict[str, object]]]:
+    return dict(await eng.scheduler.status())

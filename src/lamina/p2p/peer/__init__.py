@@ -22,6 +22,7 @@ What the front (``lamina.p2p.mirror``, the CLI) wires together::
     async for chunk in engine.open(api.BlobRequest(task, size, source, headers, start, end)):
         ...                                               # verified bytes, in order
     engine.counters.bytes_from_source / .bytes_from_peers / .bytes_uploaded
+    engine.counters.prometheus()                          # lamina_p2p_* lines for /metrics
     await engine.close()                                  # leaves the swarm, closes the session
 
 Rooms:

@@ -368,6 +368,7 @@ class PeerEngine:
                     await flush()
 
         task = asyncio.get_running_loop().create_task(reporter())
+        dl.outcome = "back_to_source_failed"  # if anything below fails, the source did
         try:
             known = await fetch_from_source(
                 self.session,
@@ -379,9 +380,6 @@ class PeerEngine:
                 limiter=self.source_limit,
                 on_piece=on_piece,
             )
-        except LaminaError:
-            dl.outcome = "back_to_source_failed"
-            raise
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
