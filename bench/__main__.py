@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_compression, build, http_client, layers, pushpull, registry, run, s3
+from bench import bench_compression, build, http_client, layers, p2p, pushpull, registry, run, s3
 
 BENCHES = {
     "layers": layers.main,
@@ -16,6 +16,8 @@ BENCHES = {
     "http_client": http_client.main,
     "build": build.main,
     "s3": s3.main,
+    # N = 8 and 16 with every contender (~10 min); `python -m bench.p2p --help` for more
+    "p2p": lambda: p2p.main([]),
 }
 
 

@@ -42,8 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--origin-up", default="100mbit", help="origin upload u_s (100mbit)")
     p.add_argument("--peer-up", default="50mbit", help="peer upload u_i (50mbit)")
     p.add_argument("--peer-down", default="200mbit", help="peer download d_i (200mbit)")
-    p.add_argument("--large-n", type=int, default=32,
-                   help="from this N on use --large-rates (two cores cannot carry more)")
+    p.add_argument(
+        "--large-n",
+        type=int,
+        default=32,
+        help="from this N on use --large-rates (two cores cannot carry more)",
+    )
     p.add_argument("--large-rates", default="100mbit,25mbit,100mbit",
                    help="origin-up,peer-up,peer-down for N >= --large-n")  # fmt: skip
     p.add_argument("--direct-max", type=int, default=8,
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.monotonic() - t:.1f}s", file=sys.stderr)  # fmt: skip
         for n in ns:
             rates, large = _rates(args, n)
-            rows += _run_n(args, n, rates, large, chosen, mnt, blob, digest, size, extra, aria2_error)
+            rows += _run_n(
+                args, n, rates, large, chosen, mnt, blob, digest, size, extra, aria2_error
+            )
     finally:
         sweep()
         if os.path.ismount(mnt):
@@ -167,6 +173,8 @@ def _row(res: Result, rates: Rates, large: bool) -> dict[str, object]:
 def _one_line(row: dict[str, object]) -> str:
     if row.get("skipped"):
         return f"skipped: {row['skipped']}"
-    return (f"last {row['last_s']} s = {row['x_bound']}x bound, p50 {row['p50_s']}, "
-            f"p90 {row['p90_s']}, origin tx {row['origin_tx_x']}x F, failed {row['failed']}, "
-            f"host CPU {row['host_cpu_busy']:.0%}")  # type: ignore[str-format]
+    return (
+        f"last {row['last_s']} s = {row['x_bound']}x bound, p50 {row['p50_s']}, "
+        f"p90 {row['p90_s']}, origin tx {row['origin_tx_x']}x F, failed {row['failed']}, "
+        f"host CPU {row['host_cpu_busy']:.0%}"
+    )  # type: ignore[str-format]

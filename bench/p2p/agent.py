@@ -1,11 +1,11 @@
 """What runs inside a namespace (stdlib only, started as a script by path):
 
-  agent.py fetch URL --at EPOCH --digest sha256:HEX   GET the blob at EPOCH, stream it
-                                                      through sha256, print one JSON line
-  agent.py push URL REPO FILE DIGEST                  monolithic blob upload (POST + PUT)
-  agent.py get URL                                    print the body (metrics, scrape)
-  agent.py wait URL [SECONDS]                         until URL answers at all
-  agent.py at EPOCH CMD...                            sleep until EPOCH, then exec CMD
+agent.py fetch URL --at EPOCH --digest sha256:HEX   GET the blob at EPOCH, stream it
+                                                    through sha256, print one JSON line
+agent.py push URL REPO FILE DIGEST                  monolithic blob upload (POST + PUT)
+agent.py get URL                                    print the body (metrics, scrape)
+agent.py wait URL [SECONDS]                         until URL answers at all
+agent.py at EPOCH CMD...                            sleep until EPOCH, then exec CMD
 """
 
 from __future__ import annotations

@@ -60,6 +60,9 @@ def _measure(ctx: Context, name: str, body: Callable[[Procs, Result], None]) -> 
         body(procs, res)
     except Skip as e:
         res.skipped = str(e)
+    except Exception as e:  # noqa: BLE001 - one broken contender must not end the run
+        res.skipped = f"error: {e}"
+        print(f"  {name}: {type(e).__name__}: {e}", file=sys.stderr)
     finally:
         procs.close()
         busy1, total1 = cpu_busy()
@@ -69,8 +72,7 @@ def _measure(ctx: Context, name: str, body: Callable[[Procs, Result], None]) -> 
         if res.origin_body_bytes is None:
             res.origin_body_bytes = ctx.origin.sent_body_bytes() - body0
         res.procs = [p.stat() for p in procs.procs if p.role != "origin"]
-        if not res.skipped:
-            _keep_logs(workdir / "logs", name, ctx.topo.n)
+        _keep_logs(workdir / "logs", name, ctx.topo.n)
         # the peers' copies: 256 MiB each on tmpfs, gone before the next contender
         for child in workdir.iterdir():
             if child.name != "logs":
@@ -80,6 +82,8 @@ def _measure(ctx: Context, name: str, body: Callable[[Procs, Result], None]) -> 
 
 def _keep_logs(logs: Path, name: str, n: int) -> None:
     """A copy of the logs off tmpfs, for reading after the run."""
+    if not logs.exists():
+        return
     dest = Path("/var/tmp/lamina-bench/p2p-logs") / f"{name}-n{n}"
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(logs, dest)
@@ -225,9 +229,12 @@ def aria2(ctx: Context, setup_error: str | None) -> Result:
         hook.write_text('#!/bin/sh\ndate +%s.%N > "$3.done"\n')
         hook.chmod(0o755)
 
+        # Debian's opentracker tracks only whitelisted torrents; it chroots to -d (so
+        # the list is /wl there) and refuses to keep running as root.
+        (work / "wl").write_text(info_hash.hex() + "\n")
         procs.start("tracker", "opentracker", topo.control.cmd(
             "opentracker", "-i", topo.control.ip, "-p", str(TRACKER_PORT), "-P",
-            str(TRACKER_PORT), "-d", str(work), "-u", "root"))  # fmt: skip
+            str(TRACKER_PORT), "-d", str(work), "-w", "/wl", "-u", "nobody"))  # fmt: skip
         procs.start("seed", "aria2-seed", topo.origin.cmd(
             "aria2c", *ARIA2_COMMON, "--check-integrity=true", "--bt-seed-unverified=false",
             f"--dir={seed_dir}", str(torrent)))  # fmt: skip
@@ -309,7 +316,7 @@ def lamina(ctx: Context) -> Result:
             *LAMINA, "p2p", "scheduler", "--addr", f"{topo.control.ip}:{SCHED_PORT}",
             "--swarm-key", str(key)))  # fmt: skip
         seed_node = topo.seed or topo.origin
-        upstream_local = (ctx.origin.local if seed_node is topo.origin else ctx.origin.url)
+        upstream_local = ctx.origin.local if seed_node is topo.origin else ctx.origin.url
         procs.start("seed", "seed", seed_node.cmd(
             *LAMINA, "p2p", "peer", "--addr", f"{seed_node.ip}:{PEER_PORT}", "--scheduler",
             sched, "--upstream", upstream_local, "--cache", str(work / "seed"),

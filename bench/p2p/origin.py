@@ -73,7 +73,5 @@ def start_origin(procs: Procs, node: Node, storage: Path, blob: Path, digest: st
     origin = Origin(node, proc, digest)
     sh(*agent(node, "wait", f"{origin.local}/v2/", "30"))
     print(f"pushing the {blob.stat().st_size >> 20} MiB blob {digest[:19]}...", file=sys.stderr)
-    subprocess.run(
-        agent(node, "push", origin.local, REPOSITORY, str(blob), digest), check=True
-    )
+    subprocess.run(agent(node, "push", origin.local, REPOSITORY, str(blob), digest), check=True)
     return origin
