@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown contender(s): {', '.join(sorted(unknown))}")
     signal.signal(signal.SIGTERM, _terminate)
+    # a shell's background job starts with SIGINT ignored; Ctrl-C must still clean up
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     aria2_error = contenders.ensure_aria2() if "aria2" in chosen else None
 
     mnt = CACHE / "p2p"

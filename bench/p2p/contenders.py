@@ -54,7 +54,6 @@ def _measure(ctx: Context, name: str, body: Callable[[Procs, Result], None]) -> 
     procs = Procs(workdir / "logs")
     tx0 = ctx.topo.tx_bytes(ctx.topo.origin)
     body0 = ctx.origin.sent_body_bytes()
-    busy0, total0 = cpu_busy()
     t0 = time.monotonic()
     try:
         body(procs, res)
@@ -65,7 +64,8 @@ def _measure(ctx: Context, name: str, body: Callable[[Procs, Result], None]) -> 
         print(f"  {name}: {type(e).__name__}: {e}", file=sys.stderr)
     finally:
         procs.close()
-        busy1, total1 = cpu_busy()
+        busy0, total0 = res.cpu_at_barrier or (0.0, 0.0)
+        busy1, total1 = res.cpu_end or cpu_busy()
         res.wall_s = time.monotonic() - t0
         res.host_cpu_busy = (busy1 - busy0) / max(total1 - total0, 1.0)
         res.origin_tx_bytes = ctx.topo.tx_bytes(ctx.topo.origin) - tx0
@@ -89,6 +89,12 @@ def _keep_logs(logs: Path, name: str, n: int) -> None:
     shutil.copytree(logs, dest)
 
 
+def _barrier(res: Result, at: float) -> None:
+    """Sleep until the barrier and note the host's CPU counters then."""
+    time.sleep(max(at - time.time(), 0.0))
+    res.cpu_at_barrier = cpu_busy()
+
+
 def _fetches(procs: Procs, ctx: Context, urls: list[str], at: float) -> list[Proc]:
     return [
         procs.start(
@@ -103,9 +109,11 @@ def _fetches(procs: Procs, ctx: Context, urls: list[str], at: float) -> list[Pro
 
 def _collect_fetches(procs: Procs, clients: list[Proc], at: float, timeout: float,
                      res: Result) -> None:  # fmt: skip
+    _barrier(res, at)
     deadline = time.monotonic() + timeout
     for c in clients:
         procs.wait(c, max(deadline - time.monotonic(), 0.1))
+    res.cpu_end = cpu_busy()
     for c in clients:
         out = c.log.with_suffix(".out")
         line = out.read_text().strip() if out.exists() else ""
@@ -254,7 +262,9 @@ def aria2(ctx: Context, setup_error: str | None) -> Result:
                 f"--dir={d}", f"--on-bt-download-complete={hook}", str(torrent)))  # fmt: skip
         timeout = client_server(ctx.size, topo.n, ctx.rates) + 120
         done = [d / "blob.bin.done" for d in dirs]
+        _barrier(res, at)
         _wait_for(lambda: all(p.exists() for p in done), timeout, "every aria2 leecher")
+        res.cpu_end = cpu_busy()
         for mark in done:
             res.completions_s.append(float(mark.read_text()) - at)
         procs.close()  # stop seeding before hashing, so the hashing costs no one time

@@ -110,6 +110,9 @@ class Result:
     procs: list[ProcStat] = field(default_factory=list)
     skipped: str = ""
     note: str = ""
+    # /proc/stat (busy, total) at the barrier: host CPU counts from there to the end
+    cpu_at_barrier: tuple[float, float] | None = None
+    cpu_end: tuple[float, float] | None = None  # ... to the last completion
 
     @property
     def last_s(self) -> float:
