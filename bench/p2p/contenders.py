@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import LAMINA
-from bench.p2p.model import Rates, Result, client_server, kumar_ross
-from bench.p2p.netns import Topology, sh
+from bench.p2p.model import Rates, Result, client_server, kumar_ross, piece_rounds
+from bench.p2p.netns import Node, Topology, sh
 from bench.p2p.origin import AGENT, PYTHON, Origin, agent
 from bench.p2p.procs import Proc, Procs, cpu_busy
 
+PIECE = 4 << 20  # aria2's torrent pieces; lamina's piece size for a 256 MiB blob
 BARRIER_S = 2.0  # time for N processes to start before the barrier
 
 
@@ -46,7 +47,8 @@ class Skip(Exception):
 def _measure(ctx: Context, name: str, body: Callable[[Procs, Result], None]) -> Result:
     """Run ``body`` with fresh processes and directories; fill in the origin's bytes,
     the host's CPU and every process's bill."""
-    res = Result(name, ctx.topo.n, ctx.bound(), size=ctx.size)
+    res = Result(name, ctx.topo.n, ctx.bound(), size=ctx.size,
+                 pieces_s=piece_rounds(ctx.topo.n, PIECE, ctx.rates))  # fmt: skip
     workdir = ctx.work / name
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -303,10 +305,28 @@ def _sha256(path: Path) -> str:
 
 SCHED_PORT = 7000
 PEER_PORT = 7001
+# the lamina under test: this tree's, or another tree's (LAMINA_P2P_BIN=/path/to/lamina)
+P2P_LAMINA = [os.environ["LAMINA_P2P_BIN"]] if os.environ.get("LAMINA_P2P_BIN") else LAMINA
+
+
+def _wait_up(procs: Procs, node: Node, url: str, timeout: float = 60.0) -> None:
+    """Until ``url`` answers from inside ``node``; at once if a daemon has died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs.procs:
+            procs.wait(p, 0.0)
+            if not p.alive:
+                raise RuntimeError(f"{p.name} exited {p.status}: {p.log.read_text()[-400:]}")
+        probe = subprocess.run(agent(node, "wait", url, "1"), capture_output=True, check=False)
+        if probe.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer in {timeout:.0f}s")
 
 
 def lamina_available() -> str | None:
-    proc = subprocess.run([*LAMINA, "p2p", "--help"], capture_output=True, text=True, check=False)
+    argv = [*P2P_LAMINA, "p2p", "--help"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return "lamina p2p CLI not available in this tree (merge the P2P branches first)"
     return None
@@ -323,25 +343,22 @@ def lamina(ctx: Context) -> Result:
         key.write_text(os.urandom(32).hex())
         sched = f"http://{topo.control.ip}:{SCHED_PORT}"
         procs.start("scheduler", "scheduler", topo.control.cmd(
-            *LAMINA, "p2p", "scheduler", "--addr", f"{topo.control.ip}:{SCHED_PORT}",
+            *P2P_LAMINA, "p2p", "scheduler", "--addr", f"{topo.control.ip}:{SCHED_PORT}",
             "--swarm-key", str(key)))  # fmt: skip
         seed_node = topo.seed or topo.origin
         upstream_local = ctx.origin.local if seed_node is topo.origin else ctx.origin.url
         procs.start("seed", "seed", seed_node.cmd(
-            *LAMINA, "p2p", "peer", "--addr", f"{seed_node.ip}:{PEER_PORT}", "--scheduler",
+            *P2P_LAMINA, "p2p", "peer", "--addr", f"{seed_node.ip}:{PEER_PORT}", "--scheduler",
             sched, "--upstream", upstream_local, "--cache", str(work / "seed"),
             "--swarm-key", str(key), "--seed"))  # fmt: skip
         for i, peer in enumerate(topo.peers, 1):
             procs.start("peer", f"peer-{i}", peer.cmd(
-                *LAMINA, "p2p", "peer", "--addr", f"{peer.ip}:{PEER_PORT}", "--scheduler",
+                *P2P_LAMINA, "p2p", "peer", "--addr", f"{peer.ip}:{PEER_PORT}", "--scheduler",
                 sched, "--upstream", ctx.origin.url, "--cache", str(work / f"p{i}"),
                 "--swarm-key", str(key)))  # fmt: skip
-        sh(*agent(topo.control, "wait", f"{sched}/v1/status", "60"))
+        _wait_up(procs, topo.control, f"{sched}/v1/status")
         for peer in [seed_node, *topo.peers]:
-            sh(*agent(peer, "wait", f"http://{peer.ip}:{PEER_PORT}/v2/", "60"))
-        for p in procs.procs:
-            if not p.alive:
-                raise RuntimeError(f"{p.name} exited: {p.log.read_text()[-500:]}")
+            _wait_up(procs, peer, f"http://{peer.ip}:{PEER_PORT}/v2/")
         at = time.time() + BARRIER_S
         urls = [f"http://{p.ip}:{PEER_PORT}{ctx.origin.blob_path()}" for p in topo.peers]
         clients = _fetches(procs, ctx, urls, at)

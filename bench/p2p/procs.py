@@ -101,11 +101,11 @@ class Procs:
 
     def wait(self, p: Proc, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._reap(p, block=False):
-                return True
+        while not self._reap(p, block=False):
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.05)
-        return False
+        return True
 
     def stop(self, p: Proc, grace: float = 5.0) -> None:
         if not p.alive:
