@@ -178,5 +178,5 @@ def _one_line(row: dict[str, object]) -> str:
     return (
         f"last {row['last_s']} s = {row['x_bound']}x bound, p50 {row['p50_s']}, "
         f"p90 {row['p90_s']}, origin tx {row['origin_tx_x']}x F, failed {row['failed']}, "
-        f"host CPU {row['host_cpu_busy']:.0%}"
+        f"host CPU {row['host_cpu_busy']:.0%} (softirq {row['host_softirq']:.0%})"
     )  # type: ignore[str-format]

@@ -66,10 +66,11 @@ def _measure(ctx: Context, name: str, body: Callable[[Procs, Result], None]) -> 
         print(f"  {name}: {type(e).__name__}: {e}", file=sys.stderr)
     finally:
         procs.close()
-        busy0, total0 = res.cpu_at_barrier or (0.0, 0.0)
-        busy1, total1 = res.cpu_end or cpu_busy()
+        busy0, total0, soft0 = res.cpu_at_barrier or (0.0, 0.0, 0.0)
+        busy1, total1, soft1 = res.cpu_end or cpu_busy()
         res.wall_s = time.monotonic() - t0
         res.host_cpu_busy = (busy1 - busy0) / max(total1 - total0, 1.0)
+        res.host_softirq = (soft1 - soft0) / max(total1 - total0, 1.0)
         res.origin_tx_bytes = ctx.topo.tx_bytes(ctx.topo.origin) - tx0
         if res.origin_body_bytes is None:
             res.origin_body_bytes = ctx.origin.sent_body_bytes() - body0

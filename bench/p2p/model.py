@@ -92,6 +92,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+CPU_BUSY_MAX = 0.85  # above this the 2 cores, not the shaped links, set the pace
+
+
 @dataclass
 class ProcStat:
     """One process's bill: CPU seconds (user + system) and peak RSS (VmHWM)."""
@@ -114,12 +117,19 @@ class Result:
     size: int = 0
     wall_s: float = 0.0
     host_cpu_busy: float = 0.0  # fraction of all cores busy during the run (/proc/stat)
+    host_softirq: float = 0.0  # of which softirq (the network in the kernel)
     procs: list[ProcStat] = field(default_factory=list)
     skipped: str = ""
     note: str = ""
     # /proc/stat (busy, total) at the barrier: host CPU counts from there to the end
-    cpu_at_barrier: tuple[float, float] | None = None
-    cpu_end: tuple[float, float] | None = None  # ... to the last completion
+    cpu_at_barrier: tuple[float, float, float] | None = None
+    cpu_end: tuple[float, float, float] | None = None  # ... to the last completion
+
+    def cpu_warning(self) -> str:
+        if self.host_cpu_busy <= CPU_BUSY_MAX:
+            return ""
+        return (f"host CPU {self.host_cpu_busy:.0%} > {CPU_BUSY_MAX:.0%}: CPU-bound, the "
+                "time is the machine's, not the network's")  # fmt: skip
 
     @property
     def last_s(self) -> float:
@@ -155,8 +165,9 @@ class Result:
             "peer_cpu_s_max": round(max(p.cpu_s for p in peers), 2) if peers else None,
             "peer_rss_mb_max": round(max(p.peak_rss_mb for p in peers), 1) if peers else None,
             "host_cpu_busy": round(self.host_cpu_busy, 3),
+            "host_softirq": round(self.host_softirq, 3),
             "procs": [asdict(p) for p in self.procs],
-            "note": self.note or None,
+            "note": "; ".join(filter(None, [self.note, self.cpu_warning()])) or None,
         }
         return doc
 
@@ -174,6 +185,7 @@ COLUMNS = (
     ("peer_cpu_s_mean", "peer CPU s", "{:.1f}"),
     ("peer_rss_mb_max", "peer RSS MB", "{:.0f}"),
     ("host_cpu_busy", "host CPU", "{:.0%}"),
+    ("host_softirq", "softirq", "{:.0%}"),
 )
 
 
