@@ -166,6 +166,11 @@ class Result:
             "peer_rss_mb_max": round(max(p.peak_rss_mb for p in peers), 1) if peers else None,
             "host_cpu_busy": round(self.host_cpu_busy, 3),
             "host_softirq": round(self.host_softirq, 3),
+            # our processes' CPU (rusage) per second of the run: the host figure also
+            # holds whatever else this shared machine was doing
+            "own_cpu_cores": round(sum(p.cpu_s for p in self.procs) / self.last_s, 2)
+            if self.completions_s
+            else None,
             "procs": [asdict(p) for p in self.procs],
             "note": "; ".join(filter(None, [self.note, self.cpu_warning()])) or None,
         }
@@ -184,6 +189,7 @@ COLUMNS = (
     ("origin_body_x", "origin body/F", "{:.2f}"),
     ("peer_cpu_s_mean", "peer CPU s", "{:.1f}"),
     ("peer_rss_mb_max", "peer RSS MB", "{:.0f}"),
+    ("own_cpu_cores", "own cores", "{:.2f}"),
     ("host_cpu_busy", "host CPU", "{:.0%}"),
     ("host_softirq", "softirq", "{:.0%}"),
 )
