@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(skopeo umoci runc crun containerd busybox-static debootstrap pigz zstd hyperfine docker-registry buildah wrk apache2-utils golang-github-containers-common gcc libc6-dev netavark aardvark-dns catatonit)
+APT_PACKAGES=(skopeo umoci runc crun containerd busybox-static debootstrap pigz zstd hyperfine docker-registry buildah wrk apache2-utils golang-github-containers-common gcc libc6-dev netavark aardvark-dns catatonit redis-server)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

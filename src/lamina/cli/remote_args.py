@@ -46,6 +46,14 @@ def add_parsers(sub: Parsers) -> None:
     p = sub.add_parser("pull", help="pull an image from a registry")
     p.add_argument("ref", metavar="REF", help="name[:tag] or name@digest")
     p.add_argument("--platform", default=None, help="os/arch[/variant] (default: host)")
+    p.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a registry mirror (a lamina p2p peer) to try first; repeatable, tried in "
+        "order, then mirrors.json, then the registry itself",
+    )
     _transport(p)
     _transfer(p)
 

@@ -57,6 +57,32 @@ def _client(args: argparse.Namespace, creds: Credentials | None = None) -> Regis
     return RegistryClient(Transport(lookup, insecure=args.insecure, connections=connections))
 
 
+def _pull_source(args: argparse.Namespace, ref: Reference) -> Any:
+    """The registry client, or (with ``--mirror`` or mirrors.json) the mirrors in
+    order, then the registry (``cli/mirrors.py``)."""
+    from lamina.cli.mirrors import configured_mirrors, mirrored_fetcher
+
+    urls = list(getattr(args, "mirror", None) or []) + configured_mirrors(ref.registry)
+    direct = _client(args)
+    if not urls:
+        return direct
+    from lamina.registry.client.credentials import load_credentials, normalize_host
+    from lamina.registry.client.remote import RegistryClient
+    from lamina.registry.client.transport import Transport
+
+    authfile = getattr(args, "authfile", None)
+
+    def make(host: str, plain_http: bool) -> RegistryClient:
+        def lookup(registry: str) -> Credentials | None:
+            # the mirror passes the registry's credentials on to the registry only
+            target = ref.registry if normalize_host(registry) == host else registry
+            return load_credentials(target, authfile)
+
+        return RegistryClient(Transport(lookup, insecure=args.insecure or plain_http))
+
+    return mirrored_fetcher(direct, ref.registry, urls, make)
+
+
 class _RichTransfer:
     """One bar per blob, on stderr (the TransferProgress of the CLI)."""
 
@@ -133,7 +159,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     parallel = _parallel(args, DEFAULT_PARALLEL)
 
     async def go(progress: TransferProgress) -> Any:
-        async with _client(args) as client:
+        async with _pull_source(args, ref) as client:
             return await pull_image(
                 client, store, ref, platform=platform, progress=progress, parallel=parallel
             )
