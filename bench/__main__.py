@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_compression, build, http_client, layers, pushpull, registry, run, s3
+from bench import bench_compression, build, http_client, layers, p2p, pushpull, registry, run, s3
 from bench.p2p_sim import report as p2p_sim
 
 BENCHES = {
@@ -18,6 +18,8 @@ BENCHES = {
     "build": build.main,
     "s3": s3.main,
     "p2p_sim": lambda: p2p_sim.main([]),
+    # N = 8 and 16 with every contender (~10 min); `python -m bench.p2p --help` for more
+    "p2p": lambda: p2p.main([]),
 }
 
 

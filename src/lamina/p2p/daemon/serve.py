@@ -162,6 +162,9 @@ async def _run(config: PeerConfig, ready: Callable[[str], None] | None) -> None:
 
 
 def run_peer(config: PeerConfig, ready: Callable[[str], None] | None = None) -> None:
-    # asyncio's own loop, not uvloop: the piece server sends pieces with
-    # loop.sendfile, which uvloop does not implement (NotImplementedError).
-    asyncio.run(_run(config, ready))
+    # uvloop: the peer moves every piece through the loop twice (in from a parent, out
+    # to children and the client); pieces go out with lamina.http.sendfile, which
+    # works on both loops.
+    import uvloop
+
+    uvloop.run(_run(config, ready))
