@@ -41,8 +41,16 @@ def _root(lamina: Lamina) -> Path:
     return Path(lamina.root)  # type: ignore[attr-defined]
 
 
+def _mounts_under(root: Path) -> list[str]:
+    return [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(str(root))
+    ]
+
+
 def _mounted(root: Path) -> bool:
-    return str(root) in Path("/proc/self/mountinfo").read_text()
+    return bool(_mounts_under(root))
 
 
 def _plans(root: Path) -> list[Path]:
@@ -61,6 +69,12 @@ def test_first_run_writes_a_plan_and_the_next_replays_it(bb: Lamina) -> None:
     assert _own_name_out(fast.stdout) == _own_name_out(again.stdout) == _own_name_out(slow.stdout)
     assert "uid=0(root)" in fast.stdout
     assert json.loads(bb("ps", "-a", "--json").stdout) == []
+    # A bridge run returns before netavark's teardown ends: its rootfs is unmounted at
+    # once, at most its network namespace is still bound until the teardown finishes,
+    # which the next network command waits for.
+    netns = str(root / "runtime" / "netns")
+    assert all(m.startswith(netns) for m in _mounts_under(root))
+    bb("network", "inspect", "lamina")
     assert not _mounted(root)
     # only the image's own snapshots (layer + init) remain
     snap = OverlaySnapshotter(str(root))
