@@ -76,6 +76,22 @@ def _die_with_parent() -> None:
 def start_seaweed(data_dir: Path, timeout: float = 60.0) -> tuple[Seaweed, subprocess.Popen[bytes]]:
     """Start ``weed mini`` in ``data_dir`` and wait until its S3 API takes a signed
     CreateBucket; the caller kills the process."""
+    for attempt in range(3):
+        try:
+            return _start_seaweed(data_dir, timeout)
+        except _PortTaken:
+            # Ports are picked free, then weed binds them: another test's server can
+            # take one in between. New ports, and again.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _start_seaweed(data_dir: Path, timeout: float) -> tuple[Seaweed, subprocess.Popen[bytes]]:
     from lamina.registry.storage.s3.client import Credentials, S3Client, S3Error
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +153,9 @@ def start_seaweed(data_dir: Path, timeout: float = 60.0) -> tuple[Seaweed, subpr
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"weed exited {proc.returncode}: {log.read_text()[-2000:]}")
+            text = log.read_text()
+            kind = _PortTaken if "Port allocation failed" in text else RuntimeError
+            raise kind(f"weed exited {proc.returncode}: {text[-2000:]}")
         try:
             client.create_bucket()
             break
