@@ -1,4 +1,5 @@
-"""A real redis-server per test (its own port and directory), for the Redis store."""
+"""Shared fixtures of the P2P tests: a real redis-server per test (its own port and
+directory) for the Redis store, and a real ``lamina registry serve`` as the origin."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from p2p_e2e_support import Proc, start_origin
 
 
 def free_port() -> int:
@@ -55,3 +57,12 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[Proc]:
+    proc = start_origin(tmp_path / "origin")
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -34,15 +34,6 @@ LAYER = 3 << 20
 
 
 @pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Proc]:
-    proc = start_origin(tmp_path / "origin")
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
 def image(tmp_path: Path, origin: Proc) -> Image:
     digest, _ = random_layer(tmp_path / "layer.tar", LAYER)
     assert digest

@@ -55,15 +55,6 @@ def layer_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Proc]:
-    proc = start_origin(tmp_path / "origin")
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
 def image(origin: Proc, layer_file: Path) -> Image:
     return push_image(origin.url, "swarm/app", layer_file)
 
